@@ -1,0 +1,97 @@
+"""Majority voting over one problem's sampled answers, usable while samples run.
+
+Tie-break rule: among answers with the most votes, the winner is the one
+whose lowest voting sample index is smallest. Sample indices are fixed when
+the samples are planned, so the result does not depend on the order in which
+samples happen to finish.
+
+``Tally.decided`` is conservative: it reports a decision only once the
+remaining samples could not even *tie* the leader, since a tie might be
+broken against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aimo_gguf.errors import InputError
+
+
+@dataclass(slots=True)
+class Tally:
+    """Votes of one problem's finished samples."""
+
+    n_samples: int
+    """Samples planned for this problem; valid sample indices are ``0..n_samples-1``."""
+    counts: dict[int, int] = field(default_factory=dict)
+    """Answer -> number of samples that voted for it."""
+    first_sample: dict[int, int] = field(default_factory=dict)
+    """Answer -> lowest sample index that voted for it (the tie-break key)."""
+    finished: int = 0
+    """Samples finished so far, with or without a valid answer."""
+    valid: int = 0
+    """Finished samples that produced a valid answer."""
+    _seen: set[int] = field(default_factory=set, init=False, repr=False, compare=False)
+    """Indices already added; a sample counted twice would skew the vote."""
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 0:
+            raise InputError(f"n_samples must be >= 0, got {self.n_samples}")
+
+    @classmethod
+    def new(cls, n_samples: int) -> Tally:
+        """An empty tally for ``n_samples`` planned samples."""
+        return cls(n_samples)
+
+    def add(self, sample_index: int, answer: int | None) -> None:
+        """Record that sample ``sample_index`` finished with ``answer`` (None: no valid answer)."""
+        if not 0 <= sample_index < self.n_samples:
+            raise InputError(f"sample index {sample_index} outside 0..{self.n_samples - 1}")
+        if sample_index in self._seen:
+            raise InputError(f"sample {sample_index} was already added")
+        self._seen.add(sample_index)
+        self.finished += 1
+        if answer is None:
+            return
+        self.valid += 1
+        self.counts[answer] = self.counts.get(answer, 0) + 1
+        first = self.first_sample.get(answer)
+        if first is None or sample_index < first:
+            self.first_sample[answer] = sample_index
+
+    @property
+    def remaining(self) -> int:
+        """Samples planned but not finished yet."""
+        return self.n_samples - self.finished
+
+    def winner(self) -> int | None:
+        """The answer with the most votes (tie-break: lowest first sample index); None if no votes."""
+        if not self.counts:
+            return None
+        # The answer sets are tiny (at most n_samples), so a scan beats
+        # keeping a sorted structure up to date on every add.
+        return max(self.counts, key=lambda a: (self.counts[a], -self.first_sample[a]))
+
+    def decided(self) -> bool:
+        """True once no remaining sample can change the winner."""
+        if self.remaining == 0:
+            return True
+        leader = self.winner()
+        if leader is None:
+            return False
+        runner_up = max((c for a, c in self.counts.items() if a != leader), default=0)
+        return self.counts[leader] > runner_up + self.remaining
+
+    def has_majority(self) -> bool:
+        """True if the winner holds a strict majority of the finished samples."""
+        leader = self.winner()
+        return leader is not None and 2 * self.counts[leader] > self.finished
+
+
+def majority_vote(answers: Sequence[int | None]) -> int | None:
+    """Winner of ``answers`` (in sample-index order) under the module's tie-break rule."""
+    tally = Tally.new(len(answers))
+    for index, answer in enumerate(answers):
+        tally.add(index, answer)
+    return tally.winner()

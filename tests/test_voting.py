@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from aimo_gguf.errors import InputError
+from aimo_gguf.voting import Tally, majority_vote
+
+
+def tally_of(n_samples: int, votes: list[tuple[int, int | None]]) -> Tally:
+    tally = Tally.new(n_samples)
+    for index, answer in votes:
+        tally.add(index, answer)
+    return tally
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([], None),
+        ([None, None, None], None),
+        ([5], 5),
+        ([1, 2, 2], 2),
+        ([3, 3, 1, 1, 1], 1),
+        ([None, 4, None, 4, 9], 4),
+        # Ties: the answer first voted for by the lowest sample index wins.
+        ([1, 2], 1),
+        ([2, 1], 2),
+        ([7, 8, 8, 7], 7),
+        ([None, 9, 3, 3, 9], 9),
+        ([0, 0, 5, 5, 6, 6, 6], 6),
+    ],
+)
+def test_majority_vote(answers: list[int | None], expected: int | None) -> None:
+    assert majority_vote(answers) == expected
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_tie_break_ignores_completion_order(order: tuple[int, ...]) -> None:
+    answers = [11, 22, 22, 11]
+    tally = tally_of(4, [(i, answers[i]) for i in order])
+    assert tally.winner() == 11
+    assert tally.first_sample == {11: 0, 22: 1}
+
+
+def test_counters() -> None:
+    tally = tally_of(5, [(3, 7), (0, None), (1, 7), (4, 2)])
+    assert tally.counts == {7: 2, 2: 1}
+    assert tally.first_sample == {7: 1, 2: 4}
+    assert (tally.finished, tally.valid, tally.remaining) == (4, 3, 1)
+
+
+def test_empty_tally() -> None:
+    tally = Tally.new(3)
+    assert tally.winner() is None
+    assert not tally.decided()
+    assert not tally.has_majority()
+    assert tally.remaining == 3
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "votes", "expected"),
+    [
+        # Leader 3, runner-up 0, 1 left: unreachable.
+        (4, [(0, 5), (1, 5), (2, 5)], True),
+        # Leader 3, runner-up 1, 1 left: 3 > 1 + 1.
+        (5, [(0, 5), (1, 5), (2, 5), (3, 6)], True),
+        # Leader 2, runner-up 0, 2 left: the other answer could tie.
+        (4, [(0, 5), (1, 5)], False),
+        # Leader 2, runner-up 1, 1 left: runner-up could tie (and win the tie-break).
+        (4, [(1, 5), (2, 5), (0, 6)], False),
+        # Leader 1, runner-up 1, 2 left: could be overtaken.
+        (4, [(0, 5), (1, 6)], False),
+        # Leader 3 of 8 with 5 left: an unseen answer could overtake.
+        (8, [(0, 1), (1, 1), (2, 1)], False),
+        # Leader 5 of 8 with 3 left: 5 > 0 + 3.
+        (8, [(i, 1) for i in range(5)], True),
+        # Nothing left: decided whatever the votes.
+        (2, [(0, 1), (1, 2)], True),
+        (2, [(0, None), (1, None)], True),
+        # No valid votes yet and samples left.
+        (3, [(0, None)], False),
+    ],
+)
+def test_decided(n_samples: int, votes: list[tuple[int, int | None]], expected: bool) -> None:
+    assert tally_of(n_samples, votes).decided() is expected
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "votes", "expected"),
+    [
+        (4, [(0, 5), (1, 5), (2, 6)], True),  # 2 of 3 finished
+        (4, [(0, 5), (1, 6)], False),  # 1 of 2 is not strict
+        (4, [(0, 5), (1, 5), (2, 6), (3, 6)], False),  # 2 of 4 is not strict
+        (4, [(0, 5), (1, None), (2, None)], False),  # invalid samples count as finished
+        (3, [(0, None), (1, None)], False),
+        (1, [(0, 9)], True),
+    ],
+)
+def test_has_majority(n_samples: int, votes: list[tuple[int, int | None]], expected: bool) -> None:
+    assert tally_of(n_samples, votes).has_majority() is expected
+
+
+def test_default_constructor_matches_new() -> None:
+    assert Tally(3) == Tally.new(3)
+    assert Tally(3).counts is not Tally(3).counts
+
+
+@pytest.mark.parametrize("index", [-1, 3])
+def test_add_rejects_out_of_range_index(index: int) -> None:
+    with pytest.raises(InputError):
+        Tally.new(3).add(index, 1)
+
+
+def test_add_rejects_duplicate_index() -> None:
+    tally = tally_of(3, [(1, 4)])
+    with pytest.raises(InputError):
+        tally.add(1, 4)
+    assert tally.counts == {4: 1}
+    assert tally.finished == 1
+
+
+def test_negative_sample_count_is_rejected() -> None:
+    with pytest.raises(InputError):
+        Tally.new(-1)
