@@ -24,7 +24,7 @@ import ctypes
 import os
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from .models import check_gguf
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_CTX = 0  # per sequence; 0 = prompt allowance + max tokens
-PROMPT_ALLOWANCE = 1024  # tokens kept for the prompt when --ctx is automatic
+PROMPT_ALLOWANCE = 512  # tokens kept for the prompt when --ctx is automatic
 DEFAULT_TOKEN_BUDGET = 2048  # most tokens in one llama_decode (prompt chunks + one per sequence)
 
 FINISH_EOS = "eos"  # the model emitted an end-of-generation token
@@ -124,6 +124,7 @@ class EngineStats:
     sample_seconds: float = 0.0  # time inside the sampler chains
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
     kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
+    finish_reasons: Counter = field(default_factory=Counter)  # completions by FINISH_* reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,8 +475,7 @@ class Engine:
                     active.append(slot)
 
                 if finished:
-                    yield from finished
-                    finished.clear()
+                    yield from self._flush(finished)
                 if not active:
                     if exhausted and not queue:
                         return
@@ -573,8 +573,7 @@ class Engine:
                 stats.sample_seconds += t_end - t1
                 stats.step_seconds += t_end - t_step
                 if finished:
-                    yield from finished
-                    finished.clear()
+                    yield from self._flush(finished)
                 if on_step is not None:
                     on_step()
         finally:
@@ -583,6 +582,13 @@ class Engine:
             for slot in slots:
                 if slot not in free:
                     free.append(slot)
+
+    def _flush(self, finished: list[Completion]) -> Iterator[Completion]:
+        reasons = self.stats.finish_reasons
+        for completion in finished:
+            reasons[completion.finish_reason] += 1
+        batch, finished[:] = finished[:], []
+        yield from batch
 
     def _attach_prefix(self, slot: _Slot, active: list[_Slot]) -> None:
         key = slot.request.prefix_key

@@ -1,0 +1,143 @@
+"""The ``aimo-gguf`` command line: a thin layer over the library.
+
+Commands parse options, call the library and render its results. Options of
+``run`` come from ``RunConfig`` (one declaration each); library errors become
+one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from dataclasses import MISSING
+
+import click
+
+from . import __version__
+from .config import ENV_PREFIX, RunConfig, option_fields
+from .errors import AimoError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+SHORT_FLAGS = {"model": "-m", "n_gpu_layers": "-ngl", "batch_size": "-b", "samples": "-n", "threads": "-t"}
+
+
+class AimoCommand(click.Command):
+    """Turns library errors into one line and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AimoError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _click_type(f):
+    hint = typing.get_type_hints(RunConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    if typing.get_origin(base) is tuple:
+        return str
+    if "choices" in f.metadata:
+        return click.Choice(f.metadata["choices"])
+    return base
+
+
+def config_options(command):
+    """Add one option per RunConfig field, with its default, help and AIMO_GGUF_* variable."""
+    for f in reversed(option_fields()):
+        flag = "--" + f.name.replace("_", "-")
+        decls = [flag] + ([SHORT_FLAGS[f.name]] if f.name in SHORT_FLAGS else [])
+        kind = _click_type(f)
+        kwargs = dict(
+            help=f.metadata["help"],
+            envvar=ENV_PREFIX + f.name.upper(),
+            show_envvar=False,
+        )
+        if kind is bool:
+            if f.default:
+                decls = [f"{flag}/--no-{flag[2:]}"]
+            else:
+                kwargs["is_flag"] = True
+            kwargs["default"] = f.default
+        elif f.metadata.get("multiple"):
+            kwargs.update(multiple=True, type=str)
+        else:
+            kwargs.update(type=kind, default=None if f.default is MISSING else f.default)
+            kwargs["show_default"] = f.default is not None and f.name not in ("system_prompt", "ctx", "model")
+        command = click.option(*decls, f.name, **kwargs)(command)
+    return command
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="aimo-gguf")
+def cli() -> None:
+    """Solve olympiad math problems with quantized GGUF models through llama.cpp.
+
+    The same command runs on a CPU build or a CUDA build of llama-cpp-python:
+    --n-gpu-layers offloads what the GPU can hold and falls back to the CPU.
+    """
+
+
+@cli.command(cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("problems", required=False, type=click.Path(dir_okay=False))
+@config_options
+@click.option("-o", "--output", default="submission.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="Submission CSV to write (id,answer; input order).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Also write the run's counters as JSON here.")
+@click.option("--traces", type=click.Path(dir_okay=False),
+              help="Stream every sample (text, extracted answer) to this JSONL file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no results table.")
+@click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log on stderr.")
+def run(problems, output, summary_path, traces, quiet, verbose, **options) -> None:
+    """Solve PROBLEMS (CSV, Parquet or JSONL with id, problem[, answer]).
+
+    Without PROBLEMS it solves the sample problems shipped with aimo-gguf;
+    without --model it uses the embedded SmolLM2-135M-Instruct Q4_1.
+
+    \b
+    Examples:
+      aimo-gguf run
+      aimo-gguf run problems.csv -m models/qwen2.5-math-7b-Q4_K_M.gguf \\
+          --n-gpu-layers 40 --samples 8 --batch-size 16 --max-tokens 2048 \\
+          -o submission.csv --summary summary.json
+    """
+    from .solver import run as run_problems
+
+    result = run_problems(
+        problems,
+        output=output,
+        summary=summary_path,
+        traces=traces,
+        progress=not quiet and sys.stderr.isatty(),
+        verbose=verbose,
+        **options,
+    )
+    summary = result.summary
+    if not quiet:
+        if result.results:
+            click.echo(_problem_table(result.results))
+            click.echo()
+        click.echo(summary.table())
+        click.echo(f"wrote {output}" + (f" and {summary_path}" if summary_path else ""), err=True)
+    if summary.interrupted:
+        sys.exit(130)
+
+
+def _problem_table(results) -> str:
+    width = max(len(r.id) for r in results)
+    lines = [f"{'id':<{width}}  {'answer':>7}  {'votes':>7}  note"]
+    for r in results:
+        if r.correct is None:
+            mark = ""
+        else:
+            mark = "correct" if r.correct else "wrong"
+        notes = [mark] + (["fallback"] if r.fallback else []) + (["too long"] if r.too_long else [])
+        notes += ["early stop"] if r.early_stopped else []
+        lines.append(f"{r.id:<{width}}  {r.answer:>7}  {f'{r.votes}/{r.samples}':>7}  {', '.join(n for n in notes if n)}")
+    return "\n".join(lines)
+
+
+def main() -> None:  # pragma: no cover - the console script calls cli()
+    cli()

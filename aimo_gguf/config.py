@@ -1,0 +1,88 @@
+"""Every option of ``aimo-gguf run``, declared once.
+
+Each field of ``RunConfig`` is one CLI flag (``n_gpu_layers`` is
+``--n-gpu-layers``, and ``AIMO_GGUF_N_GPU_LAYERS`` in the environment); its
+default and its help text live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .answers import DEFAULT_MAX_ANSWER, DEFAULT_MIN_ANSWER
+from .engine import DEFAULT_BATCH_SIZE, DEFAULT_CTX, PROMPT_ALLOWANCE
+from .errors import InputError
+from .prompts import DEFAULT_SYSTEM_PROMPT
+
+DEFAULT_SAMPLES = 4
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_FALLBACK_ANSWER = 0
+ENV_PREFIX = "AIMO_GGUF_"
+
+
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Settings of one run; see each field's help."""
+
+    model: str | None = _opt(None, "GGUF model file [default: the embedded SmolLM2-135M-Instruct Q4_1].")
+    n_gpu_layers: int = _opt(0, "Layers to offload to the GPU (-1 = all). Falls back to fewer, then to CPU.")
+    threads: int | None = _opt(None, "CPU threads [default: physical cores].")
+    ctx: int = _opt(
+        DEFAULT_CTX,
+        f"Context of one sequence in tokens, prompt included [default: {PROMPT_ALLOWANCE} + --max-tokens].",
+    )
+    batch_size: int = _opt(DEFAULT_BATCH_SIZE, "Sequences decoded together in one llama_decode.")
+    samples: int = _opt(DEFAULT_SAMPLES, "Samples per problem, majority-voted.")
+    max_tokens: int = _opt(DEFAULT_MAX_TOKENS, "Most tokens generated per sample.")
+    temperature: float = _opt(DEFAULT_TEMPERATURE, "Sampling temperature (0 = greedy).")
+    top_k: int = _opt(40, "Top-k sampling (0 = off).")
+    top_p: float = _opt(0.95, "Top-p (nucleus) sampling (1 = off).")
+    min_p: float = _opt(0.05, "Min-p sampling (0 = off).")
+    seed: int = _opt(0, "Base seed; each sample's seed derives from it, the problem id and the sample number.")
+    system_prompt: str = _opt(DEFAULT_SYSTEM_PROMPT, "System prompt (asks for the answer in \\boxed{}).")
+    raw_prompt: bool = _opt(False, "Plain 'Problem: ... Solution:' prompt instead of the chat template (base models).")
+    stop: tuple[str, ...] = _opt((), "Stop string ending a sample (repeatable).", multiple=True)
+    ignore_eos: bool = _opt(False, "Never stop at end-of-sequence (benchmarks: every sample runs --max-tokens).")
+    early_stop: bool = _opt(True, "Stop a problem's sampling once no pending sample can change its winner.")
+    min_answer: int = _opt(DEFAULT_MIN_ANSWER, "Smallest valid answer.")
+    max_answer: int = _opt(DEFAULT_MAX_ANSWER, "Largest valid answer.")
+    modulo: int | None = _opt(None, "Reduce answers modulo this before the range check.")
+    fallback_answer: int = _opt(DEFAULT_FALLBACK_ANSWER, "Answer written when a problem has no valid answer.")
+    kv_unified: bool = _opt(False, "One KV buffer shared by all sequences (slower at large batch on CPU).")
+    flash_attn: str = _opt("auto", "Flash attention: auto, on or off.", choices=("auto", "on", "off"))
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
+            (self.max_tokens >= 1, f"--max-tokens must be at least 1, got {self.max_tokens}"),
+            (self.ctx == 0 or self.ctx >= 16, f"--ctx must be 0 (automatic) or at least 16, got {self.ctx}"),
+            (self.n_gpu_layers >= -1, f"--n-gpu-layers must be -1 (all) or more, got {self.n_gpu_layers}"),
+            (self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
+            (self.temperature >= 0, f"--temperature must be 0 or more, got {self.temperature}"),
+            (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),
+            (0 <= self.min_p < 1, f"--min-p must be in [0, 1), got {self.min_p}"),
+            (self.top_k >= 0, f"--top-k must be 0 or more, got {self.top_k}"),
+            (self.min_answer <= self.max_answer, "--min-answer is larger than --max-answer"),
+            (self.modulo is None or self.modulo >= 1, f"--modulo must be at least 1, got {self.modulo}"),
+            (self.flash_attn in ("auto", "on", "off"), f"--flash-attn must be auto, on or off, got {self.flash_attn!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        self.stop = tuple(self.stop)
+
+    @property
+    def sequence_ctx(self) -> int:
+        """The context one sequence gets, after resolving the automatic default."""
+        return self.ctx or PROMPT_ALLOWANCE + self.max_tokens
+
+
+def option_fields():
+    """The fields of RunConfig in declaration order (the CLI builds its flags from them)."""
+    return fields(RunConfig)

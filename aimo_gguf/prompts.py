@@ -1,0 +1,75 @@
+"""Turning a problem into the text the model sees.
+
+Instruction models get the chat template stored in their GGUF
+(``tokenizer.chat_template``), rendered with Jinja the way Hugging Face
+tokenizers render it. Base models, or any model with ``raw_prompt``, get a
+plain "Problem: ... Solution:" completion prompt.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import InputError
+
+# Qwen2.5-Math's own instruction; the recommended math models are trained on it.
+DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+RAW_PROMPT_TEMPLATE = "{system}\n\nProblem: {problem}\nSolution:"
+RAW_PROMPT_STOPS = ("\nProblem:",)  # a base model goes on to invent the next problem
+
+
+def raw_prompt(problem: str, system_prompt: str) -> str:
+    return RAW_PROMPT_TEMPLATE.format(system=system_prompt.strip(), problem=problem.strip())
+
+
+@lru_cache(maxsize=8)
+def _compile(template: str) -> jinja2.Template:
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateError as e:
+        raise InputError(f"The model's chat template does not parse ({e}): use --raw-prompt") from None
+
+
+def chat_prompt(
+    problem: str,
+    *,
+    template: str,
+    system_prompt: str,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> str:
+    """Render the chat template with a system and a user message, ready for the reply.
+
+    Templates that refuse a system role (Gemma's, for one) get the system
+    prompt folded into the user message instead.
+    """
+    compiled = _compile(template)
+    user = problem.strip()
+    variants = []
+    if system_prompt:
+        variants.append([{"role": "system", "content": system_prompt}, {"role": "user", "content": user}])
+        variants.append([{"role": "user", "content": f"{system_prompt}\n\n{user}"}])
+    else:
+        variants.append([{"role": "user", "content": user}])
+    error: Exception | None = None
+    for messages in variants:
+        try:
+            return compiled.render(
+                messages=messages,
+                add_generation_prompt=True,
+                bos_token=bos_token,
+                eos_token=eos_token,
+            )
+        except jinja2.TemplateError as e:
+            error = e
+    raise InputError(f"The model's chat template failed to render ({error}): use --raw-prompt")

@@ -1,0 +1,375 @@
+"""``run``: problems in, a submission and a summary out.
+
+The solver feeds the engine one problem's samples after another, lazily, so a
+slot that frees up takes the next sample at once. Each finished sample is
+voted on; a problem whose winner can no longer change has its other samples
+cancelled and skipped, and their slots go to the next problems.
+
+Only what a problem needs while it is in flight is kept (its token ids, its
+tally, its live requests); a finished problem leaves one integer behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .answers import extract_answer
+from .config import RunConfig
+from .engine import FINISH_CANCELLED, FINISH_TOO_LONG, Completion, Engine, Request, SamplingParams
+from .errors import InputError
+from .problems import Problem, read_problems, write_json_atomic, write_submission
+from .prompts import RAW_PROMPT_STOPS, chat_prompt, raw_prompt
+from .summary import RunSummary, peak_rss_mb
+from .voting import Tally
+
+DEFAULT_OUTPUT = "submission.csv"
+PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes inside a long problem
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemResult:
+    """The outcome of one problem."""
+
+    index: int  # position in the input
+    id: str
+    answer: int  # the winner, or the fallback answer
+    votes: int  # samples that voted for the answer (0 for a fallback)
+    valid: int  # samples with a valid answer
+    samples: int  # samples that ran to an end
+    fallback: bool  # no valid answer: the fallback was written
+    too_long: bool  # the prompt did not fit the context
+    early_stopped: bool  # sampling stopped once the vote was decided
+    majority: bool  # the winner has a strict majority of the finished samples
+    correct: bool | None  # None when the answer is unknown
+
+
+@dataclass
+class RunResult:
+    """What ``run`` returns: the submission rows in input order and the summary."""
+
+    answers: list[tuple[str, int]]
+    summary: RunSummary
+    results: list[ProblemResult] = field(default_factory=list)  # kept only for small runs (see KEEP_RESULTS)
+
+
+KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
+
+
+def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
+    """A sample's seed: the same for the same problem and sample, whatever the order or batch."""
+    digest = hashlib.blake2b(f"{seed}:{problem_id}:{sample_index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+class _InFlight:
+    """A problem whose samples are running."""
+
+    __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "closed", "early_stopped")
+
+    def __init__(self, index: int, problem: Problem, n_samples: int) -> None:
+        self.index = index
+        self.problem = problem
+        self.tally = Tally(n_samples)
+        self.requests: dict[int, Request] = {}  # sample index -> live request
+        self.issued = 0
+        self.ended = 0  # samples that came back from the engine, cancelled ones included
+        self.closed = False  # no more samples of this problem will be issued
+        self.early_stopped = False
+
+
+def build_prompt(engine: Engine, problem: Problem, config: RunConfig) -> list[int]:
+    """The prompt's token ids for ``problem`` under ``config``."""
+    template = None if config.raw_prompt else engine.chat_template
+    if template is None:
+        text = raw_prompt(problem.problem, config.system_prompt)
+    else:
+        text = chat_prompt(
+            problem.problem,
+            template=template,
+            system_prompt=config.system_prompt,
+            bos_token=engine.bos_token,
+            eos_token=engine.eos_token,
+        )
+    return engine.tokenize(text)
+
+
+def solve(
+    problems: Sequence[Problem],
+    engine: Engine,
+    config: RunConfig,
+    *,
+    traces: TextIO | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> Iterator[ProblemResult]:
+    """Solve ``problems`` on ``engine``; yield each ProblemResult as it is decided.
+
+    Results come in finishing order. Stopping the iteration (or an exception,
+    Ctrl-C included) frees the engine's sequences.
+    """
+    sampling = SamplingParams(
+        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p
+    )
+    flights: dict[int, _InFlight] = {}
+    done: list[ProblemResult] = []
+    n_samples = config.samples
+
+    def finish(flight: _InFlight, *, too_long: bool = False) -> None:
+        flights.pop(flight.index, None)
+        tally = flight.tally
+        winner = tally.winner()
+        fallback = winner is None
+        answer = config.fallback_answer if fallback else winner
+        expected = flight.problem.answer
+        done.append(
+            ProblemResult(
+                index=flight.index,
+                id=flight.problem.id,
+                answer=answer,
+                votes=0 if fallback else tally.counts[winner],
+                valid=tally.valid,
+                samples=tally.finished,
+                fallback=fallback,
+                too_long=too_long,
+                early_stopped=flight.early_stopped,
+                majority=not fallback and tally.has_majority(),
+                correct=None if expected is None else answer == expected,
+            )
+        )
+
+    def requests() -> Iterator[Request]:
+        for index, problem in enumerate(problems):
+            tokens = build_prompt(engine, problem, config)
+            flight = _InFlight(index, problem, n_samples)
+            flights[index] = flight
+            if len(tokens) >= engine.n_ctx_seq:
+                finish(flight, too_long=True)
+                continue
+            for j in range(n_samples):
+                if flight.early_stopped:
+                    break
+                request = Request(
+                    key=(index, j),
+                    prompt=tokens,
+                    max_tokens=config.max_tokens,
+                    seed=sample_seed(config.seed, problem.id, j),
+                    sampling=sampling,
+                    prefix_key=index,
+                )
+                flight.requests[j] = request
+                flight.issued += 1
+                yield request
+            flight.closed = True
+            if flight.ended == flight.issued and flight.index in flights:
+                finish(flight)  # every issued sample already came back
+
+    def record(completion: Completion) -> None:
+        index, j = completion.request.key
+        flight = flights[index]
+        flight.requests.pop(j, None)
+        flight.ended += 1
+        reason = completion.finish_reason
+        if reason != FINISH_CANCELLED:
+            answer = extract_answer(
+                completion.text, min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo
+            )
+            flight.tally.add(j, answer)
+            if traces is not None:
+                traces.write(
+                    json.dumps(
+                        {
+                            "id": flight.problem.id,
+                            "sample": j,
+                            "answer": answer,
+                            "finish_reason": reason,
+                            "tokens": len(completion.tokens),
+                            "text": completion.text,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+                traces.flush()
+            if config.early_stop and not flight.early_stopped and flight.tally.remaining and flight.tally.decided():
+                flight.early_stopped = True
+                for request in flight.requests.values():
+                    request.cancelled = True
+        if flight.closed and flight.ended == flight.issued:
+            finish(flight)
+
+    for completion in engine.generate(requests(), on_step=on_step):
+        if completion.finish_reason == FINISH_TOO_LONG:
+            # The engine's own guard; the solver normally catches long prompts first.
+            index, _ = completion.request.key
+            flight = flights.get(index)
+            if flight is not None:
+                for request in flight.requests.values():
+                    request.cancelled = True
+                flight.requests.clear()
+                finish(flight, too_long=True)
+            continue
+        if completion.request.key[0] in flights:
+            record(completion)
+        if done:
+            yield from done
+            done.clear()
+    if done:
+        yield from done
+        done.clear()
+
+
+def _count(summary: RunSummary, result: ProblemResult, n_samples: int) -> None:
+    summary.problems_done += 1
+    summary.samples += result.samples
+    if not result.too_long:
+        summary.samples_skipped += n_samples - result.samples
+    summary.valid_answers += result.valid
+    summary.majority += result.majority
+    summary.early_stopped += result.early_stopped
+    summary.fallbacks += result.fallback
+    summary.too_long += result.too_long
+    if result.correct is not None:
+        summary.graded += 1
+        summary.correct += result.correct
+
+
+def run(
+    problems: str | Path | Sequence[Problem] | None = None,
+    *,
+    output: str | Path | None = DEFAULT_OUTPUT,
+    summary: str | Path | None = None,
+    traces: str | Path | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+    config: RunConfig | None = None,
+    **options,
+) -> RunResult:
+    """Solve a problems file (or the bundled sample set) and write the submission.
+
+    ``options`` are RunConfig fields, named like the CLI flags
+    (``n_gpu_layers=40``, ``batch_size=16``). Ctrl-C stops the run but still
+    writes every answer that finished and the fallback for the rest.
+    """
+    config = config or RunConfig(**options)
+    if not isinstance(problems, (list, tuple)):
+        problems = read_problems(problems)
+    engine_options = dict(
+        n_gpu_layers=config.n_gpu_layers,
+        ctx=config.sequence_ctx,
+        batch_size=config.batch_size,
+        threads=config.threads,
+        kv_unified=config.kv_unified,
+        flash_attn=config.flash_attn,
+        stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
+        ignore_eos=config.ignore_eos,
+        verbose=verbose,
+    )
+    from .models import resolve_model
+
+    model_path = resolve_model(config.model)
+    trace_file = _open_traces(traces)
+    try:
+        with Engine(model_path, **engine_options) as engine:
+            return _run_loaded(problems, engine, config, output, summary, trace_file, progress)
+    finally:
+        if trace_file is not None:
+            trace_file.close()
+
+
+def _open_traces(traces: str | Path | None) -> TextIO | None:
+    if traces is None:
+        return None
+    path = Path(traces)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write traces to {path}: {e.strerror or e}") from None
+
+
+def _run_loaded(problems, engine, config, output, summary_path, trace_file, progress) -> RunResult:
+    info = engine.info
+    summary = RunSummary(
+        model=info.model_path,
+        model_description=info.description,
+        n_gpu_layers_requested=info.n_gpu_layers_requested,
+        n_gpu_layers=info.n_gpu_layers,
+        gpu_offload_supported=info.gpu_offload_supported,
+        notes=list(info.notes),
+        batch_size=config.batch_size,
+        samples_per_problem=config.samples,
+        max_tokens=config.max_tokens,
+        ctx=info.n_ctx_seq,
+        threads=info.threads,
+        problems=len(problems),
+        load_seconds=info.load_seconds,
+    )
+    for note in info.notes:
+        print(f"aimo-gguf: {note}", file=sys.stderr)
+
+    answers: list[int | None] = [None] * len(problems)
+    results: list[ProblemResult] = []
+    bar = _progress_bar(len(problems), enabled=progress)
+    stats = engine.stats
+    t_start = time.perf_counter()
+    last_refresh = [0.0]
+
+    def refresh() -> None:
+        now = time.perf_counter()
+        if bar is None or now - last_refresh[0] < PROGRESS_INTERVAL:
+            return
+        last_refresh[0] = now
+        elapsed = now - t_start
+        bar.set_postfix_str(
+            f"samples={summary.samples} tok/s={stats.generated_tokens / elapsed:.1f}", refresh=False
+        )
+        bar.refresh()
+
+    try:
+        for result in solve(problems, engine, config, traces=trace_file, on_step=refresh if bar else None):
+            answers[result.index] = result.answer
+            _count(summary, result, config.samples)
+            if len(problems) <= KEEP_RESULTS:
+                results.append(result)
+            if bar is not None:
+                bar.update(1)
+                refresh()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        print("aimo-gguf: interrupted: writing finished answers, the fallback for the rest", file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    summary.run_seconds = time.perf_counter() - t_start
+    summary.fallbacks += sum(a is None for a in answers)
+    summary.prompt_tokens = stats.prompt_tokens
+    summary.shared_prompt_tokens = stats.shared_prompt_tokens
+    summary.generated_tokens = stats.generated_tokens
+    summary.decode_seconds = stats.decode_seconds
+    summary.sample_seconds = stats.sample_seconds
+    summary.kv_preemptions = stats.kv_preemptions
+    summary.finish_reasons = dict(sorted(stats.finish_reasons.items()))
+    summary.peak_rss_mb = peak_rss_mb()
+
+    rows = [(p.id, config.fallback_answer if a is None else a) for p, a in zip(problems, answers)]
+    if output is not None:
+        write_submission(output, rows)
+    if summary_path is not None:
+        write_json_atomic(summary_path, summary.to_dict())
+    results.sort(key=lambda r: r.index)
+    return RunResult(answers=rows, summary=summary, results=results)
+
+
+def _progress_bar(total: int, *, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
