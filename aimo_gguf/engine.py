@@ -120,6 +120,7 @@ class EngineStats:
     shared_prompt_tokens: int = 0  # prompt tokens taken from another sequence's KV instead
     generated_tokens: int = 0
     steps: int = 0  # llama_decode calls that succeeded
+    sequence_steps: int = 0  # sequences in those decodes, summed: occupancy = sequence_steps / steps
     decode_seconds: float = 0.0  # time inside llama_decode
     sample_seconds: float = 0.0  # time inside the sampler chains
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
@@ -512,6 +513,7 @@ class Engine:
                         slot.logit_index = n - 1
                 if n == 0:
                     continue
+                n_seqs = sum(1 for slot in active if slot.fed > slot.step_start)
                 batch.n_tokens = n
                 t0 = time.perf_counter()
                 rc = llama_cpp.llama_decode(self._ctx, batch)
@@ -537,6 +539,7 @@ class Engine:
                 if rc != 0:
                     raise EngineError(f"llama_decode failed with code {rc}{_last_c_error()}")
                 stats.steps += 1
+                stats.sequence_steps += n_seqs
 
                 # Sample: one token per sequence whose inputs are all decoded.
                 for slot in active[:]:
