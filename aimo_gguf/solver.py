@@ -71,7 +71,7 @@ def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
 class _InFlight:
     """A problem whose samples are running."""
 
-    __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "closed", "early_stopped")
+    __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "early_stopped")
 
     def __init__(self, index: int, problem: Problem, n_samples: int) -> None:
         self.index = index
@@ -80,7 +80,6 @@ class _InFlight:
         self.requests: dict[int, Request] = {}  # sample index -> live request
         self.issued = 0
         self.ended = 0  # samples that came back from the engine, cancelled ones included
-        self.closed = False  # no more samples of this problem will be issued
         self.early_stopped = False
 
 
@@ -165,7 +164,6 @@ def solve(
                 flight.requests[j] = request
                 flight.issued += 1
                 yield request
-            flight.closed = True
             if flight.ended == flight.issued and flight.index in flights:
                 finish(flight)  # every issued sample already came back
 
@@ -200,7 +198,9 @@ def solve(
                 flight.early_stopped = True
                 for request in flight.requests.values():
                     request.cancelled = True
-        if flight.closed and flight.ended == flight.issued:
+        # Done once every sample that will ever be issued has come back; no need
+        # to wait for the engine to pull the next request.
+        if flight.ended == flight.issued and (flight.issued == n_samples or flight.early_stopped):
             finish(flight)
 
     for completion in engine.generate(requests(), on_step=on_step):

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Speed of aimo-gguf, measured side by side in one run (figures for the README).
+
+1. Engine generation throughput at several batch sizes, measured the way
+   llama.cpp's ``llama-batched-bench`` measures it (PP prompt tokens and TG
+   generated tokens per sequence, S_TG = B*TG / (T_total - T_prompt)), next to
+   ``llama-batched-bench`` itself when ``--batched-bench`` names its binary
+   (build it with scripts/build_llama_tools.sh).
+2. ``aimo-gguf run`` (the whole pipeline: prompts, batched engine, voting)
+   against a loop of ``llama_cpp.Llama.create_completion`` calls doing the same
+   work: same prompts, samples, seeds and token counts, EOS suppressed in both.
+
+    python scripts/benchmark.py --threads 2 --batched-bench .bench/bin/llama-batched-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import llama_cpp
+
+from aimo_gguf.config import RunConfig
+from aimo_gguf.engine import Engine, Request, SamplingParams
+from aimo_gguf.models import default_model_path
+from aimo_gguf.problems import Problem
+from aimo_gguf.solver import build_prompt, run, sample_seed
+
+
+def engine_tg(model: Path, batch: int, pp: int, tg: int, threads: int) -> dict:
+    """Prompt and generation speed of the engine for ``batch`` sequences."""
+    with Engine(model, ctx=pp + tg + 16, batch_size=batch, threads=threads, ignore_eos=True) as eng:
+        def requests(max_tokens):
+            # Distinct prompts (no sharing), like llama-batched-bench without -pps.
+            return [
+                Request(key=i, prompt=[1] + [1000 + i] * (pp - 1), max_tokens=max_tokens, seed=i,
+                        sampling=SamplingParams(temperature=0))
+                for i in range(batch)
+            ]
+
+        list(eng.generate(requests(1)))  # warm-up, as llama-batched-bench does
+        t0 = time.perf_counter()
+        list(eng.generate(requests(1)))
+        t_pp = time.perf_counter() - t0
+        stats_before = (eng.stats.decode_seconds, eng.stats.step_seconds)
+        t0 = time.perf_counter()
+        list(eng.generate(requests(tg)))
+        t_all = time.perf_counter() - t0
+        decode = eng.stats.decode_seconds - stats_before[0]
+        step = eng.stats.step_seconds - stats_before[1]
+    return {
+        "batch": batch,
+        "s_pp": batch * pp / t_pp,
+        "s_tg": batch * (tg - 1) / (t_all - t_pp),
+        "python_share": (step - decode) / t_all,
+    }
+
+
+def batched_bench(binary: str, model: Path, batches: list[int], pp: int, tg: int, threads: int) -> dict[int, float]:
+    """S_TG of llama-batched-bench for each batch size."""
+    cmd = [binary, "-m", str(model), "-t", str(threads), "-c", str(max(batches) * (pp + tg + 16)),
+           "-b", "2048", "-ub", "512", "-npp", str(pp), "-ntg", str(tg), "-npl", ",".join(map(str, batches))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[2].isdigit():
+            result[int(cells[2])] = float(cells[7])  # B, S_TG t/s
+    return result
+
+
+def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, threads: int, batch: int) -> dict:
+    """aimo-gguf run against a create_completion loop on the same work."""
+    problems = [Problem(id=f"p{i}", problem=f"What is {i + 3} times {i + 7}? Show your work.") for i in range(n_problems)]
+    config = RunConfig(model=str(model), samples=samples, max_tokens=tokens, ignore_eos=True, early_stop=False, threads=threads,
+                       batch_size=batch, ctx=512)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = run(problems, config=config, output=Path(tmp) / "sub.csv", progress=False)
+        t_run = time.perf_counter() - t0
+    generated = result.summary.generated_tokens
+
+    with Engine(model, ctx=512, batch_size=1, threads=threads) as eng:
+        prompts = [build_prompt(eng, p, config) for p in problems]
+    t0 = time.perf_counter()  # both sides include their model load
+    llm = llama_cpp.Llama(str(model), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+    eog = [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t)]
+    bias = {t: float("-inf") for t in eog}
+    loop_tokens = 0
+    for problem, prompt in zip(problems, prompts):
+        for j in range(samples):
+            out = llm.create_completion(
+                prompt, max_tokens=tokens, temperature=config.temperature, top_k=config.top_k,
+                top_p=config.top_p, min_p=config.min_p, seed=sample_seed(config.seed, problem.id, j),
+                logit_bias=bias,
+            )
+            loop_tokens += out["usage"]["completion_tokens"]
+    t_loop = time.perf_counter() - t0
+    llm.close()
+    return {"run_s": t_run, "run_tokens": generated, "loop_s": t_loop, "loop_tokens": loop_tokens}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="GGUF file [default: embedded SmolLM2]")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", default="1,4,16")
+    ap.add_argument("--pp", type=int, default=64)
+    ap.add_argument("--tg", type=int, default=128)
+    ap.add_argument("--batched-bench", help="path of llama-batched-bench, for the side-by-side ratio")
+    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--skip-engine", action="store_true")
+    ap.add_argument("--skip-pipeline", action="store_true")
+    args = ap.parse_args()
+    model = args.model or default_model_path()
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"model {model.name}, {args.threads} threads, llama-cpp-python {llama_cpp.__version__}")
+
+    if not args.skip_engine:
+        reference = batched_bench(args.batched_bench, model, batches, args.pp, args.tg, args.threads) if args.batched_bench else {}
+        print(f"\n## Engine generation throughput (PP {args.pp}, TG {args.tg})")
+        print("| B | engine S_PP t/s | engine S_TG t/s | llama-batched-bench S_TG t/s | ratio | Python share of time |")
+        print("|---|---|---|---|---|---|")
+        for b in batches:
+            row = engine_tg(model, b, args.pp, args.tg, args.threads)
+            ref = reference.get(b)
+            ratio = f"{row['s_tg'] / ref:.0%}" if ref else "-"
+            print(f"| {b} | {row['s_pp']:.1f} | {row['s_tg']:.1f} | {ref or '-'} | {ratio} | {row['python_share']:.1%} |",
+                  flush=True)
+
+    if not args.skip_pipeline:
+        r = pipeline_vs_loop(model, args.problems, args.samples, args.tokens, args.threads, max(batches))
+        print(f"\n## aimo-gguf run vs a create_completion loop ({args.problems} problems x {args.samples} samples x "
+              f"{args.tokens} tokens, EOS suppressed, batch {max(batches)})")
+        print("| pipeline | generated tokens | seconds | tokens/s |")
+        print("|---|---|---|---|")
+        print(f"| create_completion loop | {r['loop_tokens']} | {r['loop_s']:.1f} | {r['loop_tokens'] / r['loop_s']:.1f} |")
+        print(f"| aimo-gguf run | {r['run_tokens']} | {r['run_s']:.1f} | {r['run_tokens'] / r['run_s']:.1f} |")
+        print(f"\nspeed-up: {r['loop_s'] / r['run_s']:.2f}x (wall time for the same work)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
