@@ -110,7 +110,7 @@ def run(problems, output, summary_path, traces, quiet, verbose, **options) -> No
         output=output,
         summary=summary_path,
         traces=traces,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=not quiet,
         verbose=verbose,
         **options,
     )

@@ -333,7 +333,10 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:
+            pass  # interpreter shutdown: llama_cpp may already be gone
 
     # --- vocabulary and metadata -------------------------------------------
 
@@ -580,11 +583,9 @@ class Engine:
                 if on_step is not None:
                     on_step()
         finally:
+            # Stopped early (caller closed the generator, Ctrl-C): free the sequences.
             for slot in active:
                 slot.clear(self._mem)
-            for slot in slots:
-                if slot not in free:
-                    free.append(slot)
 
     def _flush(self, finished: list[Completion]) -> Iterator[Completion]:
         reasons = self.stats.finish_reasons

@@ -372,4 +372,6 @@ def _progress_bar(total: int, *, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    # Not a terminal (a Kaggle notebook's log, a pipe): fewer, line-by-line updates.
+    interval = 0.1 if sys.stderr.isatty() else 10.0
+    return tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, smoothing=0.1, mininterval=interval)
