@@ -30,7 +30,8 @@ from .summary import RunSummary, peak_rss_mb
 from .voting import Tally
 
 DEFAULT_OUTPUT = "submission.csv"
-PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes inside a long problem
+PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes inside a long problem, in a terminal
+PROGRESS_INTERVAL_LOG = 10.0  # the same when stderr is a log (a Kaggle notebook): a line each time
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +320,11 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
     stats = engine.stats
     t_start = time.perf_counter()
     last_refresh = [0.0]
+    interval = PROGRESS_INTERVAL if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
 
     def refresh() -> None:
         now = time.perf_counter()
-        if bar is None or now - last_refresh[0] < PROGRESS_INTERVAL:
+        if bar is None or now - last_refresh[0] < interval:
             return
         last_refresh[0] = now
         elapsed = now - t_start
@@ -372,6 +374,5 @@ def _progress_bar(total: int, *, enabled: bool):
         return None
     from tqdm import tqdm
 
-    # Not a terminal (a Kaggle notebook's log, a pipe): fewer, line-by-line updates.
-    interval = 0.1 if sys.stderr.isatty() else 10.0
+    interval = 0.1 if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
     return tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, smoothing=0.1, mininterval=interval)
