@@ -74,16 +74,17 @@ def batched_bench(binary: str, model: Path, batches: list[int], pp: int, tg: int
     return result
 
 
-def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, threads: int, batch: int) -> dict:
-    """aimo-gguf run against a create_completion loop on the same work."""
+def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, threads: int, batches: list[int]) -> dict:
+    """aimo-gguf run (at each batch size) against a create_completion loop on the same work."""
     problems = [Problem(id=f"p{i}", problem=f"What is {i + 3} times {i + 7}? Show your work.") for i in range(n_problems)]
-    config = RunConfig(model=str(model), samples=samples, max_tokens=tokens, ignore_eos=True, early_stop=False, threads=threads,
-                       batch_size=batch, ctx=512)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        result = run(problems, config=config, output=Path(tmp) / "sub.csv", progress=False)
-        t_run = time.perf_counter() - t0
-    generated = result.summary.generated_tokens
+    runs = {}
+    for batch in batches:
+        config = RunConfig(model=str(model), samples=samples, max_tokens=tokens, ignore_eos=True, early_stop=False,
+                           threads=threads, batch_size=batch, ctx=512)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            result = run(problems, config=config, output=Path(tmp) / "sub.csv", progress=False)
+            runs[batch] = (time.perf_counter() - t0, result.summary.generated_tokens)
 
     with Engine(model, ctx=512, batch_size=1, threads=threads) as eng:
         prompts = [build_prompt(eng, p, config) for p in problems]
@@ -102,7 +103,7 @@ def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, th
             loop_tokens += out["usage"]["completion_tokens"]
     t_loop = time.perf_counter() - t0
     llm.close()
-    return {"run_s": t_run, "run_tokens": generated, "loop_s": t_loop, "loop_tokens": loop_tokens}
+    return {"runs": runs, "loop_s": t_loop, "loop_tokens": loop_tokens}
 
 
 def main() -> None:
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--run-batches", default="16,64", help="batch sizes of the aimo-gguf run rows")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
     args = ap.parse_args()
@@ -136,15 +138,17 @@ def main() -> None:
                   flush=True)
 
     if not args.skip_pipeline:
-        r = pipeline_vs_loop(model, args.problems, args.samples, args.tokens, args.threads, max(batches))
+        run_batches = [int(b) for b in args.run_batches.split(",")]
+        r = pipeline_vs_loop(model, args.problems, args.samples, args.tokens, args.threads, run_batches)
         print(f"\n## aimo-gguf run vs a create_completion loop ({args.problems} problems x {args.samples} samples x "
-              f"{args.tokens} tokens, EOS suppressed, batch {max(batches)})")
-        print("| pipeline | generated tokens | seconds | tokens/s |")
-        print("|---|---|---|---|")
-        print(f"| create_completion loop | {r['loop_tokens']} | {r['loop_s']:.1f} | {r['loop_tokens'] / r['loop_s']:.1f} |")
-        print(f"| aimo-gguf run | {r['run_tokens']} | {r['run_s']:.1f} | {r['run_tokens'] / r['run_s']:.1f} |")
-        print(f"\nspeed-up: {r['loop_s'] / r['run_s']:.2f}x (wall time for the same work)")
-
+              f"{args.tokens} tokens, EOS suppressed)")
+        print("| pipeline | generated tokens | seconds | tokens/s | speed-up |")
+        print("|---|---|---|---|---|")
+        loop_s = r["loop_s"]
+        print(f"| create_completion loop | {r['loop_tokens']} | {loop_s:.1f} | {r['loop_tokens'] / loop_s:.1f} | 1.00x |")
+        for batch, (seconds, tokens) in r["runs"].items():
+            print(f"| aimo-gguf run --batch-size {batch} | {tokens} | {seconds:.1f} | {tokens / seconds:.1f} | "
+                  f"{loop_s / seconds:.2f}x |")
 
 if __name__ == "__main__":
     sys.exit(main())
