@@ -448,7 +448,7 @@ class Engine:
                         release(slot, FINISH_CANCELLED)
 
                 # Admission: fill free slots while the next request fits.
-                while free and not exhausted:
+                while free and (queue or not exhausted):
                     if queue:
                         req = queue[0]
                     else:

@@ -127,8 +127,12 @@ def test_samples_share_the_prompt_and_match_a_lone_run(engine):
     assert shared >= sum(len(chat(engine, t)) - 1 for t in PROMPTS[:3])
 
 
-def test_full_kv_decode_is_recovered(engine, monkeypatch):
-    expected = {c.request.key: c.tokens for c in engine.generate(greedy_requests(engine, PROMPTS[:6], max_tokens=12))}
+@pytest.mark.parametrize("n_prompts", [6, 3], ids=["more-pending", "input-exhausted"])
+def test_full_kv_decode_is_recovered(engine, monkeypatch, n_prompts):
+    # With 3 prompts and 4 slots the input is exhausted before the failure, so
+    # the preempted request must come back from the engine's own queue.
+    prompts = PROMPTS[:n_prompts]
+    expected = {c.request.key: c.tokens for c in engine.generate(greedy_requests(engine, prompts, max_tokens=12))}
     real_decode = llama_cpp.llama_decode
     calls = {"n": 0}
 
@@ -140,7 +144,7 @@ def test_full_kv_decode_is_recovered(engine, monkeypatch):
 
     monkeypatch.setattr(llama_cpp, "llama_decode", decode_failing_once)
     before = engine.stats.kv_preemptions
-    got = {c.request.key: c.tokens for c in engine.generate(greedy_requests(engine, PROMPTS[:6], max_tokens=12))}
+    got = {c.request.key: c.tokens for c in engine.generate(greedy_requests(engine, prompts, max_tokens=12))}
     assert engine.stats.kv_preemptions == before + 1
     assert got == expected
 
