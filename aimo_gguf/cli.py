@@ -55,7 +55,9 @@ def config_options(command):
             show_envvar=False,
         )
         if kind is bool:
-            if f.default:
+            if f.default is None:  # three states: on, off, or decided by the library
+                decls = [f"{flag}/--no-{flag[2:]}"]
+            elif f.default:
                 decls = [f"{flag}/--no-{flag[2:]}"]
             else:
                 kwargs["is_flag"] = True

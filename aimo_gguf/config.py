@@ -54,6 +54,9 @@ class RunConfig:
     modulo: int | None = _opt(None, "Reduce answers modulo this before the range check.")
     fallback_answer: int = _opt(DEFAULT_FALLBACK_ANSWER, "Answer written when a problem has no valid answer.")
     kv_unified: bool = _opt(False, "One KV buffer shared by all sequences (slower at large batch on CPU).")
+    share_prompts: bool | None = _opt(
+        None, "Samples of a problem copy its prompt's KV cache instead of decoding it [default: with --kv-unified]."
+    )
     flash_attn: str = _opt("auto", "Flash attention: auto, on or off.", choices=("auto", "on", "off"))
 
     def __post_init__(self) -> None:

@@ -143,6 +143,7 @@ class LoadInfo:
     n_ctx_seq: int  # context of one sequence
     n_seq_max: int
     kv_unified: bool
+    share_prompts: bool  # samples of a problem copy its prompt's KV instead of decoding it
     threads: int
     notes: tuple[str, ...]  # what the loader had to change, said once to the user
     load_seconds: float
@@ -199,6 +200,7 @@ class Engine:
         batch_size: int = DEFAULT_BATCH_SIZE,  # sequences decoded together
         threads: int | None = None,  # None = physical cores
         kv_unified: bool = False,  # one KV buffer for all sequences (see README: slower at large batch)
+        share_prompts: bool | None = None,  # None = only with kv_unified, where the KV copy is metadata only
         flash_attn: str = "auto",
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         stop: Sequence[str] = (),
@@ -275,6 +277,10 @@ class Engine:
 
         self.batch_size = batch_size
         self.kv_unified = kv_unified
+        # With one KV stream per sequence a copy moves whole streams, and on this
+        # CPU decode steps got ~45% slower after a few rounds of copies: sharing
+        # then loses on any generation longer than the prompt (see README).
+        self.share_prompts = kv_unified if share_prompts is None else share_prompts
         self.token_budget = token_budget
         self.ignore_eos = ignore_eos
         self._stops = [s.encode() for s in stop if s]
@@ -299,6 +305,7 @@ class Engine:
             n_ctx_seq=self.n_ctx_seq,
             n_seq_max=batch_size,
             kv_unified=kv_unified,
+            share_prompts=self.share_prompts,
             threads=threads,
             notes=tuple(notes),
             load_seconds=time.perf_counter() - t0,
@@ -472,7 +479,7 @@ class Engine:
                         break  # wait for cells to free up
                     queue.popleft()
                     slot = free.popleft()
-                    slot.start(req, max_new, admitted, self._make_sampler(req))
+                    slot.start(req, max_new, admitted, self._make_sampler(req), share=self.share_prompts)
                     admitted += 1
                     slot.reserved = need
                     reserved += need
@@ -663,10 +670,10 @@ class _Slot:
         self.sampler = None
         self.request: Request | None = None
 
-    def start(self, req: Request, max_new: int, order: int, sampler) -> None:
+    def start(self, req: Request, max_new: int, order: int, sampler, *, share: bool) -> None:
         self.free_sampler()
         self.request = req
-        self.state = _WAITING if req.prefix_key is not None else _PROMPT
+        self.state = _WAITING if share and req.prefix_key is not None else _PROMPT
         self.feed = req.prompt
         self.fed = 0
         self.pos = 0

@@ -266,6 +266,7 @@ def run(
         batch_size=config.batch_size,
         threads=config.threads,
         kv_unified=config.kv_unified,
+        share_prompts=config.share_prompts,
         flash_attn=config.flash_attn,
         stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
         ignore_eos=config.ignore_eos,

@@ -85,6 +85,7 @@ class FakeEngine:
             n_ctx_seq=n_ctx_seq,
             n_seq_max=batch_size,
             kv_unified=False,
+            share_prompts=False,
             threads=1,
             notes=(),
             load_seconds=0.0,
