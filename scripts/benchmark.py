@@ -106,6 +106,37 @@ def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, th
     return {"runs": runs, "loop_s": t_loop, "loop_tokens": loop_tokens}
 
 
+def sharing_row(model: Path, kv_unified: bool, share: bool, n_problems: int, samples: int, tokens: int,
+                threads: int, batch: int) -> dict:
+    """Engine alone: a problem's samples with and without prompt sharing, per KV layout."""
+    times: list[float] = []
+    real_decode = llama_cpp.llama_decode
+
+    def timed_decode(ctx, batch_):
+        t0 = time.perf_counter()
+        rc = real_decode(ctx, batch_)
+        if batch_.n_tokens <= batch:  # generation steps: at most one token per sequence
+            times.append(time.perf_counter() - t0)
+        return rc
+
+    llama_cpp.llama_decode = timed_decode
+    try:
+        with Engine(model, ctx=256, batch_size=batch, threads=threads, ignore_eos=True, kv_unified=kv_unified,
+                    share_prompts=share) as eng:
+            requests = [
+                Request(key=(p, j), prompt=[1] + [1000 + p] * 57, max_tokens=tokens, seed=j, prefix_key=p)
+                for p in range(n_problems) for j in range(samples)
+            ]
+            t0 = time.perf_counter()
+            list(eng.generate(requests))
+            seconds = time.perf_counter() - t0
+    finally:
+        llama_cpp.llama_decode = real_decode
+    tail = sorted(times[-tokens:])
+    return {"seconds": seconds, "median_ms": 1000 * sorted(times)[len(times) // 2],
+            "last_wave_ms": 1000 * tail[len(tail) // 2]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="GGUF file [default: embedded SmolLM2]")
@@ -119,6 +150,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--run-batches", default="16,64", help="batch sizes of the aimo-gguf run rows")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each engine row (the best counts)")
+    ap.add_argument("--sharing", action="store_true", help="also measure prompt sharing per KV layout")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
     args = ap.parse_args()
@@ -143,6 +175,16 @@ def main() -> None:
             ratio = f"{row['s_tg'] / ref:.0%}" if ref else "-"
             print(f"| {b} | {row['s_pp']:.1f} | {row['s_tg']:.1f} | {ref or '-'} | {ratio} | {row['python_share']:.1%} |",
                   flush=True)
+
+    if args.sharing:
+        print(f"\n## Prompt sharing and KV layout, engine alone ({args.problems} problems x {args.samples} samples x "
+              f"{args.tokens} tokens, batch 16)")
+        print("| KV | prompts | seconds | median step ms | median step of the last wave ms |")
+        print("|---|---|---|---|---|")
+        for unified, share in [(False, False), (False, True), (True, True), (True, False)]:
+            r = sharing_row(model, unified, share, args.problems, args.samples, args.tokens, args.threads, 16)
+            print(f"| {'unified' if unified else 'per sequence'} | {'shared by KV copy' if share else 'decoded by every sample'} "
+                  f"| {r['seconds']:.1f} | {r['median_ms']:.0f} | {r['last_wave_ms']:.0f} |", flush=True)
 
     if not args.skip_pipeline:
         run_batches = [int(b) for b in args.run_batches.split(",")]
