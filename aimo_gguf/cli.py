@@ -32,7 +32,23 @@ class AimoCommand(click.Command):
             ctx.exit(e.exit_code)
 
 
+class BatchSize(click.ParamType):
+    """A positive integer or 'auto'."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
 def _click_type(f):
+    if f.metadata.get("accepts_auto"):
+        return BatchSize()
     hint = typing.get_type_hints(RunConfig)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = args[0] if args else hint

@@ -36,7 +36,14 @@ class RunConfig:
         DEFAULT_CTX,
         f"Context of one sequence in tokens, prompt included [default: {PROMPT_ALLOWANCE} + --max-tokens].",
     )
-    batch_size: int = _opt(DEFAULT_BATCH_SIZE, "Sequences decoded together in one llama_decode.")
+    batch_size: int | str = _opt(
+        DEFAULT_BATCH_SIZE,
+        "Sequences decoded together in one llama_decode, or 'auto': the largest that fits --max-memory.",
+        accepts_auto=True,
+    )
+    max_memory: str | None = _opt(
+        None, "Memory budget for --batch-size auto, e.g. 16GiB [CPU: 80% of available RAM; GPU: required]."
+    )
     samples: int = _opt(DEFAULT_SAMPLES, "Samples per problem, majority-voted.")
     max_tokens: int = _opt(DEFAULT_MAX_TOKENS, "Most tokens generated per sample.")
     temperature: float = _opt(DEFAULT_TEMPERATURE, "Sampling temperature (0 = greedy).")
@@ -58,10 +65,13 @@ class RunConfig:
         None, "Samples of a problem copy its prompt's KV cache instead of decoding it [default: with --kv-unified]."
     )
     flash_attn: str = _opt("auto", "Flash attention: auto, on or off.", choices=("auto", "on", "off"))
+    kv_type: str = _opt("f16", "KV cache element type (q8_0 and q4_0 need flash attention).",
+                        choices=("f16", "q8_0", "q4_0"))
 
     def __post_init__(self) -> None:
         checks = [
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+             f"--batch-size must be 'auto' or at least 1, got {self.batch_size}"),
             (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
             (self.max_tokens >= 1, f"--max-tokens must be at least 1, got {self.max_tokens}"),
             (self.ctx == 0 or self.ctx >= 16, f"--ctx must be 0 (automatic) or at least 16, got {self.ctx}"),
@@ -74,6 +84,9 @@ class RunConfig:
             (self.min_answer <= self.max_answer, "--min-answer is larger than --max-answer"),
             (self.modulo is None or self.modulo >= 1, f"--modulo must be at least 1, got {self.modulo}"),
             (self.flash_attn in ("auto", "on", "off"), f"--flash-attn must be auto, on or off, got {self.flash_attn!r}"),
+            (self.kv_type in ("f16", "q8_0", "q4_0"), f"--kv-type must be f16, q8_0 or q4_0, got {self.kv_type!r}"),
+            (self.kv_type == "f16" or self.flash_attn != "off",
+             f"--kv-type {self.kv_type} needs flash attention: use --flash-attn auto or on"),
         ]
         for ok, message in checks:
             if not ok:

@@ -52,6 +52,12 @@ FLASH_ATTN = {
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
 
+KV_TYPES = {  # --kv-type: element type of the K and V caches
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+}
+
 # llama.cpp's C log goes through this callback: silent unless verbose, but the
 # last error lines are kept so a failed load can say why.
 _log = {"verbose": False, "errors": deque(maxlen=8)}
@@ -143,6 +149,7 @@ class LoadInfo:
     n_ctx_seq: int  # context of one sequence
     n_seq_max: int
     kv_unified: bool
+    kv_type: str
     share_prompts: bool  # samples of a problem copy its prompt's KV instead of decoding it
     threads: int
     notes: tuple[str, ...]  # what the loader had to change, said once to the user
@@ -202,6 +209,7 @@ class Engine:
         kv_unified: bool = False,  # one KV buffer for all sequences (see README: slower at large batch)
         share_prompts: bool | None = None,  # None = only with kv_unified, where the KV copy is metadata only
         flash_attn: str = "auto",
+        kv_type: str = "f16",
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         stop: Sequence[str] = (),
         ignore_eos: bool = False,  # never end on EOS: the end-of-generation tokens are masked
@@ -213,6 +221,10 @@ class Engine:
             raise InputError(f"context must be at least 16 tokens, got {ctx}")
         if flash_attn not in FLASH_ATTN:
             raise InputError(f"flash attention must be one of {', '.join(FLASH_ATTN)}, got {flash_attn!r}")
+        if kv_type not in KV_TYPES:
+            raise InputError(f"KV cache type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        if kv_type != "f16" and flash_attn == "off":
+            raise InputError(f"a {kv_type} KV cache needs flash attention: use --flash-attn auto or on")
         self._model = None
         self._ctx = None
         self._batch = None
@@ -258,6 +270,10 @@ class Engine:
             cparams.n_threads = threads
             cparams.n_threads_batch = threads
             cparams.flash_attn_type = FLASH_ATTN[flash_attn]
+            cparams.type_k = cparams.type_v = KV_TYPES[kv_type]
+            # Sliding-window layers (Gemma 3, gpt-oss) keep only their window,
+            # not the whole context: the engine never rolls a sequence back.
+            cparams.swa_full = False
             cparams.no_perf = True
             self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
             if self._ctx is None:
@@ -305,6 +321,7 @@ class Engine:
             n_ctx_seq=self.n_ctx_seq,
             n_seq_max=batch_size,
             kv_unified=kv_unified,
+            kv_type=kv_type,
             share_prompts=self.share_prompts,
             threads=threads,
             notes=tuple(notes),

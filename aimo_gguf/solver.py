@@ -260,21 +260,23 @@ def run(
     config = config or RunConfig(**options)
     if not isinstance(problems, (list, tuple)):
         problems = read_problems(problems)
+    from .models import resolve_model
+
+    model_path = resolve_model(config.model)
+    batch_size = resolve_batch_size(config, model_path)
     engine_options = dict(
         n_gpu_layers=config.n_gpu_layers,
         ctx=config.sequence_ctx,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         threads=config.threads,
         kv_unified=config.kv_unified,
         share_prompts=config.share_prompts,
         flash_attn=config.flash_attn,
+        kv_type=config.kv_type,
         stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
         ignore_eos=config.ignore_eos,
         verbose=verbose,
     )
-    from .models import resolve_model
-
-    model_path = resolve_model(config.model)
     trace_file = _open_traces(traces)
     try:
         with Engine(model_path, **engine_options) as engine:
@@ -282,6 +284,33 @@ def run(
     finally:
         if trace_file is not None:
             trace_file.close()
+
+
+def resolve_batch_size(config: RunConfig, model_path: Path) -> int:
+    """``config.batch_size``, with 'auto' replaced by the largest batch the memory budget holds."""
+    if config.batch_size != "auto":
+        return config.batch_size
+    from .memory import format_bytes, largest_batch, parse_size, read_shape
+
+    if config.max_memory is not None:
+        budget = parse_size(config.max_memory)
+    elif config.n_gpu_layers == 0:
+        import psutil
+
+        budget = int(0.8 * psutil.virtual_memory().available)
+    else:
+        raise InputError("--batch-size auto with GPU layers needs --max-memory (the GPU memory to fill)")
+    batch = largest_batch(
+        read_shape(str(model_path)),
+        ctx=config.sequence_ctx,
+        max_memory=budget,
+        n_gpu_layers=config.n_gpu_layers,
+        kv_type=config.kv_type,
+    )
+    where = "GPU" if config.n_gpu_layers else "CPU"
+    print(f"aimo-gguf: --batch-size auto: {batch} sequences of {config.sequence_ctx} tokens fit "
+          f"{format_bytes(budget)} of {where} memory", file=sys.stderr)
+    return batch
 
 
 def _open_traces(traces: str | Path | None) -> TextIO | None:
@@ -304,7 +333,7 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
         n_gpu_layers=info.n_gpu_layers,
         gpu_offload_supported=info.gpu_offload_supported,
         notes=list(info.notes),
-        batch_size=config.batch_size,
+        batch_size=info.n_seq_max,
         samples_per_problem=config.samples,
         max_tokens=config.max_tokens,
         ctx=info.n_ctx_seq,

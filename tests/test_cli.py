@@ -152,8 +152,8 @@ def test_no_output_written_on_error(runner, tmp_path, problems_csv):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-        (["-b", "-3"], "--batch-size must be at least 1, got -3"),
+        (["--batch-size", "0"], "--batch-size must be 'auto' or at least 1, got 0"),
+        (["-b", "-3"], "--batch-size must be 'auto' or at least 1, got -3"),
         (["--samples", "0"], "--samples must be at least 1, got 0"),
         (["--n-gpu-layers", "-5"], "--n-gpu-layers must be -1 (all) or more, got -5"),
         (["-ngl", "-2"], "--n-gpu-layers must be -1 (all) or more, got -2"),

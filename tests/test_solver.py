@@ -86,6 +86,7 @@ class FakeEngine:
             n_seq_max=batch_size,
             kv_unified=False,
             share_prompts=False,
+            kv_type="f16",
             threads=1,
             notes=(),
             load_seconds=0.0,
