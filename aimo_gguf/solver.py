@@ -248,6 +248,7 @@ def run(
     traces: str | Path | None = None,
     progress: bool = True,
     verbose: bool = False,
+    on_result: Callable[[ProblemResult], None] | None = None,
     config: RunConfig | None = None,
     **options,
 ) -> RunResult:
@@ -280,7 +281,7 @@ def run(
     trace_file = _open_traces(traces)
     try:
         with Engine(model_path, **engine_options) as engine:
-            return _run_loaded(problems, engine, config, output, summary, trace_file, progress)
+            return _run_loaded(problems, engine, config, output, summary, trace_file, progress, on_result)
     finally:
         if trace_file is not None:
             trace_file.close()
@@ -324,7 +325,7 @@ def _open_traces(traces: str | Path | None) -> TextIO | None:
         raise InputError(f"cannot write traces to {path}: {e.strerror or e}") from None
 
 
-def _run_loaded(problems, engine, config, output, summary_path, trace_file, progress) -> RunResult:
+def _run_loaded(problems, engine, config, output, summary_path, trace_file, progress, on_result=None) -> RunResult:
     info = engine.info
     summary = RunSummary(
         model=info.model_path,
@@ -369,6 +370,8 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
             _count(summary, result, config.samples)
             if len(problems) <= KEEP_RESULTS:
                 results.append(result)
+            if on_result is not None:
+                on_result(result)
             if bar is not None:
                 bar.update(1)
                 refresh()
