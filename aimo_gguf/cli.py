@@ -159,3 +159,92 @@ def _problem_table(results) -> str:
 
 def main() -> None:  # pragma: no cover - the console script calls cli()
     cli()
+
+
+@cli.command("bench", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.option("-m", "--model", type=click.Path(dir_okay=False), envvar=ENV_PREFIX + "MODEL",
+              help="GGUF model file [default: the embedded SmolLM2-135M-Instruct Q4_1].")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=0, show_default=True, envvar=ENV_PREFIX + "N_GPU_LAYERS",
+              help="Layers to offload to the GPU (-1 = all). Falls back to fewer, then to CPU.")
+@click.option("-t", "--threads", type=int, default=None, envvar=ENV_PREFIX + "THREADS",
+              help="CPU threads [default: physical cores].")
+@click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True,
+              help="Batch sizes to measure the engine at, comma-separated.")
+@click.option("--max-tokens", type=int, default=128, show_default=True,
+              help="Tokens generated per sample (EOS is suppressed: every sample generates exactly this many).")
+@click.option("--problems", type=int, default=16, show_default=True,
+              help="Synthetic problems ('What is 3 times 7?'), rendered with the model's chat template.")
+@click.option("--samples", type=int, default=1, show_default=True, help="Samples per problem.")
+@click.option("--ctx", type=int, default=0,
+              help="Context of one sequence in tokens, prompt included [default: 512 + --max-tokens, as in run].")
+@click.option("--no-baseline", is_flag=True, help="Skip the one-at-a-time create_completion loop.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write every row, the settings and the machine as JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw generated tokens/s and RSS against batch size to this PNG (needs matplotlib).")
+@click.option("--stress", type=click.IntRange(min=2), default=None,
+              help="Then run this many synthetic problems through the full run pipeline and report RSS along it.")
+@click.option("--time-limit", type=click.FloatRange(min=1), default=None,
+              help="With --stress: project the time for that many problems x --samples x --max-tokens "
+                   "from the best row and compare it with this limit in seconds.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problems, samples, ctx, no_baseline,
+                  stress, time_limit, json_path, plot_path, quiet) -> None:
+    """Measure speed and memory of the engine at several batch sizes against a create_completion loop.
+
+    Every row does the same work: --problems synthetic problems x --samples
+    samples x exactly --max-tokens tokens. Prints a table on stdout and
+    progress on stderr.
+
+    \b
+    Examples:
+      aimo-gguf bench --batch-sizes 1,4,16 --max-tokens 64
+      aimo-gguf bench -m models/qwen2.5-math-7b-Q4_K_M.gguf -ngl -1 \\
+          --batch-sizes 8,16,32 --max-tokens 512 --json bench.json --plot bench.png
+    """
+    from . import bench as bench_module
+
+    sizes = bench_module.parse_batch_sizes(batch_sizes)
+    if plot_path is not None:
+        bench_module.require_matplotlib()
+        bench_module.check_writable(plot_path, "the plot")
+    if json_path is not None:
+        bench_module.check_writable(json_path, "the JSON")
+    result = bench_module.bench(
+        model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
+        problems=problems, samples=samples, ctx=ctx, baseline=not no_baseline, progress=not quiet,
+    )
+    click.echo(bench_module.render_table(result))
+    if json_path is not None:
+        bench_module.write_json(result, json_path)
+    if plot_path is not None:
+        bench_module.plot(result, plot_path)
+    written = [p for p in (json_path, plot_path) if p is not None]
+    if written and not quiet:
+        click.echo(f"wrote {' and '.join(written)}", err=True)
+    if stress is not None:
+        _stress_and_project(result, stress, time_limit, model=model, n_gpu_layers=n_gpu_layers, threads=threads,
+                            quiet=quiet)
+
+
+def _stress_and_project(result, n_problems, time_limit, *, model, n_gpu_layers, threads, quiet) -> None:
+    from .stress import project, stress, stress_report
+
+    rows = [r for r in result.rows if r.error is None and r.generated_tokens_per_s]
+    if not rows:
+        raise click.ClickException("no engine row succeeded: nothing to stress or project from")
+    best = max(rows, key=lambda r: r.generated_tokens_per_s)
+    settings = result.settings
+    outcome = stress(problems=n_problems, warmup=min(500, max(1, n_problems // 10)), progress=not quiet,
+                     model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_size=best.batch_size)
+    prompt = settings.prompt_tokens_per_problem
+    projection = project(
+        problems=n_problems, samples=settings.samples, max_tokens=settings.max_tokens,
+        prompt_tokens=round(sum(prompt) / len(prompt)) if prompt else 0,
+        generated_per_second=best.generated_tokens_per_s, prompt_per_second=best.prompt_tokens_per_s,
+        time_limit=time_limit,
+    )
+    click.echo()
+    stress_report(outcome, projection, echo=click.echo)
+    click.echo(f"(projection from the best row: batch {best.batch_size}, "
+               f"{best.generated_tokens_per_s:.1f} generated and {best.prompt_tokens_per_s:.1f} prompt tokens/s)")

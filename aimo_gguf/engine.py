@@ -284,6 +284,9 @@ class Engine:
             self._mem = llama_cpp.llama_get_memory(self._ctx)
             self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self._ctx)
             self._n_ctx_total = llama_cpp.llama_n_ctx(self._ctx)
+            # llama.cpp caps n_batch at the context size; a step larger than
+            # n_batch is a hard assert in llama_decode, so chunk prompts to it.
+            token_budget = min(token_budget, llama_cpp.llama_n_batch(self._ctx))
             self._batch = llama_cpp.llama_batch_init(token_budget, 0, 1)
             for i in range(token_budget):
                 self._batch.n_seq_id[i] = 1

@@ -224,3 +224,15 @@ def test_not_a_gguf_file_is_a_model_error(tmp_path):
     bogus.write_bytes(b"not a model at all")
     with pytest.raises(ModelError, match="Not a GGUF file"):
         Engine(bogus)
+
+
+def test_small_context_chunks_prompts_to_llama_cpps_batch_limit(model_path):
+    # llama.cpp caps n_batch at ctx x batch_size (32 here); a longer step
+    # would abort the process inside llama_decode.
+    with Engine(model_path, ctx=16, batch_size=2, threads=1) as eng:
+        assert eng.token_budget <= 32
+        prompt = chat(eng, "Please count slowly: " + "one, two, three, four, five, " * 4)
+        assert len(prompt) > eng.token_budget
+        done = list(eng.generate([Request(key=i, prompt=prompt, max_tokens=4, seed=0, sampling=GREEDY)
+                                  for i in range(2)]))
+    assert [len(c.tokens) for c in done] == [4, 4]
