@@ -237,7 +237,8 @@ def test_rss_probe_is_fresh_per_row():
 def test_library_keywords_match_cli_flags():
     params = set(inspect.signature(bench).parameters)
     command = cli.commands["bench"]
-    flags = {p.name for p in command.params} - {"json_path", "plot_path", "quiet", "no_baseline"}
+    # --stress and --time-limit drive aimo_gguf.stress after the table, not bench()
+    flags = {p.name for p in command.params} - {"json_path", "plot_path", "quiet", "no_baseline", "stress", "time_limit"}
     assert flags | {"baseline", "progress"} == params
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in inspect.signature(bench).parameters.values())
 
