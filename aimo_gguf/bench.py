@@ -40,7 +40,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import RunConfig
-from .engine import FINISH_LENGTH, Engine, Request, SamplingParams
+from .engine import FINISH_LENGTH, KV_TYPES, Engine, Request, SamplingParams
 from .errors import AimoError, InputError
 from .problems import Problem, write_json_atomic
 from .summary import rss_mb
@@ -111,6 +111,8 @@ class BenchSettings:
     top_p: float = 1.0
     min_p: float = 0.0
     seed: int = 0
+    kv_type: str = "f16"  # KV cache element type of the engine rows (and the baseline's context)
+    flash_attn: str = "auto"  # flash attention of the engine rows
     ignore_eos: bool = True
 
     @property
@@ -331,18 +333,16 @@ def _gpu_info(enabled: bool) -> dict:
         return {"gpu": None, "gpu_memory_total_mib": None}
 
 
-def _kv_bytes(model: Path, ctx: int, batch_size: int, n_gpu_layers: int) -> int | None:
+def _kv_bytes(model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str = "f16") -> int | None:
     """The KV cache of ``batch_size`` sequences of ``ctx`` tokens, from ``aimo_gguf.memory``; None if unknown."""
-    try:
-        from . import memory
-    except ImportError:
-        return None
+    from . import memory
+
     try:
         est = memory.estimate(
-            memory.read_shape(str(model)), ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type="f16"
+            memory.read_shape(str(model)), ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type=kv_type
         )
         return int(est.kv_cpu + est.kv_gpu)
-    except Exception:  # an older memory module or an unreadable header: the column shows "-"
+    except AimoError:  # an unreadable header: the column shows "-"
         return None
 
 
@@ -432,6 +432,8 @@ def _engine_row(
             ctx=config.sequence_ctx,
             batch_size=batch_size,
             threads=config.threads,
+            kv_type=config.kv_type,
+            flash_attn=config.flash_attn,
             ignore_eos=True,
         )
     except InputError:
@@ -491,7 +493,7 @@ def _engine_row(
         row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
         description, n_ctx_seq, n_gpu = info.description, info.n_ctx_seq, info.n_gpu_layers
     row.rss_growth_mb = row.peak_rss_mb - rss.before
-    row.kv_bytes = _kv_bytes(model, n_ctx_seq, batch_size, n_gpu)  # after the RSS peak: it reads the GGUF header
+    row.kv_bytes = _kv_bytes(model, n_ctx_seq, batch_size, n_gpu, config.kv_type)  # after the RSS peak: it reads the GGUF header
     _rates(row, len(problems))
     say(_row_line(label, row))
     return row, prompts, description
@@ -514,9 +516,12 @@ def _baseline_row(
     say(f"{label}: loading the model with llama_cpp.Llama, context {n_ctx_seq} tokens")
     t_load = time.perf_counter()
     try:
+        kv = KV_TYPES[config.kv_type]
         llm = llama_cpp.Llama(
             str(model), n_gpu_layers=config.n_gpu_layers, n_ctx=n_ctx_seq, n_threads=threads,
-            n_threads_batch=threads, verbose=False,
+            n_threads_batch=threads, verbose=False, type_k=kv, type_v=kv,
+            # Llama's flash attention is on or off; a quantized KV cache needs it on
+            flash_attn=config.flash_attn == "on" or config.kv_type != "f16",
         )
     except Exception as e:  # llama_cpp raises ValueError when the model or context does not load
         row.error = f"llama_cpp.Llama could not load {model}: {e}"
@@ -570,7 +575,7 @@ def _baseline_row(
     finally:
         llm.close()
     row.rss_growth_mb = row.peak_rss_mb - rss.before
-    row.kv_bytes = _kv_bytes(model, n_ctx_seq, 1, config.n_gpu_layers)
+    row.kv_bytes = _kv_bytes(model, n_ctx_seq, 1, config.n_gpu_layers, config.kv_type)
     if row.generated_tokens != total and not row.error:
         row.error = f"generated {row.generated_tokens} tokens instead of {total}"
     _rates(row, len(problems))
@@ -600,6 +605,8 @@ def bench(
     problems: int = DEFAULT_PROBLEMS,
     samples: int = DEFAULT_SAMPLES,
     ctx: int = 0,
+    kv_type: str = "f16",
+    flash_attn: str = "auto",
     baseline: bool = True,
     progress: bool = True,
 ) -> BenchResult:
@@ -625,6 +632,7 @@ def bench(
     config = RunConfig(
         model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, threads=threads,
         max_tokens=max_tokens, samples=samples, ctx=ctx, ignore_eos=True, early_stop=False,
+        kv_type=kv_type, flash_attn=flash_attn,
     )
     config.threads = config.threads or default_threads()
     path = resolve_model(config.model)
@@ -635,7 +643,7 @@ def bench(
         model=str(path), n_gpu_layers=n_gpu_layers, threads=config.threads, batch_sizes=sizes,
         max_tokens=max_tokens, problems=problems, samples=samples, ctx=config.sequence_ctx, baseline=baseline,
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
-        seed=config.seed,
+        seed=config.seed, kv_type=kv_type, flash_attn=flash_attn,
     )
     result = BenchResult(settings=settings, baseline=None, machine=machine_info(gpu_build))
     say(f"{path.name}: {_work(settings)}, EOS suppressed, "
@@ -741,7 +749,8 @@ def render_table(result: BenchResult) -> str:
     title = (
         f"{Path(s.model).name}" + (f" ({s.model_description})" if s.model_description else "")
         + f": {_work(s)}, EOS suppressed, "
-        f"context {s.ctx}, {s.threads} threads, GPU layers {s.n_gpu_layers}"
+        f"context {s.ctx}, KV {s.kv_type}, flash attention {s.flash_attn}, {s.threads} threads, "
+        f"GPU layers {s.n_gpu_layers}"
     )
     lines = [title, "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     failures = []

@@ -177,6 +177,10 @@ def main() -> None:  # pragma: no cover - the console script calls cli()
 @click.option("--samples", type=int, default=1, show_default=True, help="Samples per problem.")
 @click.option("--ctx", type=int, default=0,
               help="Context of one sequence in tokens, prompt included [default: 512 + --max-tokens, as in run].")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True,
+              help="KV cache element type (q8_0 and q4_0 need flash attention).")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Flash attention of the engine rows.")
 @click.option("--no-baseline", is_flag=True, help="Skip the one-at-a-time create_completion loop.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write every row, the settings and the machine as JSON here.")
@@ -188,8 +192,8 @@ def main() -> None:  # pragma: no cover - the console script calls cli()
               help="With --stress: project the time for that many problems x --samples x --max-tokens "
                    "from the best row and compare it with this limit in seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
-def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problems, samples, ctx, no_baseline,
-                  stress, time_limit, json_path, plot_path, quiet) -> None:
+def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problems, samples, ctx, kv_type, flash_attn,
+                  no_baseline, stress, time_limit, json_path, plot_path, quiet) -> None:
     """Measure speed and memory of the engine at several batch sizes against a create_completion loop.
 
     Every row does the same work: --problems synthetic problems x --samples
@@ -212,7 +216,8 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problem
         bench_module.check_writable(json_path, "the JSON")
     result = bench_module.bench(
         model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
-        problems=problems, samples=samples, ctx=ctx, baseline=not no_baseline, progress=not quiet,
+        problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn,
+        baseline=not no_baseline, progress=not quiet,
     )
     click.echo(bench_module.render_table(result))
     if json_path is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 
 import pytest
@@ -27,7 +26,6 @@ from aimo_gguf.bench import (
     write_json,
 )
 from aimo_gguf.cli import cli
-from aimo_gguf.config import ENV_PREFIX
 from aimo_gguf.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,18 +42,6 @@ def _default_model_available() -> bool:
 
 
 needs_model = pytest.mark.skipif(not _default_model_available(), reason="the embedded SmolLM2 GGUF is not installed")
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 def assert_one_line_error(result, *fragments: str) -> str:
@@ -391,3 +377,14 @@ def test_ctx_too_small_for_the_work_is_one_line(runner):
     result = runner.invoke(cli, ["bench", "--batch-sizes", "2", "--max-tokens", "4", "--problems", "1", "-t", "1",
                                  "--ctx", "16", "-q"])
     assert_one_line_error(result, "--ctx 16 is too small", "use --ctx")
+
+
+@pytest.mark.model
+def test_bench_measures_a_quantized_kv_cache(tmp_path):
+    result = bench(batch_sizes=[2], max_tokens=4, problems=2, threads=1, kv_type="q8_0", baseline=False,
+                   progress=False)
+    row = result.rows[0]
+    assert row.error is None and row.generated_tokens == 8
+    f16 = bench(batch_sizes=[2], max_tokens=4, problems=2, threads=1, baseline=False, progress=False).rows[0]
+    assert row.kv_bytes == pytest.approx(f16.kv_bytes * 34 / 64, rel=1e-6)
+    assert "KV q8_0" in render_table(result)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
 
 from aimo_gguf import __version__
 from aimo_gguf.cli import cli
-from aimo_gguf.config import ENV_PREFIX
 
 
 def _default_model_available() -> bool:
@@ -38,19 +36,6 @@ def _gpu_offload_supported() -> bool:
 needs_model = pytest.mark.skipif(not _default_model_available(), reason="the embedded SmolLM2 GGUF is not installed")
 
 FAST = ["--samples", "1", "--max-tokens", "8", "-b", "4", "--temperature", "0", "-t", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    """AIMO_GGUF_* variables of the caller's shell must not change what these tests see."""
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 @pytest.fixture
