@@ -81,6 +81,7 @@ class BenchRow:
     peak_rss_mb: float | None = None  # the process's peak resident memory during the row, MiB
     rss_growth_mb: float | None = None  # that peak minus the resident memory before the model was loaded, MiB
     kv_bytes: int | None = None  # KV cache of the whole context (aimo_gguf.memory estimate)
+    estimate_mb: float | None = None  # aimo_gguf.memory's estimate of the whole configuration, beside RSS growth
     gpu_peak_mb: float | None = None  # peak GPU memory in use on the device during the row (NVML), MiB
     n_gpu_layers: int = 0  # layers actually offloaded
     speedup: float | None = None  # generated_tokens_per_s over the baseline's
@@ -333,17 +334,29 @@ def _gpu_info(enabled: bool) -> dict:
         return {"gpu": None, "gpu_memory_total_mib": None}
 
 
-def _kv_bytes(model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str = "f16") -> int | None:
-    """The KV cache of ``batch_size`` sequences of ``ctx`` tokens, from ``aimo_gguf.memory``; None if unknown."""
+def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str) -> None:
+    """Fill the row's KV size and memory estimate from ``aimo_gguf.memory`` (left None if unknown)."""
     from . import memory
 
     try:
         est = memory.estimate(
             memory.read_shape(str(model)), ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type=kv_type
         )
-        return int(est.kv_cpu + est.kv_gpu)
-    except AimoError:  # an unreadable header: the column shows "-"
-        return None
+    except AimoError:  # an unreadable header: the columns show "-"
+        return
+    row.kv_bytes = int(est.kv_cpu + est.kv_gpu)
+    row.estimate_mb = est.total / 2**20
+
+
+def _resolve_auto(batch_sizes: str, *, model, n_gpu_layers, max_tokens, ctx, kv_type, flash_attn, max_memory) -> str:
+    """'1,4,auto' -> '1,4,N': N is what run --batch-size auto would pick for the same budget."""
+    from .models import resolve_model
+    from .solver import resolve_batch_size
+
+    config = RunConfig(model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
+                       ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, batch_size="auto", max_memory=max_memory)
+    auto = resolve_batch_size(config, resolve_model(config.model))
+    return ",".join(str(auto) if part.strip() == "auto" else part for part in batch_sizes.split(","))
 
 
 def machine_info(gpu_build: bool) -> dict:
@@ -493,7 +506,7 @@ def _engine_row(
         row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
         description, n_ctx_seq, n_gpu = info.description, info.n_ctx_seq, info.n_gpu_layers
     row.rss_growth_mb = row.peak_rss_mb - rss.before
-    row.kv_bytes = _kv_bytes(model, n_ctx_seq, batch_size, n_gpu, config.kv_type)  # after the RSS peak: it reads the GGUF header
+    _set_estimate(row, model, n_ctx_seq, batch_size, n_gpu, config.kv_type)  # after the RSS peak: it reads the GGUF header
     _rates(row, len(problems))
     say(_row_line(label, row))
     return row, prompts, description
@@ -575,7 +588,7 @@ def _baseline_row(
     finally:
         llm.close()
     row.rss_growth_mb = row.peak_rss_mb - rss.before
-    row.kv_bytes = _kv_bytes(model, n_ctx_seq, 1, config.n_gpu_layers, config.kv_type)
+    _set_estimate(row, model, n_ctx_seq, 1, config.n_gpu_layers, config.kv_type)
     if row.generated_tokens != total and not row.error:
         row.error = f"generated {row.generated_tokens} tokens instead of {total}"
     _rates(row, len(problems))
@@ -607,6 +620,7 @@ def bench(
     ctx: int = 0,
     kv_type: str = "f16",
     flash_attn: str = "auto",
+    max_memory: str | None = None,
     baseline: bool = True,
     progress: bool = True,
 ) -> BenchResult:
@@ -626,6 +640,9 @@ def bench(
     from .engine import default_threads
     from .models import resolve_model
 
+    if isinstance(batch_sizes, str) and "auto" in [part.strip() for part in batch_sizes.split(",")]:
+        batch_sizes = _resolve_auto(batch_sizes, model=model, n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
+                                    ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory)
     sizes = parse_batch_sizes(batch_sizes)
     if isinstance(problems, bool) or not isinstance(problems, int) or problems < 1:
         raise InputError(f"--problems must be at least 1, got {problems}")
@@ -703,7 +720,7 @@ def _tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) -
 
 TABLE_COLUMNS = (
     "run", "batch", "generated tokens", "seconds", "prompt tok/s", "gen tok/s", "problems/s", "step ms",
-    "peak RSS MiB", "RSS growth MiB", "KV cache MiB", "GPU peak MiB", "speed-up",
+    "peak RSS MiB", "RSS growth MiB", "estimate MiB", "KV cache MiB", "GPU peak MiB", "speed-up",
 )
 
 
@@ -729,6 +746,7 @@ def _cells(row: BenchRow) -> list[str]:
         _num(row.step_ms, ".1f"),
         _num(row.peak_rss_mb, ".0f"),
         _num(row.rss_growth_mb, ".0f"),
+        _num(row.estimate_mb, ".0f"),
         _num(None if row.kv_bytes is None else row.kv_bytes / 2**20, ".1f"),
         _num(row.gpu_peak_mb, ".0f"),
         "-" if row.speedup is None else f"{row.speedup:.2f}x",

@@ -169,7 +169,9 @@ def main() -> None:  # pragma: no cover - the console script calls cli()
 @click.option("-t", "--threads", type=int, default=None, envvar=ENV_PREFIX + "THREADS",
               help="CPU threads [default: physical cores].")
 @click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True,
-              help="Batch sizes to measure the engine at, comma-separated.")
+              help="Batch sizes to measure the engine at, comma-separated; 'auto' is the largest that fits "
+                   "--max-memory, as in run.")
+@click.option("--max-memory", default=None, help="Memory budget for 'auto' in --batch-sizes, e.g. 16GiB.")
 @click.option("--max-tokens", type=int, default=128, show_default=True,
               help="Tokens generated per sample (EOS is suppressed: every sample generates exactly this many).")
 @click.option("--problems", type=int, default=16, show_default=True,
@@ -192,8 +194,8 @@ def main() -> None:  # pragma: no cover - the console script calls cli()
               help="With --stress: project the time for that many problems x --samples x --max-tokens "
                    "from the best row and compare it with this limit in seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
-def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problems, samples, ctx, kv_type, flash_attn,
-                  no_baseline, stress, time_limit, json_path, plot_path, quiet) -> None:
+def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tokens, problems, samples, ctx, kv_type,
+                  flash_attn, no_baseline, stress, time_limit, json_path, plot_path, quiet) -> None:
     """Measure speed and memory of the engine at several batch sizes against a create_completion loop.
 
     Every row does the same work: --problems synthetic problems x --samples
@@ -208,7 +210,9 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problem
     """
     from . import bench as bench_module
 
-    sizes = bench_module.parse_batch_sizes(batch_sizes)
+    if "auto" not in batch_sizes:
+        bench_module.parse_batch_sizes(batch_sizes)  # fail before the model loads
+    sizes = batch_sizes
     if plot_path is not None:
         bench_module.require_matplotlib()
         bench_module.check_writable(plot_path, "the plot")
@@ -216,7 +220,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_tokens, problem
         bench_module.check_writable(json_path, "the JSON")
     result = bench_module.bench(
         model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
-        problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn,
+        problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory,
         baseline=not no_baseline, progress=not quiet,
     )
     click.echo(bench_module.render_table(result))

@@ -388,3 +388,18 @@ def test_bench_measures_a_quantized_kv_cache(tmp_path):
     f16 = bench(batch_sizes=[2], max_tokens=4, problems=2, threads=1, baseline=False, progress=False).rows[0]
     assert row.kv_bytes == pytest.approx(f16.kv_bytes * 34 / 64, rel=1e-6)
     assert "KV q8_0" in render_table(result)
+
+
+@pytest.mark.model
+def test_bench_auto_batch_follows_the_budget_and_shows_the_estimate():
+    small = bench(batch_sizes="auto", max_memory="250MiB", max_tokens=4, problems=2, threads=1, baseline=False,
+                  progress=False)
+    large = bench(batch_sizes="auto", max_memory="600MiB", max_tokens=4, problems=2, threads=1, baseline=False,
+                  progress=False)
+    assert 1 <= small.rows[0].batch_size < large.rows[0].batch_size
+    for result in (small, large):
+        row = result.rows[0]
+        assert row.error is None
+        # the estimate stands beside the measured growth, within the 15% the README promises
+        assert abs(row.estimate_mb / row.rss_growth_mb - 1) < 0.15, (row.estimate_mb, row.rss_growth_mb)
+    assert "estimate MiB" in render_table(small)
