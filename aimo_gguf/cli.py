@@ -59,9 +59,14 @@ def _click_type(f):
     return base
 
 
-def config_options(command):
-    """Add one option per RunConfig field, with its default, help and AIMO_GGUF_* variable."""
+def config_options(command=None, *, only: tuple[str, ...] | None = None):
+    """Add one option per RunConfig field (or the fields named in ``only``), with its default,
+    help and AIMO_GGUF_* variable."""
+    if command is None:
+        return lambda fn: config_options(fn, only=only)
     for f in reversed(option_fields()):
+        if only is not None and f.name not in only:
+            continue
         flag = "--" + f.name.replace("_", "-")
         decls = [flag] + ([SHORT_FLAGS[f.name]] if f.name in SHORT_FLAGS else [])
         kind = _click_type(f)
@@ -162,27 +167,15 @@ def main() -> None:  # pragma: no cover - the console script calls cli()
 
 
 @cli.command("bench", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
-@click.option("-m", "--model", type=click.Path(dir_okay=False), envvar=ENV_PREFIX + "MODEL",
-              help="GGUF model file [default: the embedded SmolLM2-135M-Instruct Q4_1].")
-@click.option("-ngl", "--n-gpu-layers", type=int, default=0, show_default=True, envvar=ENV_PREFIX + "N_GPU_LAYERS",
-              help="Layers to offload to the GPU (-1 = all). Falls back to fewer, then to CPU.")
-@click.option("-t", "--threads", type=int, default=None, envvar=ENV_PREFIX + "THREADS",
-              help="CPU threads [default: physical cores].")
+@config_options(only=("model", "n_gpu_layers", "threads", "ctx", "max_memory", "kv_type", "flash_attn"))
 @click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True,
               help="Batch sizes to measure the engine at, comma-separated; 'auto' is the largest that fits "
                    "--max-memory, as in run.")
-@click.option("--max-memory", default=None, help="Memory budget for 'auto' in --batch-sizes, e.g. 16GiB.")
 @click.option("--max-tokens", type=int, default=128, show_default=True,
               help="Tokens generated per sample (EOS is suppressed: every sample generates exactly this many).")
 @click.option("--problems", type=int, default=16, show_default=True,
               help="Synthetic problems ('What is 3 times 7?'), rendered with the model's chat template.")
 @click.option("--samples", type=int, default=1, show_default=True, help="Samples per problem.")
-@click.option("--ctx", type=int, default=0,
-              help="Context of one sequence in tokens, prompt included [default: 512 + --max-tokens, as in run].")
-@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True,
-              help="KV cache element type (q8_0 and q4_0 need flash attention).")
-@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Flash attention of the engine rows.")
 @click.option("--no-baseline", is_flag=True, help="Skip the one-at-a-time create_completion loop.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write every row, the settings and the machine as JSON here.")
