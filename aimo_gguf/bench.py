@@ -43,6 +43,7 @@ from .config import RunConfig
 from .engine import FINISH_LENGTH, KV_TYPES, Engine, Request, SamplingParams
 from .errors import AimoError, InputError
 from .problems import Problem, write_json_atomic
+from .solver import engine_kwargs
 from .summary import rss_mb
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -439,16 +440,7 @@ def _engine_row(
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
     t_load = time.perf_counter()
     try:
-        engine = Engine(
-            model,
-            n_gpu_layers=config.n_gpu_layers,
-            ctx=config.sequence_ctx,
-            batch_size=batch_size,
-            threads=config.threads,
-            kv_type=config.kv_type,
-            flash_attn=config.flash_attn,
-            ignore_eos=True,
-        )
+        engine = Engine(model, **engine_kwargs(config, batch_size))  # config has ignore_eos=True
     except InputError:
         raise
     except AimoError as e:  # the model or the context does not fit: the row says so, the others still run

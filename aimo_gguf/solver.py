@@ -264,8 +264,19 @@ def run(
     from .models import resolve_model
 
     model_path = resolve_model(config.model)
-    batch_size = resolve_batch_size(config, model_path)
-    engine_options = dict(
+    engine_options = engine_kwargs(config, resolve_batch_size(config, model_path), verbose=verbose)
+    trace_file = _open_traces(traces)
+    try:
+        with Engine(model_path, **engine_options) as engine:
+            return _run_loaded(problems, engine, config, output, summary, trace_file, progress, on_result)
+    finally:
+        if trace_file is not None:
+            trace_file.close()
+
+
+def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False) -> dict:
+    """The Engine keyword arguments a RunConfig stands for (model path aside)."""
+    return dict(
         n_gpu_layers=config.n_gpu_layers,
         ctx=config.sequence_ctx,
         batch_size=batch_size,
@@ -278,13 +289,6 @@ def run(
         ignore_eos=config.ignore_eos,
         verbose=verbose,
     )
-    trace_file = _open_traces(traces)
-    try:
-        with Engine(model_path, **engine_options) as engine:
-            return _run_loaded(problems, engine, config, output, summary, trace_file, progress, on_result)
-    finally:
-        if trace_file is not None:
-            trace_file.close()
 
 
 def resolve_batch_size(config: RunConfig, model_path: Path) -> int:

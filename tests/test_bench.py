@@ -31,17 +31,6 @@ from aimo_gguf.errors import InputError
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _default_model_available() -> bool:
-    try:
-        from aimo_gguf.models import default_model_path
-
-        default_model_path()
-        return True
-    except Exception:
-        return False
-
-
-needs_model = pytest.mark.skipif(not _default_model_available(), reason="the embedded SmolLM2 GGUF is not installed")
 
 
 def assert_one_line_error(result, *fragments: str) -> str:
@@ -296,7 +285,6 @@ def cli_run(tmp_path_factory):
 
 
 @pytest.mark.model
-@needs_model
 def test_cli_table(cli_run):
     result, _ = cli_run
     assert result.exit_code == 0, (result.output, result.exception)
@@ -317,7 +305,6 @@ def test_cli_table(cli_run):
 
 
 @pytest.mark.model
-@needs_model
 def test_cli_json(cli_run):
     result, out = cli_run
     assert result.exit_code == 0, result.output
@@ -348,7 +335,6 @@ def test_cli_json(cli_run):
 
 
 @pytest.mark.model
-@needs_model
 def test_cli_plot(cli_run):
     pytest.importorskip("matplotlib")
     result, out = cli_run
@@ -358,7 +344,6 @@ def test_cli_plot(cli_run):
 
 
 @pytest.mark.model
-@needs_model
 def test_library_samples_without_baseline(capsys):
     result = bench(batch_sizes=(2,), max_tokens=4, problems=2, samples=2, threads=1, baseline=False,
                    progress=False)
@@ -372,7 +357,6 @@ def test_library_samples_without_baseline(capsys):
 
 
 @pytest.mark.model
-@needs_model
 def test_ctx_too_small_for_the_work_is_one_line(runner):
     result = runner.invoke(cli, ["bench", "--batch-sizes", "2", "--max-tokens", "4", "--problems", "1", "-t", "1",
                                  "--ctx", "16", "-q"])

@@ -17,23 +17,12 @@ from aimo_gguf import __version__
 from aimo_gguf.cli import cli
 
 
-def _default_model_available() -> bool:
-    try:
-        from aimo_gguf.models import default_model_path
-
-        default_model_path()
-        return True
-    except Exception:
-        return False
-
-
 def _gpu_offload_supported() -> bool:
     import llama_cpp
 
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-needs_model = pytest.mark.skipif(not _default_model_available(), reason="the embedded SmolLM2 GGUF is not installed")
 
 FAST = ["--samples", "1", "--max-tokens", "8", "-b", "4", "--temperature", "0", "-t", "1"]
 
@@ -336,7 +325,6 @@ def read_csv(path):
 
 
 @pytest.mark.model
-@needs_model
 def test_run_quiet_writes_submission_summary_and_traces(runner, tmp_path, problems_csv):
     out, summary, traces = tmp_path / "out.csv", tmp_path / "s.json", tmp_path / "t.jsonl"
     result = runner.invoke(
@@ -384,7 +372,6 @@ def test_run_quiet_writes_submission_summary_and_traces(runner, tmp_path, proble
 
 
 @pytest.mark.model
-@needs_model
 def test_run_prints_tables_when_not_quiet(runner, tmp_path, problems_csv):
     out = tmp_path / "out.csv"
     result = runner.invoke(cli, ["run", str(problems_csv), *FAST, "-o", str(out)])
@@ -401,7 +388,6 @@ def test_run_prints_tables_when_not_quiet(runner, tmp_path, problems_csv):
 
 
 @pytest.mark.model
-@needs_model
 @pytest.mark.skipif(_gpu_offload_supported(), reason="this llama-cpp-python build can offload to a GPU")
 def test_run_gpu_layers_on_cpu_build_falls_back(runner, tmp_path, problems_csv):
     summary = tmp_path / "s.json"
@@ -420,7 +406,6 @@ def test_run_gpu_layers_on_cpu_build_falls_back(runner, tmp_path, problems_csv):
 
 
 @pytest.mark.model
-@needs_model
 def test_run_options_from_environment(runner, tmp_path, problems_csv):
     summary = tmp_path / "s.json"
     args = ["run", str(problems_csv), "--max-tokens", "8", "-b", "4", "--temperature", "0", "-t", "1", "-q",
