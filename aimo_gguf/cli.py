@@ -250,3 +250,25 @@ def _stress_and_project(result, n_problems, time_limit, *, model, n_gpu_layers, 
     stress_report(outcome, projection, echo=click.echo)
     click.echo(f"(projection from the best row: batch {best.batch_size}, "
                f"{best.generated_tokens_per_s:.1f} generated and {best.prompt_tokens_per_s:.1f} prompt tokens/s)")
+
+
+@cli.command("info", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("model_path", metavar="MODEL", required=False, type=click.Path(dir_okay=False))
+@config_options(only=("n_gpu_layers", "ctx", "max_tokens", "batch_size", "max_memory", "kv_type"))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def info_command(model_path, as_json, **options) -> None:
+    """Describe a GGUF MODEL and estimate the memory of a configuration, from its header alone.
+
+    Without MODEL it describes the embedded SmolLM2-135M-Instruct Q4_1.
+
+    \b
+    Examples:
+      aimo-gguf info models/qwen2.5-math-7b-Q4_K_M.gguf --ctx 4096 -b 16 -ngl 20
+      aimo-gguf info models/qwen2.5-math-7b-Q4_K_M.gguf -b auto --max-memory 15GiB -ngl -1
+    """
+    import json
+
+    from .info import describe
+
+    result = describe(model_path, **options)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())

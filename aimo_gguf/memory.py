@@ -20,6 +20,7 @@ on a CPU barely sees; it is not included, so leave headroom on a GPU.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,8 +43,13 @@ _UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "KIB": 2**10, "M": 1e6, "MB": 1e6,
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the memory estimate needs from a GGUF file."""
+    """What the memory estimate (and ``aimo-gguf info``) needs from a GGUF file."""
 
+    name: str  # general.name, or the file name
+    file_type: str  # llama.cpp's file type, e.g. "Q4_K_M"
+    n_params: int  # elements of every tensor
+    file_bytes: int  # size on disk
+    has_chat_template: bool
     architecture: str
     n_layers: int
     n_ctx_train: int
@@ -139,6 +145,11 @@ def read_shape(path: str | Path) -> ModelShape:
     tokens = fields.get("tokenizer.ggml.tokens")
     n_vocab = len(tokens.data) if tokens is not None else int(get(f"{arch}.vocab_size", 0))
     return ModelShape(
+        name=str(get("general.name", Path(path).name)),
+        file_type=_file_type_name(get("general.file_type")),
+        n_params=sum(int(math.prod(t.shape)) for t in reader.tensors),
+        file_bytes=Path(path).stat().st_size,
+        has_chat_template="tokenizer.chat_template" in fields,
         architecture=arch,
         n_layers=n_layers,
         n_ctx_train=int(get(f"{arch}.context_length", 0)),
@@ -150,6 +161,17 @@ def read_shape(path: str | Path) -> ModelShape:
         swa_layers=swa,
         sliding_window=window,
     )
+
+
+def _file_type_name(value) -> str:
+    if value is None:
+        return "unknown"
+    from gguf import LlamaFileType
+
+    try:
+        return LlamaFileType(int(value)).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return f"file type {value}"
 
 
 def _per_layer(value, n_layers: int) -> list[int]:

@@ -1,0 +1,90 @@
+"""``aimo-gguf info``: what a GGUF file is and what a configuration of it needs.
+
+Everything comes from the file's header (no weights are loaded), so it answers
+in a moment even for a model larger than this machine's memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import RunConfig
+from .memory import MemoryEstimate, ModelShape, estimate, format_bytes, read_shape
+from .models import resolve_model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A GGUF file and the memory estimate of one configuration."""
+
+    path: str
+    shape: ModelShape
+    ctx: int  # context of one sequence
+    batch_size: int
+    kv_type: str
+    n_gpu_layers_requested: int
+    estimate: MemoryEstimate
+
+    def to_dict(self) -> dict:
+        shape = asdict(self.shape)
+        for bulky in ("block_bytes", "kv_elements", "swa_layers"):
+            shape.pop(bulky)
+        est = self.estimate
+        return {
+            "path": self.path,
+            **shape,
+            "weight_bytes": self.shape.weight_bytes,
+            "ctx": self.ctx,
+            "batch_size": self.batch_size,
+            "kv_type": self.kv_type,
+            "n_gpu_layers_requested": self.n_gpu_layers_requested,
+            "estimate": {**asdict(est), "cpu": est.cpu, "gpu": est.gpu, "total": est.total},
+        }
+
+    def table(self) -> str:
+        s, est = self.shape, self.estimate
+        window = f", sliding window {s.sliding_window} on {sum(s.swa_layers)} layers" if s.sliding_window else ""
+        rows = [
+            ("file", self.path),
+            ("name", s.name),
+            ("architecture", f"{s.architecture}, {s.n_layers} layers{window}"),
+            ("parameters", f"{s.n_params / 1e9:.2f} B" if s.n_params >= 1e9 else f"{s.n_params / 1e6:.0f} M"),
+            ("file type", s.file_type),
+            ("size", format_bytes(s.file_bytes)),
+            ("trained context", f"{s.n_ctx_train} tokens"),
+            ("chat template", "yes" if s.has_chat_template else "no (use --raw-prompt)"),
+            ("configuration", f"{self.batch_size} sequences x {self.ctx} tokens, KV {self.kv_type}, "
+                              f"{est.n_gpu_layers} of {s.n_layers + 1} layers on the GPU"),
+            ("KV per sequence", format_bytes(est.kv_per_sequence)),
+            ("GPU", f"{format_bytes(est.gpu)} (weights {format_bytes(est.weights_gpu)}, KV {format_bytes(est.kv_gpu)})"),
+            ("CPU", f"{format_bytes(est.cpu)} (weights {format_bytes(est.weights_cpu)}, KV {format_bytes(est.kv_cpu)}, "
+                    f"logits and overhead {format_bytes(est.output + est.overhead)})"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        note = "plus llama.cpp's compute buffer, not estimated: keep headroom on a GPU"
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + f"\n{'':<{width}}  ({note})"
+
+
+def describe(
+    model: str | Path | None = None,
+    *,
+    config: RunConfig | None = None,
+    **options,
+) -> ModelInfo:
+    """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
+    from .solver import resolve_batch_size
+
+    config = config or RunConfig(model=None if model is None else str(model), **options)
+    path = resolve_model(config.model)
+    batch = resolve_batch_size(config, path)
+    return ModelInfo(
+        path=str(path),
+        shape=read_shape(str(path)),
+        ctx=config.sequence_ctx,
+        batch_size=batch,
+        kv_type=config.kv_type,
+        n_gpu_layers_requested=config.n_gpu_layers,
+        estimate=estimate(read_shape(str(path)), ctx=config.sequence_ctx, batch_size=batch,
+                          n_gpu_layers=config.n_gpu_layers, kv_type=config.kv_type),
+    )
