@@ -272,3 +272,24 @@ def info_command(model_path, as_json, **options) -> None:
 
     result = describe(model_path, **options)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
+
+
+@cli.command("quantize", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--type", "type_", required=True, help="llama.cpp file type: Q4_K_M, Q5_K_M, Q8_0, F16, ...")
+@config_options(only=("threads",))
+@click.option("--allow-requantize", is_flag=True,
+              help="Accept an already quantized input (loses quality: quantize from F16/BF16 when you can).")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+def quantize_command(src, dst, type_, threads, allow_requantize, force) -> None:
+    """Quantize the GGUF model IN into OUT through llama-cpp-python (no llama.cpp build needed).
+
+    \b
+    Example:
+      aimo-gguf quantize models/qwen2.5-math-7b-F16.gguf models/qwen2.5-math-7b-Q4_K_M.gguf --type Q4_K_M
+    """
+    from .quantize import quantize
+
+    out = quantize(src, dst, type=type_, threads=threads, allow_requantize=allow_requantize, force=force)
+    click.echo(out)

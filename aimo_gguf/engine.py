@@ -722,3 +722,19 @@ class _Slot:
         if self.sampler is not None:
             llama_cpp.llama_sampler_free(self.sampler)
             self.sampler = None
+
+
+def quantize_file(src: Path, dst: Path, *, ftype: int, threads: int, allow_requantize: bool) -> None:
+    """llama.cpp's llama_model_quantize: write ``src`` to ``dst`` as file type ``ftype``.
+
+    Lives here because it is a call into the C API; ``aimo_gguf.quantize``
+    holds what a user sees (type names, checks, the atomic rename).
+    """
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = threads
+    params.ftype = ftype
+    params.allow_requantize = allow_requantize
+    _log["errors"].clear()
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise ModelError(f"llama.cpp could not quantize {src}{_last_c_error()}")
