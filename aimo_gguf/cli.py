@@ -293,3 +293,25 @@ def quantize_command(src, dst, type_, threads, allow_requantize, force) -> None:
 
     out = quantize(src, dst, type=type_, threads=threads, allow_requantize=allow_requantize, force=force)
     click.echo(out)
+
+
+@cli.command("pull", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("repo")
+@click.argument("filename")
+@click.option("--revision", default=None, help="Branch, tag or commit of the repo [default: main].")
+@click.option("--models-dir", default="models", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to put the file in.")
+@click.option("--force", is_flag=True, help="Replace the file if it is already there.")
+def pull_command(repo, filename, revision, models_dir, force) -> None:
+    """Download FILENAME (a .gguf) of Hugging Face Hub repo REPO into the models folder.
+
+    Uses the Hugging Face cache and its variables (HF_HOME, HF_TOKEN,
+    HF_HUB_OFFLINE); prints the path of the model file.
+
+    \b
+    Example:
+      aimo-gguf pull bartowski/Qwen2.5-Math-7B-Instruct-GGUF Qwen2.5-Math-7B-Instruct-Q4_K_M.gguf
+    """
+    from .pull import pull
+
+    click.echo(pull(repo, filename, revision=revision, models_dir=models_dir, force=force))

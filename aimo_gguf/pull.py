@@ -1,0 +1,80 @@
+"""``aimo-gguf pull``: one GGUF file from the Hugging Face Hub into ``models/``.
+
+The file is fetched into the shared Hugging Face cache (``HF_HOME``,
+``HF_HUB_CACHE``; ``HF_TOKEN`` for gated repos; ``HF_HUB_OFFLINE=1`` serves
+from the cache alone), then linked into the models folder (hard link where the
+file systems allow it, else an atomic copy), so the cache and ``models/`` never
+hold two copies of a multi-gigabyte file when they can share one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import InputError, ModelError
+from .models import check_gguf
+
+DEFAULT_MODELS_DIR = "models"
+
+
+def pull(
+    repo: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    models_dir: str | Path = DEFAULT_MODELS_DIR,
+    force: bool = False,
+) -> Path:
+    """Download ``filename`` of Hub repo ``repo`` and return its path in ``models_dir``."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if not filename.endswith(".gguf"):
+        raise InputError(f"{filename!r} is not a .gguf file: aimo-gguf pulls GGUF files only")
+    target = Path(models_dir) / Path(filename).name
+    if target.exists() and not force:
+        raise InputError(f"{target} already exists: delete it or pass --force")
+    where = f"{repo}/{filename}" + (f"@{revision}" if revision else "")
+    print(f"aimo-gguf: fetching {where} into the Hugging Face cache...", file=sys.stderr)
+    try:
+        cached = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision))
+    except GatedRepoError:
+        raise ModelError(f"{repo} is gated: accept its licence on the Hub and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"no Hub repository {repo!r} (or it is private: set HF_TOKEN)") from None
+    except RevisionNotFoundError:
+        raise ModelError(f"{repo} has no revision {revision!r}") from None
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: catch it first
+        raise ModelError(f"cannot reach the Hub and {where} is not in the local cache") from None
+    except EntryNotFoundError:
+        raise ModelError(f"{repo} has no file {filename!r}") from None
+    except OSError as e:
+        raise ModelError(f"downloading {where} failed: {e.strerror or e}") from None
+    check_gguf(cached)
+    _place(cached.resolve(), target)
+    return target
+
+
+def _place(source: Path, target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create {target.parent}: {e.strerror or e}") from None
+    part = target.with_name(f".{target.name}.part")
+    try:
+        try:
+            os.link(source, part)
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copyfile(source, part)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
