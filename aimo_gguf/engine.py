@@ -519,7 +519,7 @@ class Engine:
                         self._attach_prefix(slot, active)
 
                 # Build one batch: prompt chunks and each sequence's last token.
-                n = 0
+                n = n_seqs = 0
                 for slot in active:
                     slot.step_start = slot.fed
                     slot.logit_index = -1
@@ -529,6 +529,7 @@ class Engine:
                     take = min(len(feed) - slot.fed, budget - n)
                     if take <= 0:
                         continue
+                    n_seqs += 1
                     seq, pos, start = slot.seq_id, slot.pos, slot.fed
                     for j in range(take):
                         b_token[n] = feed[start + j]
@@ -543,7 +544,6 @@ class Engine:
                         slot.logit_index = n - 1
                 if n == 0:
                     continue
-                n_seqs = sum(1 for slot in active if slot.fed > slot.step_start)
                 batch.n_tokens = n
                 t0 = time.perf_counter()
                 rc = llama_cpp.llama_decode(self._ctx, batch)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import InputError
-from .problems import Problem
+from .bench import synthetic_problems
 from .solver import ProblemResult, run
 from .summary import RunSummary, rss_mb
 
@@ -47,11 +47,6 @@ class StressResult:
     @property
     def flat(self) -> bool:
         return self.growth < RSS_GROWTH_LIMIT_MB
-
-
-def synthetic_problems(n: int) -> list[Problem]:
-    """``n`` short problems with known answers (a + b)."""
-    return [Problem(id=f"s{i}", problem=f"What is {i % 97} + {i % 89}?", answer=i % 97 + i % 89) for i in range(n)]
 
 
 def stress(

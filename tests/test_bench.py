@@ -96,6 +96,9 @@ def test_synthetic_problems():
     assert [p.id for p in problems] == ["p0", "p1", "p2"]
     assert problems[1].problem == "What is 4 times 8?"
     assert problems[1].answer == 32
+    many = synthetic_problems(200)  # also the stress run's problems: ids must stay unique
+    assert len({p.id for p in many}) == 200
+    assert all(p.answer == int(p.problem.split()[2]) * int(p.problem.split()[4].rstrip("?")) for p in many)
 
 
 def test_render_table():
