@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 from .errors import EngineError, InputError, ModelError
 from .models import check_gguf
@@ -420,6 +421,36 @@ class Engine:
 
     # --- generation ---------------------------------------------------------
 
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """The model's next-token logits after each of ``tokens``: shape (len(tokens), n_vocab).
+
+        One sequence, decoded from an empty cache in chunks of the token
+        budget; used to compare a quantized model with its reference.
+        """
+        if not tokens:
+            return np.zeros((0, self.n_vocab), dtype=np.float32)
+        if len(tokens) > self.n_ctx_seq:
+            raise InputError(f"{len(tokens)} tokens do not fit a context of {self.n_ctx_seq}")
+        llama_cpp.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
+        batch = self._batch
+        for start in range(0, len(tokens), self.token_budget):
+            chunk = tokens[start:start + self.token_budget]
+            for i, t in enumerate(chunk):
+                batch.token[i] = t
+                batch.pos[i] = start + i
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            batch.n_tokens = len(chunk)
+            rc = llama_cpp.llama_decode(self._ctx, batch)
+            if rc != 0:
+                raise EngineError(f"llama_decode failed with code {rc}{_last_c_error()}")
+            rows = llama_cpp.llama_get_logits(self._ctx)
+            out[start:start + len(chunk)] = np.ctypeslib.as_array(rows, shape=(len(chunk) * self.n_vocab,)).reshape(
+                len(chunk), self.n_vocab)
+        llama_cpp.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        return out
+
     def generate(
         self,
         requests: Iterable[Request],
@@ -724,17 +755,33 @@ class _Slot:
             self.sampler = None
 
 
-def quantize_file(src: Path, dst: Path, *, ftype: int, threads: int, allow_requantize: bool) -> None:
+def quantize_file(src: Path, dst: Path, *, ftype: int, threads: int, allow_requantize: bool,
+                  imatrix: dict[str, np.ndarray] | None = None) -> None:
     """llama.cpp's llama_model_quantize: write ``src`` to ``dst`` as file type ``ftype``.
 
-    Lives here because it is a call into the C API; ``aimo_gguf.quantize``
-    holds what a user sees (type names, checks, the atomic rename).
+    ``imatrix`` maps weight-tensor names to importance values (see
+    ``aimo_gguf.imatrix``). Lives here because it is a call into the C API;
+    ``aimo_gguf.quantize`` holds what a user sees (type names, checks, the
+    atomic rename).
     """
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads
     params.ftype = ftype
     params.allow_requantize = allow_requantize
+    keep = []  # the C side borrows these buffers: they must outlive the call
+    if imatrix:
+        rows = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()  # zeroed last row ends the list
+        for row, (name, values) in zip(rows, imatrix.items()):
+            values = np.ascontiguousarray(values, dtype=np.float32)
+            raw = name.encode()
+            keep += [values, raw]
+            row.name = raw
+            row.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            row.size = values.size
+        params.imatrix = ctypes.cast(rows, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        keep.append(rows)
     _log["errors"].clear()
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    del keep
     if rc != 0:
         raise ModelError(f"llama.cpp could not quantize {src}{_last_c_error()}")

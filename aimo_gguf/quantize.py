@@ -8,11 +8,16 @@ renamed, so an interrupted or failed run leaves no half-written model.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from .errors import InputError, ModelError
+from .imatrix import ImportanceMatrix, load_imatrix
 from .models import check_gguf
+
+# Types llama.cpp refuses to produce without an importance matrix (llama-quant.cpp).
+NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K_S"})
 
 
 def file_types() -> dict[str, int]:
@@ -34,15 +39,18 @@ def quantize(
     type: str,
     threads: int | None = None,
     allow_requantize: bool = False,
+    imatrix: str | Path | ImportanceMatrix | None = None,
     force: bool = False,
 ) -> Path:
-    """Quantize ``src`` into ``dst`` as ``type`` (a llama.cpp file type name, e.g. Q4_K_M)."""
+    """Quantize ``src`` into ``dst`` as ``type`` (a llama.cpp file type name, e.g. Q4_K_M).
+
+    ``imatrix`` is an importance matrix file from ``llama-imatrix`` (or one
+    already loaded); the very-low-bit types (``NEEDS_IMATRIX``) require one.
+    """
     from .engine import default_threads, quantize_file
 
-    types = file_types()
-    name = type.upper()
-    if name not in types:
-        raise InputError(f"unknown file type {type!r}: one of {', '.join(sorted(types))}")
+    name = check_type(type)
+    matrix = _matrix(imatrix, name)
     src, dst = Path(src), Path(dst)
     check_gguf(src)
     if dst.exists() and not force:
@@ -56,14 +64,47 @@ def quantize(
     part = dst.with_name(f".{dst.name}.part")
     print(f"aimo-gguf: quantizing {src.name} to {name} (minutes for a 7B model)...", file=sys.stderr)
     try:
-        quantize_file(src, part, ftype=types[name], threads=threads or default_threads(),
-                      allow_requantize=allow_requantize)
+        quantize_file(src, part, ftype=file_types()[name], threads=threads or default_threads(),
+                      allow_requantize=allow_requantize, imatrix=matrix.entries if matrix else None)
         if not part.exists():
             raise ModelError(f"llama.cpp wrote no output for {src}")
         os.replace(part, dst)
     except ModelError as e:
-        hint = "" if allow_requantize else " (a quantized input needs --allow-requantize)"
-        raise ModelError(f"{e}{hint}") from None
+        raise ModelError(f"{e}{_hint(str(e), dst.parent, allow_requantize, src)}") from None
     finally:
         part.unlink(missing_ok=True)
     return dst
+
+
+def _hint(message: str, folder: Path, allow_requantize: bool, src: Path | None = None) -> str:
+    if not allow_requantize and ("requantiz" in message or (src is not None and _is_quantized(src))):
+        return " (a quantized input needs --allow-requantize)"
+    if "space" in message.lower() or shutil.disk_usage(folder).free < 64 * 2**20:
+        return f" (is {folder} full? {shutil.disk_usage(folder).free / 2**20:.0f} MiB free)"
+    return ""
+
+
+def _is_quantized(path: Path) -> bool:
+    from .memory import read_shape
+
+    try:
+        return read_shape(str(path)).file_type not in ("F32", "F16", "BF16")
+    except Exception:  # a header we cannot read: no hint rather than a second error
+        return False
+
+
+def check_type(type: str) -> str:
+    """The canonical name of a llama.cpp file type ('q4_k_m' -> 'Q4_K_M'), or a one-line error."""
+    types = file_types()
+    name = type.strip().upper()
+    if name not in types:
+        raise InputError(f"unknown file type {type!r}: one of {', '.join(sorted(types))}")
+    return name
+
+
+def _matrix(imatrix, name: str) -> ImportanceMatrix | None:
+    if imatrix is None:
+        if name in NEEDS_IMATRIX:
+            raise InputError(f"{name} needs an importance matrix: pass --imatrix FILE (from llama-imatrix)")
+        return None
+    return imatrix if isinstance(imatrix, ImportanceMatrix) else load_imatrix(imatrix)
