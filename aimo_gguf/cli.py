@@ -279,10 +279,12 @@ def info_command(model_path, as_json, **options) -> None:
 @click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
 @click.option("--type", "type_", required=True, help="llama.cpp file type: Q4_K_M, Q5_K_M, Q8_0, F16, ...")
 @config_options(only=("threads",))
+@click.option("--imatrix", type=click.Path(dir_okay=False),
+              help="Importance matrix from llama-imatrix (GGUF or legacy .dat); needed by IQ1/IQ2 and Q2_K_S.")
 @click.option("--allow-requantize", is_flag=True,
               help="Accept an already quantized input (loses quality: quantize from F16/BF16 when you can).")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
-def quantize_command(src, dst, type_, threads, allow_requantize, force) -> None:
+def quantize_command(src, dst, type_, threads, imatrix, allow_requantize, force) -> None:
     """Quantize the GGUF model IN into OUT through llama-cpp-python (no llama.cpp build needed).
 
     \b
@@ -291,8 +293,81 @@ def quantize_command(src, dst, type_, threads, allow_requantize, force) -> None:
     """
     from .quantize import quantize
 
-    out = quantize(src, dst, type=type_, threads=threads, allow_requantize=allow_requantize, force=force)
+    out = quantize(src, dst, type=type_, threads=threads, imatrix=imatrix, allow_requantize=allow_requantize,
+                   force=force)
     click.echo(out)
+
+
+@cli.command("convert", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("source")
+@click.option("--quant", default="Q4_K_M", show_default=True,
+              help="Comma-separated llama.cpp file types to quantize to ('' for none).")
+@click.option("--outtype", type=click.Choice(["f16", "bf16", "f32"]), default="f16", show_default=True,
+              help="Type of the converted reference file, which the quantizations start from.")
+@click.option("--outdir", default="models", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the GGUF files and the manifest.")
+@click.option("--name", default=None, help="Base of the file names [default: the folder's or repo's name].")
+@click.option("--revision", default=None, help="Branch, tag or commit of a Hub repo [default: main].")
+@click.option("--imatrix", type=click.Path(dir_okay=False), help="Importance matrix for the quantizations.")
+@config_options(only=("threads",))
+@click.option("--llama-cpp-dir", envvar="LLAMA_CPP_DIR", type=click.Path(file_okay=False),
+              help="llama.cpp checkout whose convert_hf_to_gguf.py to use (env LLAMA_CPP_DIR) "
+                   "[default: the one of the installed llama-cpp-python].")
+@click.option("--smoke-test/--no-smoke-test", default=True, show_default=True,
+              help="Load every output and generate a few tokens before publishing it.")
+@click.option("--force", is_flag=True, help="Replace outputs that already exist.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def convert_command(source, quiet, **options) -> None:
+    """Convert a Hugging Face model (a local folder or a Hub repo id) to GGUF and quantize it.
+
+    Writes NAME-F16.gguf (or BF16), NAME-TYPE.gguf for each --quant type and
+    NAME.manifest.json (source, revision, converter, sizes, sha256, smoke
+    test) into --outdir; prints the paths. Needs the convert extra:
+    pip install 'aimo-gguf[convert]'.
+
+    \b
+    Examples:
+      aimo-gguf convert Qwen/Qwen2.5-Math-1.5B-Instruct --quant Q4_K_M,Q8_0
+      aimo-gguf convert ./my-finetune --outtype bf16 --quant Q5_K_M --outdir models/
+    """
+    from .convert import convert
+
+    result = convert(source, progress=not quiet, **options)
+    for path in [*result.paths(), result.manifest]:
+        click.echo(path)
+
+
+@cli.command("compare", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("reference", metavar="MODEL_REF", type=click.Path(dir_okay=False))
+@click.argument("quantized", metavar="MODEL_Q", type=click.Path(dir_okay=False))
+@click.option("--text", type=click.Path(dir_okay=False),
+              help="UTF-8 text to compare next-token predictions over [default: a bundled math text].")
+@click.option("--problems", type=click.Path(dir_okay=False),
+              help="Also solve this problem set with both models: accuracy and speed.")
+@click.option("--ctx", default=512, show_default=True, type=click.IntRange(min=16),
+              help="Tokens per chunk of the text.")
+@click.option("--max-text-tokens", type=click.IntRange(min=2), default=None, help="Compare on the first N tokens only.")
+@config_options(only=("n_gpu_layers", "threads", "samples", "max_tokens", "seed"))
+@click.option("-b", "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Sequences decoded together on the problem set.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def compare_command(reference, quantized, as_json, quiet, **options) -> None:
+    """How much does quantization change a model? Compare MODEL_Q with MODEL_REF.
+
+    Reports next-token top-1 agreement, KL divergence and perplexity over a
+    text and, with --problems, both models' accuracy and speed.
+
+    \b
+    Example:
+      aimo-gguf compare models/m-F16.gguf models/m-Q4_K_M.gguf --problems data/val.csv -n 1
+    """
+    import json
+
+    from .compare import compare
+
+    result = compare(reference, quantized, progress=not quiet, **options)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
 
 
 @cli.command("pull", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
