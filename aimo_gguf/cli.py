@@ -337,6 +337,51 @@ def convert_command(source, quiet, **options) -> None:
         click.echo(path)
 
 
+@cli.command("models", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.option("--ctx", default=8192, show_default=True, type=click.IntRange(min=64),
+              help="Context of one sequence (capped at each model's trained context).")
+@click.option("-b", "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Sequences decoded together.")
+@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True)
+@click.option("--gpu", "gpus", default="16GB,80GB", show_default=True,
+              help="Comma-separated GPU memory sizes to fit (16GB = Kaggle T4/P100, 80GB = H100).")
+@click.option("--pull", "show_pull", is_flag=True, help="Also print the aimo-gguf pull command of each model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def models_command(ctx, batch_size, kv_type, gpus, show_pull, as_json) -> None:
+    """Recommended models (models/registry.json) and the --n-gpu-layers that fits each GPU.
+
+    The fit is arithmetic on the listed sizes (weights + KV cache + a 1 GiB
+    reserve and the compute buffer), not a measurement: check with
+    aimo-gguf bench on the GPU.
+
+    \b
+    Example:
+      aimo-gguf models --ctx 16384 -b 16 --kv-type q8_0 --gpu 15GiB,80GB
+    """
+    import json
+
+    from .memory import parse_size
+    from .registry import fits_json, fits_table, load_registry
+
+    sizes = [g.strip() for g in gpus.split(",") if g.strip()]
+    for g in sizes:
+        try:
+            parse_size(g)
+        except Exception:
+            raise click.BadParameter(f"{g!r} is not a size like 16GB or 15GiB", param_hint="--gpu") from None
+    entries = load_registry()
+    if as_json:
+        click.echo(json.dumps(fits_json(entries, sizes, ctx=ctx, batch_size=batch_size, kv_type=kv_type), indent=2))
+        return
+    click.echo(f"{batch_size} sequences x up to {ctx} tokens, KV {kv_type}:")
+    click.echo(fits_table(entries, sizes, ctx=ctx, batch_size=batch_size, kv_type=kv_type))
+    if show_pull:
+        click.echo()
+        for e in entries:
+            for command in e.pull_commands():
+                click.echo(command)
+
+
 @cli.command("compare", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("reference", metavar="MODEL_REF", type=click.Path(dir_okay=False))
 @click.argument("quantized", metavar="MODEL_Q", type=click.Path(dir_okay=False))

@@ -1,0 +1,150 @@
+"""The registry of recommended models (``models/registry.json``) and where each fits.
+
+Each entry names a Hub repo and file(s), the quantization, the listed size and
+the architecture numbers that the memory estimate needs (layers, KV heads,
+head size, vocabulary). ``fit()`` finds the most layers (``--n-gpu-layers``)
+whose weights and KV cache fit a GPU for a batch and context, with the same
+arithmetic as ``aimo-gguf info`` (``aimo_gguf.memory``), the files' sizes
+standing in for their headers. It is arithmetic, not a measurement: check a
+real run with ``aimo-gguf bench`` on the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from .errors import InputError
+from .memory import ModelShape, estimate, format_bytes, parse_size
+
+# A GPU loses memory to the CUDA context and llama.cpp's compute buffers;
+# the compute buffer grows with the vocabulary (the logits of a 512-token micro-batch).
+GPU_RESERVE = 1 * 2**30
+MICRO_BATCH = 512
+DEFAULT_GPUS = ("16GB", "80GB")
+REGISTRY_FILE = "registry.json"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    quant: str
+    repo: str
+    files: tuple[str, ...]
+    size_gb: float
+    layers: int
+    hidden: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied_embeddings: bool
+    ctx_train: int
+    license: str
+    notes: str = ""
+    bytes: int | None = None
+    sliding_window: int = 0
+    swa_every: int = 0  # layer i has the sliding window when i % swa_every < swa_every - 1
+
+    @property
+    def size_bytes(self) -> int:
+        return self.bytes or int(self.size_gb * 1e9)
+
+    def pull_commands(self) -> list[str]:
+        return [f"aimo-gguf pull {self.repo} {f}" for f in self.files]
+
+    def shape(self) -> ModelShape:
+        """A ModelShape from the listed numbers: embeddings and head at the file's mean bits per
+        weight, the rest spread evenly over the blocks."""
+        n_params_guess = self.size_bytes * 8 / _bits(self.quant)
+        table = int(self.vocab * self.hidden * _bits(self.quant) / 8)
+        output = 0 if self.tied_embeddings else table
+        blocks = max(self.size_bytes - table - output, 0)
+        swa = tuple(bool(self.swa_every) and i % self.swa_every < self.swa_every - 1 for i in range(self.layers))
+        return ModelShape(
+            name=self.name, file_type=self.quant, n_params=int(n_params_guess), file_bytes=self.size_bytes,
+            has_chat_template=True, architecture="", n_layers=self.layers, n_ctx_train=self.ctx_train,
+            n_vocab=self.vocab, block_bytes=(blocks // self.layers,) * self.layers, output_bytes=output,
+            input_bytes=table, kv_elements=(2 * self.kv_heads * self.head_dim,) * self.layers,
+            swa_layers=swa, sliding_window=self.sliding_window,
+        )
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The most GPU layers of ``entry`` that fit ``gpu_bytes`` for a configuration."""
+
+    entry: Entry
+    gpu_bytes: int
+    ctx: int
+    batch_size: int
+    n_gpu_layers: int  # -1 = every layer and the output head; 0 = none fits
+    gpu_used: int  # bytes on the GPU at that many layers, reserve included
+
+    @property
+    def label(self) -> str:
+        if self.n_gpu_layers < 0:
+            return "all (-ngl -1)"
+        if self.n_gpu_layers == 0:
+            return "CPU only"
+        return f"-ngl {self.n_gpu_layers} of {self.entry.layers}"
+
+
+def load_registry(path: str | Path | None = None) -> list[Entry]:
+    """The registry entries (the bundled ``registry.json`` unless ``path``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else \
+            files("aimo_gguf").joinpath("data", REGISTRY_FILE).read_text(encoding="utf-8")
+        data = json.loads(text)
+        return [Entry(**{**m, "files": tuple(m["files"])}) for m in data["models"]]
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such registry file") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"the model registry is malformed ({e})") from None
+
+
+def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str = "f16") -> Fit:
+    """The most layers to offload so that weights, KV cache and reserve fit ``gpu_bytes``."""
+    shape = entry.shape()
+    reserve = GPU_RESERVE + entry.vocab * MICRO_BATCH * 4
+    best, used = 0, 0
+    for n in range(entry.layers + 1, 0, -1):  # layers + 1 = every block and the output head
+        e = estimate(shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=n, kv_type=kv_type)
+        need = e.weights_gpu + e.kv_gpu + reserve
+        if need <= gpu_bytes:
+            best, used = (-1 if n > entry.layers else n), need
+            break
+    return Fit(entry, gpu_bytes, ctx, batch_size, best, used)
+
+
+def fits_table(entries: list[Entry], gpus: list[str], *, ctx: int, batch_size: int, kv_type: str = "f16") -> str:
+    """One row per entry: size, context used, and the offload that fits each GPU."""
+    sizes = [parse_size(g) for g in gpus]
+    header = ["model", "quant", "size", "ctx"] + [f"{g} GPU" for g in gpus]
+    rows = []
+    for e in entries:
+        c = min(ctx, e.ctx_train)
+        rows.append([e.name, e.quant, format_bytes(e.size_bytes), str(c)]
+                    + [fit(e, s, ctx=c, batch_size=batch_size, kv_type=kv_type).label for s in sizes])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def fits_json(entries: list[Entry], gpus: list[str], *, ctx: int, batch_size: int, kv_type: str = "f16") -> list:
+    out = []
+    for e in entries:
+        c = min(ctx, e.ctx_train)
+        fits = {g: fit(e, parse_size(g), ctx=c, batch_size=batch_size, kv_type=kv_type) for g in gpus}
+        out.append({**asdict(e), "ctx": c, "batch_size": batch_size, "kv_type": kv_type,
+                    "pull": e.pull_commands(),
+                    "fits": {g: {"n_gpu_layers": f.n_gpu_layers, "gpu_bytes": f.gpu_used} for g, f in fits.items()}})
+    return out
+
+
+def _bits(quant: str) -> float:
+    from .convert import BITS_PER_WEIGHT
+
+    return BITS_PER_WEIGHT.get(quant.upper(), 8.5)
+
