@@ -111,9 +111,12 @@ def cli() -> None:
               help="Also write the run's counters as JSON here.")
 @click.option("--traces", type=click.Path(dir_okay=False),
               help="Stream every sample (text, extracted answer) to this JSONL file.")
+@click.option("--journal", type=click.Path(dir_okay=False),
+              help="Append each finished problem here, synced [default: OUTPUT's name + .journal.jsonl].")
+@click.option("--resume", is_flag=True, help="Skip the problems the journal already holds (same settings only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no results table.")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log on stderr.")
-def run(problems, output, summary_path, traces, quiet, verbose, **options) -> None:
+def run(problems, output, summary_path, traces, journal, resume, quiet, verbose, **options) -> None:
     """Solve PROBLEMS (CSV, Parquet or JSONL with id, problem[, answer]).
 
     Without PROBLEMS it solves the sample problems shipped with aimo-gguf;
@@ -125,6 +128,7 @@ def run(problems, output, summary_path, traces, quiet, verbose, **options) -> No
       aimo-gguf run problems.csv -m models/qwen2.5-math-7b-Q4_K_M.gguf \\
           --n-gpu-layers 40 --samples 8 --batch-size 16 --max-tokens 2048 \\
           -o submission.csv --summary summary.json
+      aimo-gguf run problems.csv --time-limit 3600 --early-stop-votes 3 --resume
     """
     from .solver import run as run_problems
 
@@ -133,6 +137,8 @@ def run(problems, output, summary_path, traces, quiet, verbose, **options) -> No
         output=output,
         summary=summary_path,
         traces=traces,
+        journal=journal,
+        resume=resume,
         progress=not quiet,
         verbose=verbose,
         **options,
@@ -158,6 +164,7 @@ def _problem_table(results) -> str:
             mark = "correct" if r.correct else "wrong"
         notes = [mark] + (["fallback"] if r.fallback else []) + (["too long"] if r.too_long else [])
         notes += ["early stop"] if r.early_stopped else []
+        notes += ["cut by the time limit"] if r.cut else []
         lines.append(f"{r.id:<{width}}  {r.answer:>7}  {f'{r.votes}/{r.samples}':>7}  {', '.join(n for n in notes if n)}")
     return "\n".join(lines)
 

@@ -56,6 +56,12 @@ class RunConfig:
     stop: tuple[str, ...] = _opt((), "Stop string ending a sample (repeatable).", multiple=True)
     ignore_eos: bool = _opt(False, "Never stop at end-of-sequence (benchmarks: every sample runs --max-tokens).")
     early_stop: bool = _opt(True, "Stop a problem's sampling once no pending sample can change its winner.")
+    early_stop_votes: int = _opt(0, "Also stop a problem's sampling once its leading answer has N votes (0 = off).")
+    time_limit: float | None = _opt(
+        None, "Seconds for the whole run, model load included: every problem gets a share of the time left, "
+              "and the submission is written before the limit.")
+    time_margin: float = _opt(0.0, "Seconds kept back from --time-limit for writing the results "
+                                   "[default: 1% of the limit, 2 to 60 s].")
     min_answer: int = _opt(DEFAULT_MIN_ANSWER, "Smallest valid answer.")
     max_answer: int = _opt(DEFAULT_MAX_ANSWER, "Largest valid answer.")
     modulo: int | None = _opt(None, "Reduce answers modulo this before the range check.")
@@ -83,6 +89,9 @@ class RunConfig:
             (self.top_k >= 0, f"--top-k must be 0 or more, got {self.top_k}"),
             (self.min_answer <= self.max_answer, "--min-answer is larger than --max-answer"),
             (self.modulo is None or self.modulo >= 1, f"--modulo must be at least 1, got {self.modulo}"),
+            (self.early_stop_votes >= 0, f"--early-stop-votes must be 0 (off) or more, got {self.early_stop_votes}"),
+            (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),
+            (self.time_margin >= 0, f"--time-margin must be 0 (automatic) or more, got {self.time_margin}"),
             (self.flash_attn in ("auto", "on", "off"), f"--flash-attn must be auto, on or off, got {self.flash_attn!r}"),
             (self.kv_type in ("f16", "q8_0", "q4_0"), f"--kv-type must be f16, q8_0 or q4_0, got {self.kv_type!r}"),
             (self.kv_type == "f16" or self.flash_attn != "off",
@@ -92,6 +101,13 @@ class RunConfig:
             if not ok:
                 raise InputError(message)
         self.stop = tuple(self.stop)
+
+    @property
+    def margin(self) -> float:
+        """Seconds held back from ``time_limit`` (the automatic default resolved)."""
+        if self.time_margin:
+            return self.time_margin
+        return min(60.0, max(2.0, 0.01 * (self.time_limit or 0)))
 
     @property
     def sequence_ctx(self) -> int:

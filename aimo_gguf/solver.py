@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -24,6 +25,7 @@ from .answers import extract_answer
 from .config import RunConfig
 from .engine import FINISH_CANCELLED, FINISH_TOO_LONG, Completion, Engine, Request, SamplingParams
 from .errors import InputError
+from .journal import Journal, default_journal, fingerprint
 from .problems import Problem, read_problems, write_json_atomic, write_submission
 from .prompts import RAW_PROMPT_STOPS, chat_prompt, raw_prompt
 from .summary import RunSummary, peak_rss_mb
@@ -49,6 +51,9 @@ class ProblemResult:
     early_stopped: bool  # sampling stopped once the vote was decided
     majority: bool  # the winner has a strict majority of the finished samples
     correct: bool | None  # None when the answer is unknown
+    cut: bool = False  # its time budget ran out: unfinished samples were cut
+    seconds: float = 0.0  # from its first sample's start to its answer
+    budget: float | None = None  # seconds it was given (None without a time limit)
 
 
 @dataclass
@@ -63,6 +68,11 @@ class RunResult:
 KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
 
 
+def clock() -> float:
+    """The solver's clock (seconds); tests replace it."""
+    return time.perf_counter()
+
+
 def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
     """A sample's seed: the same for the same problem and sample, whatever the order or batch."""
     digest = hashlib.blake2b(f"{seed}:{problem_id}:{sample_index}".encode(), digest_size=4).digest()
@@ -72,7 +82,8 @@ def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
 class _InFlight:
     """A problem whose samples are running."""
 
-    __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "early_stopped")
+    __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "early_stopped", "cut", "start",
+                 "deadline", "budget")
 
     def __init__(self, index: int, problem: Problem, n_samples: int) -> None:
         self.index = index
@@ -82,6 +93,19 @@ class _InFlight:
         self.issued = 0
         self.ended = 0  # samples that came back from the engine, cancelled ones included
         self.early_stopped = False
+        self.cut = False  # out of time
+        self.start = clock()
+        self.deadline: float | None = None
+        self.budget: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """No more samples will be issued."""
+        return self.early_stopped or self.cut
+
+    def cancel(self) -> None:
+        for request in self.requests.values():
+            request.cancelled = True
 
 
 def build_prompt(engine: Engine, problem: Problem, config: RunConfig) -> list[int]:
@@ -107,11 +131,19 @@ def solve(
     *,
     traces: TextIO | None = None,
     on_step: Callable[[], None] | None = None,
+    deadline: float | None = None,
 ) -> Iterator[ProblemResult]:
     """Solve ``problems`` on ``engine``; yield each ProblemResult as it is decided.
 
     Results come in finishing order. Stopping the iteration (or an exception,
     Ctrl-C included) frees the engine's sequences.
+
+    ``deadline`` (a ``time.perf_counter()`` value) bounds the whole call: each
+    problem, when it starts, gets a share of the time left (so time a problem
+    does not use goes to the ones after it); when its share runs out its
+    unfinished samples are cut and it is voted on the samples that finished.
+    At the deadline everything running is cut and no problem starts any more:
+    problems never started get no result (the caller writes their fallback).
     """
     sampling = SamplingParams(
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p
@@ -119,9 +151,13 @@ def solve(
     flights: dict[int, _InFlight] = {}
     done: list[ProblemResult] = []
     n_samples = config.samples
+    parallel = max(1, engine.batch_size // n_samples)  # problems that run side by side
+    finished = [0]
+    out_of_time = [False]
 
     def finish(flight: _InFlight, *, too_long: bool = False) -> None:
         flights.pop(flight.index, None)
+        finished[0] += 1
         tally = flight.tally
         winner = tally.winner()
         fallback = winner is None
@@ -140,19 +176,45 @@ def solve(
                 early_stopped=flight.early_stopped,
                 majority=not fallback and tally.has_majority(),
                 correct=None if expected is None else answer == expected,
+                cut=flight.cut,
+                seconds=clock() - flight.start,
+                budget=flight.budget,
             )
         )
 
+    def give_budget(flight: _InFlight) -> None:
+        left = deadline - flight.start
+        waiting = len(problems) - finished[0]  # this one and every problem without an answer yet
+        flight.budget = max(0.0, left * min(parallel, waiting) / waiting)
+        flight.deadline = flight.start + flight.budget
+
+    def check_time() -> None:
+        if on_step is not None:
+            on_step()
+        now = clock()
+        if now >= deadline:
+            out_of_time[0] = True
+        for flight in list(flights.values()):
+            if not flight.cut and (out_of_time[0] or now >= flight.deadline):
+                flight.cut = True
+                flight.cancel()
+
     def requests() -> Iterator[Request]:
         for index, problem in enumerate(problems):
+            if deadline is not None and clock() >= deadline:
+                out_of_time[0] = True
+            if out_of_time[0]:
+                return
             tokens = build_prompt(engine, problem, config)
             flight = _InFlight(index, problem, n_samples)
             flights[index] = flight
+            if deadline is not None:
+                give_budget(flight)
             if len(tokens) >= engine.n_ctx_seq:
                 finish(flight, too_long=True)
                 continue
             for j in range(n_samples):
-                if flight.early_stopped:
+                if flight.stopped:
                     break
                 request = Request(
                     key=(index, j),
@@ -195,23 +257,22 @@ def solve(
                     + "\n"
                 )
                 traces.flush()
-            if config.early_stop and not flight.early_stopped and flight.tally.remaining and flight.tally.decided():
+            if not flight.stopped and flight.tally.remaining and _decided(flight.tally, config):
                 flight.early_stopped = True
-                for request in flight.requests.values():
-                    request.cancelled = True
+                flight.cancel()
         # Done once every sample that will ever be issued has come back; no need
         # to wait for the engine to pull the next request.
-        if flight.ended == flight.issued and (flight.issued == n_samples or flight.early_stopped):
+        if flight.ended == flight.issued and (flight.issued == n_samples or flight.stopped):
             finish(flight)
 
-    for completion in engine.generate(requests(), on_step=on_step):
+    step = check_time if deadline is not None else on_step
+    for completion in engine.generate(requests(), on_step=step):
         if completion.finish_reason == FINISH_TOO_LONG:
             # The engine's own guard; the solver normally catches long prompts first.
             index, _ = completion.request.key
             flight = flights.get(index)
             if flight is not None:
-                for request in flight.requests.values():
-                    request.cancelled = True
+                flight.cancel()
                 flight.requests.clear()
                 finish(flight, too_long=True)
             continue
@@ -225,6 +286,16 @@ def solve(
         done.clear()
 
 
+def _decided(tally: Tally, config: RunConfig) -> bool:
+    """Whether a problem's sampling can stop: the winner cannot change, or it has enough votes."""
+    if config.early_stop and tally.decided():
+        return True
+    if config.early_stop_votes:
+        leader = tally.winner()
+        return leader is not None and tally.counts[leader] >= config.early_stop_votes
+    return False
+
+
 def _count(summary: RunSummary, result: ProblemResult, n_samples: int) -> None:
     summary.problems_done += 1
     summary.samples += result.samples
@@ -233,6 +304,7 @@ def _count(summary: RunSummary, result: ProblemResult, n_samples: int) -> None:
     summary.valid_answers += result.valid
     summary.majority += result.majority
     summary.early_stopped += result.early_stopped
+    summary.cut += result.cut
     summary.fallbacks += result.fallback
     summary.too_long += result.too_long
     if result.correct is not None:
@@ -246,6 +318,8 @@ def run(
     output: str | Path | None = DEFAULT_OUTPUT,
     summary: str | Path | None = None,
     traces: str | Path | None = None,
+    journal: str | Path | bool | None = None,
+    resume: bool = False,
     progress: bool = True,
     verbose: bool = False,
     on_result: Callable[[ProblemResult], None] | None = None,
@@ -257,21 +331,38 @@ def run(
     ``options`` are RunConfig fields, named like the CLI flags
     (``n_gpu_layers=40``, ``batch_size=16``). Ctrl-C stops the run but still
     writes every answer that finished and the fallback for the rest.
+
+    Each finished problem goes to a journal (``journal``: a path, or by
+    default ``<output stem>.journal.jsonl`` beside the output; False for none);
+    ``resume`` skips the problems the journal holds. With ``time_limit`` the
+    clock starts here, model load included.
     """
+    t0 = clock()
     config = config or RunConfig(**options)
+    deadline = t0 + config.time_limit - config.margin if config.time_limit else None
     if not isinstance(problems, (list, tuple)):
         problems = read_problems(problems)
     from .models import resolve_model
 
     model_path = resolve_model(config.model)
+    if journal is None or journal is True:
+        journal = default_journal(output) if output is not None else None
+    if resume and not journal:
+        raise InputError("--resume needs a journal: give --journal or an --output to put it beside")
     engine_options = engine_kwargs(config, resolve_batch_size(config, model_path), verbose=verbose)
-    trace_file = _open_traces(traces)
+    log = Journal(journal, fingerprint(config, model_path), resume=resume) if journal else None
+    trace_file = _open_traces(traces, append=resume)
     try:
+        if log is not None and log.entries:
+            print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
         with Engine(model_path, **engine_options) as engine:
-            return _run_loaded(problems, engine, config, output, summary, trace_file, progress, on_result)
+            return _run_loaded(problems, engine, config, output, summary, trace_file, progress, on_result,
+                               journal=log, deadline=deadline)
     finally:
         if trace_file is not None:
             trace_file.close()
+        if log is not None:
+            log.close()
 
 
 def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False) -> dict:
@@ -318,18 +409,19 @@ def resolve_batch_size(config: RunConfig, model_path: Path) -> int:
     return batch
 
 
-def _open_traces(traces: str | Path | None) -> TextIO | None:
+def _open_traces(traces: str | Path | None, *, append: bool = False) -> TextIO | None:
     if traces is None:
         return None
     path = Path(traces)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("w", encoding="utf-8")
+        return path.open("a" if append else "w", encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot write traces to {path}: {e.strerror or e}") from None
 
 
-def _run_loaded(problems, engine, config, output, summary_path, trace_file, progress, on_result=None) -> RunResult:
+def _run_loaded(problems, engine, config, output, summary_path, trace_file, progress, on_result=None, *,
+                journal=None, deadline=None) -> RunResult:
     info = engine.info
     summary = RunSummary(
         model=info.model_path,
@@ -345,13 +437,28 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
         threads=info.threads,
         problems=len(problems),
         load_seconds=info.load_seconds,
+        time_limit=config.time_limit,
     )
     for note in info.notes:
         print(f"aimo-gguf: {note}", file=sys.stderr)
 
     answers: list[int | None] = [None] * len(problems)
     results: list[ProblemResult] = []
-    bar = _progress_bar(len(problems), enabled=progress)
+    seconds, budgets = [], []  # per problem: a float each, the only per-problem state a long run keeps
+    earlier = journal.entries if journal is not None else {}
+    todo: list[int] = []  # positions of the problems to solve now
+    for position, problem in enumerate(problems):
+        entry = earlier.get(problem.id)
+        if entry is None:
+            todo.append(position)
+            continue
+        result = _from_journal(entry, position)
+        answers[position] = result.answer
+        summary.resumed += 1
+        _count(summary, result, config.samples)
+        if len(problems) <= KEEP_RESULTS:
+            results.append(result)
+    bar = _progress_bar(len(problems), enabled=progress, initial=summary.resumed)
     stats = engine.stats
     t_start = time.perf_counter()
     last_refresh = [0.0]
@@ -369,9 +476,16 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
         bar.refresh()
 
     try:
-        for result in solve(problems, engine, config, traces=trace_file, on_step=refresh if bar else None):
+        for result in solve([problems[i] for i in todo], engine, config, traces=trace_file,
+                            on_step=refresh if bar else None, deadline=deadline):
+            result = replace(result, index=todo[result.index])
             answers[result.index] = result.answer
+            if journal is not None:
+                journal.append(result)
             _count(summary, result, config.samples)
+            seconds.append(result.seconds)
+            if result.budget is not None:
+                budgets.append(result.budget)
             if len(problems) <= KEEP_RESULTS:
                 results.append(result)
             if on_result is not None:
@@ -387,7 +501,10 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
             bar.close()
 
     summary.run_seconds = time.perf_counter() - t_start
+    summary.not_started = sum(a is None for a in answers) if deadline is not None and not summary.interrupted else 0
     summary.fallbacks += sum(a is None for a in answers)
+    summary.problem_seconds = _spread(seconds)
+    summary.budget_seconds = _spread(budgets)
     summary.prompt_tokens = stats.prompt_tokens
     summary.shared_prompt_tokens = stats.shared_prompt_tokens
     summary.generated_tokens = stats.generated_tokens
@@ -406,10 +523,24 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
     return RunResult(answers=rows, summary=summary, results=results)
 
 
-def _progress_bar(total: int, *, enabled: bool):
+def _progress_bar(total: int, *, enabled: bool, initial: int = 0):
     if not enabled:
         return None
     from tqdm import tqdm
 
     interval = 0.1 if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
-    return tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, smoothing=0.1, mininterval=interval)
+    return tqdm(total=total, initial=initial, unit="problem", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+                mininterval=interval)
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    """min / median / max, rounded; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"min": round(ordered[0], 3), "median": round(statistics.median(ordered), 3), "max": round(ordered[-1], 3)}
+
+
+def _from_journal(entry: dict, position: int) -> ProblemResult:
+    known = {f.name for f in fields(ProblemResult)}
+    return ProblemResult(**{k: v for k, v in entry.items() if k in known and k != "index"}, index=position)

@@ -51,6 +51,12 @@ class RunSummary:
     fallbacks: int = 0  # problems with no valid answer: the fallback answer was written
     too_long: int = 0  # problems whose prompt does not fit the context (fallback written)
     interrupted: bool = False  # the run was stopped (Ctrl-C) before every problem finished
+    resumed: int = 0  # problems taken from the journal of an earlier run (--resume)
+    time_limit: float | None = None  # --time-limit, seconds
+    cut: int = 0  # problems whose time budget ran out: unfinished samples cut, voted on the rest
+    not_started: int = 0  # problems the time limit left no time to start (fallback written)
+    problem_seconds: dict | None = None  # seconds per problem solved in this run: min, median, max
+    budget_seconds: dict | None = None  # seconds each problem was given under --time-limit: min, median, max
     graded: int = 0  # problems with a known answer
     correct: int = 0  # graded problems answered correctly
     finish_reasons: dict[str, int] = field(default_factory=dict)  # samples by how they ended
@@ -97,8 +103,22 @@ class RunSummary:
             ("tokens", f"{self.prompt_tokens} prompt + {self.generated_tokens} generated"),
             ("throughput", f"{self.tokens_per_second:.1f} generated tokens/s"),
             ("time", f"load {self.load_seconds:.1f} s, run {self.run_seconds:.1f} s"),
+            *self._time_rows(),
             ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
             ("GPU layers", gpu),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _time_rows(self) -> list[tuple[str, str]]:
+        rows = []
+        if self.resumed:
+            rows.append(("resumed", f"{self.resumed} problems from the journal"))
+        if self.time_limit is not None:
+            rows.append(("time limit", f"{self.time_limit:g} s: {self.cut} problems cut, {self.not_started} not started"))
+            if self.problem_seconds and self.budget_seconds:
+                used, given = self.problem_seconds, self.budget_seconds
+                rows.append(("per problem", f"used {used['min']:.1f} / {used['median']:.1f} / {used['max']:.1f} s, "
+                                            f"given {given['min']:.1f} / {given['median']:.1f} / {given['max']:.1f} s "
+                                            f"(min / median / max)"))
+        return rows

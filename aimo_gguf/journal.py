@@ -1,0 +1,117 @@
+"""The run journal: one line per finished problem, synced to disk, for ``--resume``.
+
+A run appends each problem's result as soon as it is decided (JSON, flushed
+and fsynced), so a run killed at any point, SIGKILL included, loses at most
+the problems that were still running. ``--resume`` reads the journal back and
+skips what it holds. The first line records the settings that decide the
+answers; resuming with other settings is refused, since the submission would
+mix two configurations. A last line cut short by a kill is ignored, with a
+warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import InputError
+
+JOURNAL_FORMAT = 1
+# Settings that change what a problem's answer is (batch size, threads and GPU layers do not).
+ANSWER_SETTINGS = ("samples", "max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "system_prompt",
+                   "raw_prompt", "min_answer", "max_answer", "modulo", "fallback_answer", "early_stop",
+                   "early_stop_votes")
+
+
+def default_journal(output: str | Path) -> Path:
+    """``submission.csv`` -> ``submission.journal.jsonl``, next to the output."""
+    output = Path(output)
+    return output.with_name(output.stem + ".journal.jsonl")
+
+
+def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
+    data = {name: getattr(config, name) for name in ANSWER_SETTINGS}
+    data["model"] = Path(model_path).name
+    return json.loads(json.dumps(data))  # tuples -> lists, as they come back from the file
+
+
+class Journal:
+    """Appends finished problems to ``path``; with ``resume``, first reads what is there."""
+
+    def __init__(self, path: str | Path, settings: dict, *, resume: bool) -> None:
+        self.path = Path(path)
+        self.entries: dict[str, dict] = {}
+        self._cut_tail = False
+        if resume and self.path.exists():
+            self._read(settings)
+            mode = "a"
+        else:
+            mode = "w"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open(mode, encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot write the journal {self.path}: {e.strerror or e}") from None
+        if mode == "w":
+            self._write({"journal": JOURNAL_FORMAT, "settings": settings})
+
+    def _read(self, settings: dict) -> None:
+        self._cut_tail = False
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read the journal {self.path}: {e.strerror or e}") from None
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # no newline at the end: the last write was cut short
+            self._cut_tail = True
+            with self.path.open("r+b") as f:  # drop it, so appends start on a line of their own
+                f.truncate(end)
+        lines = data.decode("utf-8", errors="replace").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        for number, line in enumerate(lines, 1):
+            if number == len(lines) and self._cut_tail:
+                print(f"aimo-gguf: warning: ignoring the unfinished last line of {self.path} "
+                      f"(the run was killed while writing it)", file=sys.stderr)
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{self.path}, line {number}: not JSON: delete the journal or run without --resume")
+            if number == 1:
+                if record.get("journal") != JOURNAL_FORMAT or "settings" not in record:
+                    raise InputError(f"{self.path} is not an aimo-gguf journal")
+                changed = sorted(k for k in set(settings) | set(record["settings"])
+                                 if settings.get(k) != record["settings"].get(k))
+                if changed:
+                    was = record["settings"].get(changed[0])
+                    raise InputError(f"{self.path} was written with other settings ({changed[0]}: {was!r}, now "
+                                     f"{settings.get(changed[0])!r}): run without --resume to start over")
+                continue
+            if isinstance(record, dict) and "id" in record and "answer" in record:
+                self.entries[str(record["id"])] = record
+
+    def append(self, result) -> None:
+        """Record a finished problem (a ProblemResult) durably."""
+        entry = asdict(result)
+        entry.pop("index", None)
+        self._write(entry)
+        self.entries[result.id] = entry
+
+    def _write(self, record: dict) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
