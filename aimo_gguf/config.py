@@ -66,6 +66,13 @@ class RunConfig:
     max_answer: int = _opt(DEFAULT_MAX_ANSWER, "Largest valid answer.")
     modulo: int | None = _opt(None, "Reduce answers modulo this before the range check.")
     fallback_answer: int = _opt(DEFAULT_FALLBACK_ANSWER, "Answer written when a problem has no valid answer.")
+    tir: bool = _opt(False, "Tool-integrated reasoning: run the Python blocks a sample writes, in a sandbox, "
+                            "and feed their output back into the sample.")
+    max_tool_calls: int = _opt(4, "Most code blocks run per sample with --tir.")
+    tool_timeout: float = _opt(10.0, "Wall-clock seconds per code block with --tir.")
+    tool_output_chars: int = _opt(1000, "Characters of a code block's output fed back (head and tail kept).")
+    tir_weight: float = _opt(1.0, "Vote weight of a --tir sample whose code all ran without error "
+                                  "(1 = plain majority).")
     kv_unified: bool = _opt(False, "One KV buffer shared by all sequences (slower at large batch on CPU).")
     share_prompts: bool | None = _opt(
         None, "Samples of a problem copy its prompt's KV cache instead of decoding it [default: with --kv-unified]."
@@ -92,6 +99,10 @@ class RunConfig:
             (self.early_stop_votes >= 0, f"--early-stop-votes must be 0 (off) or more, got {self.early_stop_votes}"),
             (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),
             (self.time_margin >= 0, f"--time-margin must be 0 (automatic) or more, got {self.time_margin}"),
+            (self.max_tool_calls >= 0, f"--max-tool-calls must be 0 or more, got {self.max_tool_calls}"),
+            (self.tool_timeout > 0, f"--tool-timeout must be positive, got {self.tool_timeout}"),
+            (self.tool_output_chars >= 20, f"--tool-output-chars must be at least 20, got {self.tool_output_chars}"),
+            (self.tir_weight >= 1, f"--tir-weight must be 1 or more, got {self.tir_weight}"),
             (self.flash_attn in ("auto", "on", "off"), f"--flash-attn must be auto, on or off, got {self.flash_attn!r}"),
             (self.kv_type in ("f16", "q8_0", "q4_0"), f"--kv-type must be f16, q8_0 or q4_0, got {self.kv_type!r}"),
             (self.kv_type == "f16" or self.flash_attn != "off",

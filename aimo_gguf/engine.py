@@ -27,6 +27,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from pathlib import Path
 
 import llama_cpp
@@ -107,6 +108,27 @@ class Request:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     prefix_key: Hashable | None = None  # requests with equal keys share the prompt's KV
     cancelled: bool = False  # set by the caller to end the sequence at the next step
+    tool: ToolHook | None = None  # pauses the sequence for a tool call, then injects its output
+
+
+class ToolHook(Protocol):
+    """What the engine needs from a tool (``aimo_gguf.tir`` has the Python one).
+
+    After each sampled piece of text the engine asks ``wants_call``; on True the
+    sequence pauses with its KV cache kept, and ``start`` gets the text so far.
+    The engine polls (without waiting) at every step, other sequences decoding
+    meanwhile; the text ``poll`` returns is decoded into the sequence, which
+    then generates on. ``reset`` is called if the sequence restarts from its
+    prompt (a KV preemption).
+    """
+
+    def wants_call(self, text: bytearray, piece: bytes) -> bool: ...
+
+    def start(self, text: str) -> None: ...
+
+    def poll(self) -> str | None: ...
+
+    def reset(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -129,6 +151,8 @@ class EngineStats:
     steps: int = 0  # llama_decode calls that succeeded
     sequence_steps: int = 0  # sequences in those decodes, summed: occupancy = sequence_steps / steps
     decode_seconds: float = 0.0  # time inside llama_decode
+    injected_tokens: int = 0  # tool output decoded into paused sequences
+    tool_pauses: int = 0  # sequences paused for a tool call
     sample_seconds: float = 0.0  # time inside the sampler chains
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
     kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
@@ -545,16 +569,19 @@ class Engine:
 
                 # Prompt sharing: a new sequence copies the prompt's KV from an
                 # active sequence of the same prefix that already decoded it.
-                for slot in active:
+                paused = 0
+                for slot in active[:]:
                     if slot.state == _WAITING:
                         self._attach_prefix(slot, active)
+                    elif slot.state == _PAUSED:
+                        paused += not self._resume(slot, release)
 
                 # Build one batch: prompt chunks and each sequence's last token.
                 n = n_seqs = 0
                 for slot in active:
                     slot.step_start = slot.fed
                     slot.logit_index = -1
-                    if slot.state == _WAITING:
+                    if slot.state == _WAITING or slot.state == _PAUSED:
                         continue
                     feed = slot.feed
                     take = min(len(feed) - slot.fed, budget - n)
@@ -574,6 +601,10 @@ class Engine:
                         b_logits[n - 1] = 1
                         slot.logit_index = n - 1
                 if n == 0:
+                    if finished:
+                        yield from self._flush(finished)
+                    if paused:
+                        time.sleep(0.001)  # every sequence waits on a tool: do not spin
                     continue
                 batch.n_tokens = n
                 t0 = time.perf_counter()
@@ -590,6 +621,8 @@ class Engine:
                         continue
                     victim = max(active, key=lambda s: s.order)
                     req = victim.request
+                    if req.tool is not None:
+                        req.tool.reset()  # it starts again from its prompt
                     active.remove(victim)
                     reserved -= victim.reserved
                     victim.clear(self._mem)
@@ -606,6 +639,8 @@ class Engine:
                 for slot in active[:]:
                     if slot.state == _PROMPT:
                         stats.prompt_tokens += slot.fed - slot.step_start
+                    elif slot.state == _INJECT:
+                        stats.injected_tokens += slot.fed - slot.step_start
                     idx = slot.logit_index
                     if idx < 0:
                         continue
@@ -633,6 +668,11 @@ class Engine:
                         continue
                     slot.feed = [token]
                     slot.fed = 0
+                    tool = slot.request.tool
+                    if tool is not None and piece and tool.wants_call(text, piece):
+                        slot.state = _PAUSED  # keeps its KV; the token is decoded with the tool's output
+                        stats.tool_pauses += 1
+                        tool.start(bytes(text).decode("utf-8", "replace"))
                 t_end = time.perf_counter()
                 stats.sample_seconds += t_end - t1
                 stats.step_seconds += t_end - t_step
@@ -644,6 +684,25 @@ class Engine:
             # Stopped early (caller closed the generator, Ctrl-C): free the sequences.
             for slot in active:
                 slot.clear(self._mem)
+
+    def _resume(self, slot: _Slot, release) -> bool:
+        """Feed a paused sequence its tool's output once it is there; False while it waits."""
+        output = slot.request.tool.poll()
+        if output is None:
+            return False
+        tokens = self.tokenize(output, add_special=False, parse_special=False)
+        room = self.n_ctx_seq - slot.pos - 2  # the pending token and one more to sample
+        if room < 1:
+            release(slot, FINISH_LENGTH)
+            return True
+        tokens = tokens[:room]
+        slot.feed = slot.feed[slot.fed:] + tokens
+        slot.fed = 0
+        slot.text += b"".join(self.piece(t) for t in tokens)
+        # The injected tokens use context the generation budget had counted on.
+        slot.max_new = min(slot.max_new, len(slot.generated) + self.n_ctx_seq - slot.pos - len(slot.feed))
+        slot.state = _INJECT
+        return True
 
     def _flush(self, finished: list[Completion]) -> Iterator[Completion]:
         reasons = self.stats.finish_reasons
@@ -705,7 +764,7 @@ class Engine:
         return chain
 
 
-_WAITING, _PROMPT, _GENERATING = 0, 1, 2
+_WAITING, _PROMPT, _GENERATING, _PAUSED, _INJECT = 0, 1, 2, 3, 4
 
 
 class _Slot:

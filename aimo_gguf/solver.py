@@ -27,8 +27,9 @@ from .engine import FINISH_CANCELLED, FINISH_TOO_LONG, Completion, Engine, Reque
 from .errors import InputError
 from .journal import Journal, default_journal, fingerprint
 from .problems import Problem, read_problems, write_json_atomic, write_submission
-from .prompts import RAW_PROMPT_STOPS, chat_prompt, raw_prompt
+from .prompts import DEFAULT_SYSTEM_PROMPT, RAW_PROMPT_STOPS, chat_prompt, raw_prompt
 from .summary import RunSummary, peak_rss_mb
+from .tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
 from .voting import Tally
 
 DEFAULT_OUTPUT = "submission.csv"
@@ -110,18 +111,27 @@ class _InFlight:
 
 def build_prompt(engine: Engine, problem: Problem, config: RunConfig) -> list[int]:
     """The prompt's token ids for ``problem`` under ``config``."""
+    return engine.tokenize(prompt_text(engine, problem, config))
+
+
+def prompt_text(engine: Engine, problem: Problem, config: RunConfig) -> str:
+    """The prompt for ``problem``: the model's chat template, or the raw format for base models.
+
+    With --tir and the default system prompt, the system prompt invites Python.
+    """
+    system = config.system_prompt
+    if config.tir and system == DEFAULT_SYSTEM_PROMPT:
+        system = TIR_SYSTEM_PROMPT
     template = None if config.raw_prompt else engine.chat_template
     if template is None:
-        text = raw_prompt(problem.problem, config.system_prompt)
-    else:
-        text = chat_prompt(
-            problem.problem,
-            template=template,
-            system_prompt=config.system_prompt,
-            bos_token=engine.bos_token,
-            eos_token=engine.eos_token,
-        )
-    return engine.tokenize(text)
+        return raw_prompt(problem.problem, system)
+    return chat_prompt(
+        problem.problem,
+        template=template,
+        system_prompt=system,
+        bos_token=engine.bos_token,
+        eos_token=engine.eos_token,
+    )
 
 
 def solve(
@@ -132,6 +142,7 @@ def solve(
     traces: TextIO | None = None,
     on_step: Callable[[], None] | None = None,
     deadline: float | None = None,
+    tool_stats: ToolStats | None = None,
 ) -> Iterator[ProblemResult]:
     """Solve ``problems`` on ``engine``; yield each ProblemResult as it is decided.
 
@@ -144,6 +155,9 @@ def solve(
     unfinished samples are cut and it is voted on the samples that finished.
     At the deadline everything running is cut and no problem starts any more:
     problems never started get no result (the caller writes their fallback).
+
+    With ``config.tir`` each sample runs its code blocks in its own sandbox
+    worker (``aimo_gguf.sandbox``), counted in ``tool_stats``.
     """
     sampling = SamplingParams(
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p
@@ -154,6 +168,13 @@ def solve(
     parallel = max(1, engine.batch_size // n_samples)  # problems that run side by side
     finished = [0]
     out_of_time = [False]
+    pool = None
+    if config.tir:
+        from .sandbox import SandboxLimits, SandboxPool
+
+        pool = SandboxPool(SandboxLimits(timeout=config.tool_timeout, max_output=config.tool_output_chars))
+        tool_stats = tool_stats if tool_stats is not None else ToolStats()
+    weight = config.tir_weight if config.tir else 1.0
 
     def finish(flight: _InFlight, *, too_long: bool = False) -> None:
         flights.pop(flight.index, None)
@@ -205,8 +226,10 @@ def solve(
                 out_of_time[0] = True
             if out_of_time[0]:
                 return
-            tokens = build_prompt(engine, problem, config)
+            text = prompt_text(engine, problem, config)
+            tokens = engine.tokenize(text)
             flight = _InFlight(index, problem, n_samples)
+            flight.tally.max_weight = weight
             flights[index] = flight
             if deadline is not None:
                 give_budget(flight)
@@ -223,6 +246,8 @@ def solve(
                     seed=sample_seed(config.seed, problem.id, j),
                     sampling=sampling,
                     prefix_key=index,
+                    tool=None if pool is None else PythonTool(pool, (index, j), max_calls=config.max_tool_calls,
+                                                              stats=tool_stats, prefix=text),
                 )
                 flight.requests[j] = request
                 flight.issued += 1
@@ -236,11 +261,16 @@ def solve(
         flight.requests.pop(j, None)
         flight.ended += 1
         reason = completion.finish_reason
+        tool = completion.request.tool
+        if tool is not None:
+            pool.release(tool.key)  # the sample is over: its worker goes
         if reason != FINISH_CANCELLED:
-            answer = extract_answer(
-                completion.text, min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo
-            )
-            flight.tally.add(j, answer)
+            limits = dict(min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo)
+            if tool is not None:
+                answer = tir_answer(completion.text, tool.results, **limits)
+            else:
+                answer = extract_answer(completion.text, **limits)
+            flight.tally.add(j, answer, weight if tool is not None and tool.all_ok else 1.0)
             if traces is not None:
                 traces.write(
                     json.dumps(
@@ -266,7 +296,15 @@ def solve(
             finish(flight)
 
     step = check_time if deadline is not None else on_step
-    for completion in engine.generate(requests(), on_step=step):
+    try:
+        yield from _drive(engine, requests(), step, flights, done, finish, record)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _drive(engine, requests, step, flights, done, finish, record) -> Iterator[ProblemResult]:
+    for completion in engine.generate(requests, on_step=step):
         if completion.finish_reason == FINISH_TOO_LONG:
             # The engine's own guard; the solver normally catches long prompts first.
             index, _ = completion.request.key
@@ -475,9 +513,10 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
         )
         bar.refresh()
 
+    tool_stats = ToolStats() if config.tir else None
     try:
         for result in solve([problems[i] for i in todo], engine, config, traces=trace_file,
-                            on_step=refresh if bar else None, deadline=deadline):
+                            on_step=refresh if bar else None, deadline=deadline, tool_stats=tool_stats):
             result = replace(result, index=todo[result.index])
             answers[result.index] = result.answer
             if journal is not None:
@@ -504,6 +543,9 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
     summary.not_started = sum(a is None for a in answers) if deadline is not None and not summary.interrupted else 0
     summary.fallbacks += sum(a is None for a in answers)
     summary.problem_seconds = _spread(seconds)
+    if config.tir:
+        summary.tools = tool_stats.to_dict()
+        summary.tools["injected_tokens"] = stats.injected_tokens
     summary.budget_seconds = _spread(budgets)
     summary.prompt_tokens = stats.prompt_tokens
     summary.shared_prompt_tokens = stats.shared_prompt_tokens

@@ -56,6 +56,7 @@ class RunSummary:
     cut: int = 0  # problems whose time budget ran out: unfinished samples cut, voted on the rest
     not_started: int = 0  # problems the time limit left no time to start (fallback written)
     problem_seconds: dict | None = None  # seconds per problem solved in this run: min, median, max
+    tools: dict | None = None  # with --tir: tool calls, ok / errors / timeouts, sandbox seconds, samples with tools
     budget_seconds: dict | None = None  # seconds each problem was given under --time-limit: min, median, max
     graded: int = 0  # problems with a known answer
     correct: int = 0  # graded problems answered correctly
@@ -104,11 +105,20 @@ class RunSummary:
             ("throughput", f"{self.tokens_per_second:.1f} generated tokens/s"),
             ("time", f"load {self.load_seconds:.1f} s, run {self.run_seconds:.1f} s"),
             *self._time_rows(),
+            *self._tool_rows(),
             ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
             ("GPU layers", gpu),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _tool_rows(self) -> list[tuple[str, str]]:
+        t = self.tools
+        if not t:
+            return []
+        return [("tool calls", f"{t['tool_calls']} ({t['tool_ok']} ok, {t['tool_errors']} errors, "
+                               f"{t['tool_timeouts']} timed out) in {t['samples_with_tools']} samples, "
+                               f"{t['tool_seconds']:.1f} s in the sandbox")]
 
     def _time_rows(self) -> list[tuple[str, str]]:
         rows = []

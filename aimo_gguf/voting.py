@@ -28,6 +28,10 @@ class Tally:
     """Answer -> number of samples that voted for it."""
     first_sample: dict[int, int] = field(default_factory=dict)
     """Answer -> lowest sample index that voted for it (the tie-break key)."""
+    max_weight: float = 1.0
+    """The largest weight a vote can carry (see ``add``); 1.0: plain majority."""
+    weights: dict[int, float] = field(default_factory=dict)
+    """Answer -> summed weight of its votes; equals ``counts`` when every weight is 1."""
     finished: int = 0
     """Samples finished so far, with or without a valid answer."""
     valid: int = 0
@@ -44,8 +48,9 @@ class Tally:
         """An empty tally for ``n_samples`` planned samples."""
         return cls(n_samples)
 
-    def add(self, sample_index: int, answer: int | None) -> None:
-        """Record that sample ``sample_index`` finished with ``answer`` (None: no valid answer)."""
+    def add(self, sample_index: int, answer: int | None, weight: float = 1.0) -> None:
+        """Record that sample ``sample_index`` finished with ``answer`` (None: no valid answer),
+        its vote weighing ``weight`` (at most ``max_weight``)."""
         if not 0 <= sample_index < self.n_samples:
             raise InputError(f"sample index {sample_index} outside 0..{self.n_samples - 1}")
         if sample_index in self._seen:
@@ -56,6 +61,7 @@ class Tally:
             return
         self.valid += 1
         self.counts[answer] = self.counts.get(answer, 0) + 1
+        self.weights[answer] = self.weights.get(answer, 0.0) + weight
         first = self.first_sample.get(answer)
         if first is None or sample_index < first:
             self.first_sample[answer] = sample_index
@@ -66,12 +72,12 @@ class Tally:
         return self.n_samples - self.finished
 
     def winner(self) -> int | None:
-        """The answer with the most votes (tie-break: lowest first sample index); None if no votes."""
+        """The answer with the most vote weight (tie-break: lowest first sample index); None if no votes."""
         if not self.counts:
             return None
         # The answer sets are tiny (at most n_samples), so a scan beats
         # keeping a sorted structure up to date on every add.
-        return max(self.counts, key=lambda a: (self.counts[a], -self.first_sample[a]))
+        return max(self.weights, key=lambda a: (self.weights[a], -self.first_sample[a]))
 
     def decided(self) -> bool:
         """True once no remaining sample can change the winner."""
@@ -80,8 +86,8 @@ class Tally:
         leader = self.winner()
         if leader is None:
             return False
-        runner_up = max((c for a, c in self.counts.items() if a != leader), default=0)
-        return self.counts[leader] > runner_up + self.remaining
+        runner_up = max((w for a, w in self.weights.items() if a != leader), default=0.0)
+        return self.weights[leader] > runner_up + self.remaining * self.max_weight
 
     def has_majority(self) -> bool:
         """True if the winner holds a strict majority of the finished samples."""
