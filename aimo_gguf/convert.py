@@ -327,31 +327,17 @@ def resolve_source(source: str | Path, *, revision: str | None = None, check=Non
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) or str(source).startswith((".", "/", "~")):
         raise InputError(f"{source}: no such folder (and not a Hub repo id like owner/name)")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+
+    from .pull import hub_errors
 
     where = f"{source}" + (f"@{revision}" if revision else "")
     if progress:
         _say(f"fetching {where} into the Hugging Face cache...")
-    try:
+    with hub_errors(str(source), revision, where):
         if check:
             small = [p for p in HUB_PATTERNS if "safetensors" not in p]
             check(Path(snapshot_download(repo_id=str(source), revision=revision, allow_patterns=small)))
         folder = Path(snapshot_download(repo_id=str(source), revision=revision, allow_patterns=list(HUB_PATTERNS)))
-    except GatedRepoError:
-        raise ModelError(f"{source} is gated: accept its licence on the Hub and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"no Hub repository {source!r} (or it is private: set HF_TOKEN)") from None
-    except RevisionNotFoundError:
-        raise ModelError(f"{source} has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:
-        raise ModelError(f"cannot reach the Hub and {where} is not in the local cache") from None
-    except OSError as e:
-        raise ModelError(f"downloading {where} failed: {e.strerror or e}") from None
     # The cache keeps snapshots under snapshots/<commit>: that is the revision converted.
     return folder, folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision, "hub"
 

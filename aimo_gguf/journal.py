@@ -81,9 +81,10 @@ class Journal:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                raise InputError(f"{self.path}, line {number}: not JSON: delete the journal or run without --resume")
+                raise InputError(
+                    f"{self.path}, line {number}: not JSON: delete the journal or run without --resume") from None
             if number == 1:
-                if record.get("journal") != JOURNAL_FORMAT or "settings" not in record:
+                if not isinstance(record, dict) or record.get("journal") != JOURNAL_FORMAT or "settings" not in record:
                     raise InputError(f"{self.path} is not an aimo-gguf journal")
                 changed = sorted(k for k in set(settings) | set(record["settings"])
                                  if settings.get(k) != record["settings"].get(k))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError, ModelError
@@ -30,13 +31,6 @@ def pull(
 ) -> Path:
     """Download ``filename`` of Hub repo ``repo`` and return its path in ``models_dir``."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     if not filename.endswith(".gguf"):
         raise InputError(f"{filename!r} is not a .gguf file: aimo-gguf pulls GGUF files only")
@@ -45,8 +39,26 @@ def pull(
         raise InputError(f"{target} already exists: delete it or pass --force")
     where = f"{repo}/{filename}" + (f"@{revision}" if revision else "")
     print(f"aimo-gguf: fetching {where} into the Hugging Face cache...", file=sys.stderr)
-    try:
+    with hub_errors(repo, revision, where, filename=filename):
         cached = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision))
+    check_gguf(cached)
+    _place(cached.resolve(), target)
+    return target
+
+
+@contextmanager
+def hub_errors(repo: str, revision: str | None, where: str, *, filename: str | None = None):
+    """Turn huggingface-hub's exceptions into one-line ModelErrors."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
     except GatedRepoError:
         raise ModelError(f"{repo} is gated: accept its licence on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
@@ -59,9 +71,6 @@ def pull(
         raise ModelError(f"{repo} has no file {filename!r}") from None
     except OSError as e:
         raise ModelError(f"downloading {where} failed: {e.strerror or e}") from None
-    check_gguf(cached)
-    _place(cached.resolve(), target)
-    return target
 
 
 def _place(source: Path, target: Path) -> None:

@@ -11,7 +11,6 @@ import csv
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from aimo_gguf import __version__
 from aimo_gguf.cli import cli

@@ -20,7 +20,6 @@ from aimo_gguf.config import RunConfig
 from aimo_gguf.errors import InputError
 from aimo_gguf.journal import Journal, default_journal, fingerprint
 from aimo_gguf.kaggle import KaggleSolver, _scalar
-from aimo_gguf.problems import Problem
 from aimo_gguf.solver import ProblemResult, solve
 
 # --- tier 1 and 2: a fake engine on a fake clock -----------------------------------------

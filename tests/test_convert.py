@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import make_hub_cache
 
 from aimo_gguf import convert as conv
 from aimo_gguf.cli import cli
@@ -347,25 +348,8 @@ def test_disk_filling_up_during_the_conversion_is_one_error(hf_checkpoint, tmp_p
 
 @pytest.fixture
 def hub_cache_with_checkpoint(hf_checkpoint, tmp_path, monkeypatch):
-    root = tmp_path / "hub"
-    repo = root / "models--org--Tiny-Math"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for f in hf_checkpoint.iterdir():
-        data = f.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        shutil.copyfile(f, repo / "blobs" / sha)
-        os.symlink(f"../../blobs/{sha}", snapshot / f.name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return root
+    files = {f.name: f.read_bytes() for f in hf_checkpoint.iterdir()}
+    return make_hub_cache(tmp_path / "hub", "org/Tiny-Math", files, COMMIT, monkeypatch)
 
 
 @pytest.mark.slow

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 
 import pytest
+
+from conftest import make_hub_cache
 
 from aimo_gguf.cli import cli
 
@@ -16,24 +16,8 @@ GGUF_BYTES = b"GGUF" + bytes(60)
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """A Hugging Face cache holding org/tiny-GGUF with tiny.gguf and notes.gguf (not a GGUF), offline."""
-    root = tmp_path / "hub"
-    repo = root / "models--org--tiny-GGUF"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for name, data in [("tiny.gguf", GGUF_BYTES), ("notes.gguf", b"just text, not a model")]:
-        sha = hashlib.sha256(data).hexdigest()
-        (repo / "blobs" / sha).write_bytes(data)
-        os.symlink(f"../../blobs/{sha}", snapshot / name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    monkeypatch.setenv("HF_HUB_CACHE", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return root
+    files = {"tiny.gguf": GGUF_BYTES, "notes.gguf": b"just text, not a model"}
+    return make_hub_cache(tmp_path / "hub", "org/tiny-GGUF", files, COMMIT, monkeypatch)
 
 
 def test_pull_places_the_cached_file_in_models(runner, hub_cache, tmp_path):

@@ -189,3 +189,14 @@ def test_run_with_tir_over_the_sample_set_reports_tool_counters(runner, tmp_path
     assert tools["tool_calls"] > 0 and tools["samples_with_tools"] > 0
     assert tools["tool_calls"] == tools["tool_ok"] + tools["tool_errors"] + tools["tool_timeouts"]
     assert tools["injected_tokens"] > 0
+
+
+@pytest.mark.model
+def test_the_competition_adapter_takes_tir(tmp_path):
+    from aimo_gguf.kaggle import KaggleSolver
+
+    s = KaggleSolver(total_seconds=120, safety_seconds=1, n_problems=1, tir=True, samples=2, batch_size=2,
+                     max_tokens=80, threads=2, temperature=0.0)
+    frame = s.predict("q1", "Compute 6 times 7 with Python.")
+    s.close()
+    assert frame["id"].to_list() == ["q1"] and s.stats.failures == 0
