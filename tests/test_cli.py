@@ -197,7 +197,7 @@ def fake_run(monkeypatch):
     return run
 
 
-NON_CONFIG = ("problems", "output", "summary", "traces", "progress", "verbose")
+NON_CONFIG = ("problems", "output", "summary", "traces", "journal", "resume", "progress", "verbose")
 
 
 def config_of(call: dict):
