@@ -13,6 +13,7 @@ accuracy (when the set has answers) and generated tokens per second.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -117,6 +118,7 @@ def compare(
     ref_path, q_path = resolve_model(str(reference)), resolve_model(str(quantized))
     if ctx < 16:
         raise InputError(f"--ctx must be at least 16, got {ctx}")
+    _check_vocabularies(ref_path, q_path)
     label, body = _read_text(text)
     text_result = _compare_text(ref_path, q_path, body, label, ctx=ctx, max_tokens=max_text_tokens,
                                 n_gpu_layers=n_gpu_layers, threads=threads, progress=progress)
@@ -128,6 +130,15 @@ def compare(
             for path in (ref_path, q_path)
         )
     return Comparison(str(ref_path), str(q_path), text_result, scores)
+
+
+def _check_vocabularies(ref_path: Path, q_path: Path) -> None:
+    """Refuse, from the headers alone, two models that cannot share a tokenizer."""
+    from .memory import read_shape
+
+    a, b = read_shape(str(ref_path)), read_shape(str(q_path))
+    if a.n_vocab != b.n_vocab or a.architecture != b.architecture:
+        raise InputError("the two models do not share a tokenizer: compare quantizations of one model")
 
 
 def _read_text(text: str | Path | None) -> tuple[str, str]:
@@ -176,6 +187,10 @@ def _compare_text(ref_path: Path, q_path: Path, body: str, label: str, *, ctx: i
                 raise InputError(f"{label} is too short to compare on: it needs at least 2 tokens")
             n_vocab = ref.n_vocab
             positions = sum(len(c) - 1 for c in chunks)
+            need = positions * n_vocab * 4
+            if shutil.disk_usage(tmp).free < need * 1.05:
+                raise InputError(f"the reference log-probabilities need {need / 2**20:,.0f} MiB in {tmp}: "
+                                 f"free space there (TMPDIR) or pass --max-text-tokens")
             store = np.lib.format.open_memmap(Path(tmp) / "ref.npy", mode="w+", dtype=np.float32,
                                               shape=(positions, n_vocab))
             at = 0

@@ -61,7 +61,7 @@ class RunConfig:
         None, "Seconds for the whole run, model load included: every problem gets a share of the time left, "
               "and the submission is written before the limit.")
     time_margin: float = _opt(0.0, "Seconds kept back from --time-limit for writing the results "
-                                   "[default: 1% of the limit, 2 to 60 s].")
+                                   "[default: 1% of the limit, 2 to 60 s, at most a tenth of it].")
     min_answer: int = _opt(DEFAULT_MIN_ANSWER, "Smallest valid answer.")
     max_answer: int = _opt(DEFAULT_MAX_ANSWER, "Largest valid answer.")
     modulo: int | None = _opt(None, "Reduce answers modulo this before the range check.")
@@ -99,6 +99,8 @@ class RunConfig:
             (self.early_stop_votes >= 0, f"--early-stop-votes must be 0 (off) or more, got {self.early_stop_votes}"),
             (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),
             (self.time_margin >= 0, f"--time-margin must be 0 (automatic) or more, got {self.time_margin}"),
+            (self.time_limit is None or self.time_margin < self.time_limit,
+             f"--time-margin ({self.time_margin:g} s) must be shorter than --time-limit ({self.time_limit} s)"),
             (self.max_tool_calls >= 0, f"--max-tool-calls must be 0 or more, got {self.max_tool_calls}"),
             (self.tool_timeout > 0, f"--tool-timeout must be positive, got {self.tool_timeout}"),
             (self.tool_output_chars >= 20, f"--tool-output-chars must be at least 20, got {self.tool_output_chars}"),
@@ -118,7 +120,8 @@ class RunConfig:
         """Seconds held back from ``time_limit`` (the automatic default resolved)."""
         if self.time_margin:
             return self.time_margin
-        return min(60.0, max(2.0, 0.01 * (self.time_limit or 0)))
+        limit = self.time_limit or 0
+        return min(60.0, max(2.0, 0.01 * limit), 0.1 * limit)
 
     @property
     def sequence_ctx(self) -> int:

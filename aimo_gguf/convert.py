@@ -207,17 +207,25 @@ def find_converter(llama_cpp_dir: str | Path | None = None, *, progress: bool = 
         return folder
     if progress:
         _say(f"fetching llama.cpp's converter from the llama-cpp-python {version} sdist (once)...")
-    with tempfile.TemporaryDirectory(prefix="aimo-gguf-sdist-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"llama-cpp-python=={version}", "-d", tmp, "--quiet"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        if done.returncode != 0 or not archives:
-            last = (done.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
-            raise ModelError(f"cannot fetch the llama-cpp-python {version} sdist ({last}): "
-                             f"set LLAMA_CPP_DIR to a llama.cpp checkout of the same version")
-        extract_converter(archives[0], folder)
-    return folder
+    try:
+        with tempfile.TemporaryDirectory(prefix="aimo-gguf-sdist-") as tmp:
+            return _fetch_converter(version, tmp, folder)
+    except (OSError, tarfile.TarError) as e:
+        raise ModelError(f"cannot set up llama.cpp's converter in {folder} ({e}): "
+                         f"set AIMO_GGUF_CACHE to a writable folder or LLAMA_CPP_DIR to a checkout") from None
+
+
+def _fetch_converter(version: str, tmp: str, folder: Path) -> Path:
+    """Download the sdist with pip (its index, cache and --find-links settings) and extract it."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           f"llama-cpp-python=={version}", "-d", tmp, "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        last = (done.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
+        raise ModelError(f"cannot fetch the llama-cpp-python {version} sdist ({last}): "
+                         f"set LLAMA_CPP_DIR to a llama.cpp checkout of the same version")
+    return extract_converter(archives[0], folder)
 
 
 def extract_converter(sdist: str | Path, folder: str | Path) -> Path:

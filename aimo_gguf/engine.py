@@ -574,7 +574,12 @@ class Engine:
                     if slot.state == _WAITING:
                         self._attach_prefix(slot, active)
                     elif slot.state == _PAUSED:
-                        paused += not self._resume(slot, release)
+                        added = self._resume(slot, release)
+                        if added is None:
+                            paused += 1
+                        elif slot.request is not None:  # still running: its KV grows by the injection
+                            slot.reserved += added
+                            reserved += added
 
                 # Build one batch: prompt chunks and each sequence's last token.
                 n = n_seqs = 0
@@ -605,6 +610,8 @@ class Engine:
                         yield from self._flush(finished)
                     if paused:
                         time.sleep(0.001)  # every sequence waits on a tool: do not spin
+                        if on_step is not None:
+                            on_step()  # the caller's clock keeps running (time limits)
                     continue
                 batch.n_tokens = n
                 t0 = time.perf_counter()
@@ -685,16 +692,17 @@ class Engine:
             for slot in active:
                 slot.clear(self._mem)
 
-    def _resume(self, slot: _Slot, release) -> bool:
-        """Feed a paused sequence its tool's output once it is there; False while it waits."""
+    def _resume(self, slot: _Slot, release) -> int | None:
+        """Feed a paused sequence its tool's output once it is there: the tokens added, or
+        None while it waits."""
         output = slot.request.tool.poll()
         if output is None:
-            return False
+            return None
         tokens = self.tokenize(output, add_special=False, parse_special=False)
         room = self.n_ctx_seq - slot.pos - 2  # the pending token and one more to sample
         if room < 1:
             release(slot, FINISH_LENGTH)
-            return True
+            return 0
         tokens = tokens[:room]
         slot.feed = slot.feed[slot.fed:] + tokens
         slot.fed = 0
@@ -702,7 +710,7 @@ class Engine:
         # The injected tokens use context the generation budget had counted on.
         slot.max_new = min(slot.max_new, len(slot.generated) + self.n_ctx_seq - slot.pos - len(slot.feed))
         slot.state = _INJECT
-        return True
+        return len(tokens)
 
     def _flush(self, finished: list[Completion]) -> Iterator[Completion]:
         reasons = self.stats.finish_reasons

@@ -23,8 +23,9 @@ from .errors import InputError
 JOURNAL_FORMAT = 1
 # Settings that change what a problem's answer is (batch size, threads and GPU layers do not).
 ANSWER_SETTINGS = ("samples", "max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "system_prompt",
-                   "raw_prompt", "min_answer", "max_answer", "modulo", "fallback_answer", "early_stop",
-                   "early_stop_votes")
+                   "raw_prompt", "stop", "ignore_eos", "min_answer", "max_answer", "modulo", "fallback_answer",
+                   "early_stop", "early_stop_votes", "tir", "max_tool_calls", "tool_timeout", "tool_output_chars",
+                   "tir_weight")
 
 
 def default_journal(output: str | Path) -> Path:
@@ -35,7 +36,9 @@ def default_journal(output: str | Path) -> Path:
 
 def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
     data = {name: getattr(config, name) for name in ANSWER_SETTINGS}
-    data["model"] = Path(model_path).name
+    path = Path(model_path)
+    data["model"] = path.name
+    data["model_bytes"] = path.stat().st_size if path.exists() else None  # two files of one name differ here
     return json.loads(json.dumps(data))  # tuples -> lists, as they come back from the file
 
 
@@ -44,20 +47,22 @@ class Journal:
 
     def __init__(self, path: str | Path, settings: dict, *, resume: bool) -> None:
         self.path = Path(path)
+        self.settings = settings
         self.entries: dict[str, dict] = {}
         self._cut_tail = False
+        self._has_header = False
+        self._file = None  # opened at the first entry: a run that fails to start leaves the old journal
+        self._broken = False
         if resume and self.path.exists():
             self._read(settings)
-            mode = "a"
-        else:
-            mode = "w"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open(mode, encoding="utf-8")
-        except OSError as e:
-            raise InputError(f"cannot write the journal {self.path}: {e.strerror or e}") from None
+
+    def _open(self) -> None:
+        mode = "a" if self._has_header else "w"  # a journal without its header line starts over
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open(mode, encoding="utf-8")
         if mode == "w":
-            self._write({"journal": JOURNAL_FORMAT, "settings": settings})
+            self._write({"journal": JOURNAL_FORMAT, "settings": self.settings})
+            self._has_header = True
 
     def _read(self, settings: dict) -> None:
         self._cut_tail = False
@@ -84,6 +89,7 @@ class Journal:
                 raise InputError(
                     f"{self.path}, line {number}: not JSON: delete the journal or run without --resume") from None
             if number == 1:
+                self._has_header = True
                 if not isinstance(record, dict) or record.get("journal") != JOURNAL_FORMAT or "settings" not in record:
                     raise InputError(f"{self.path} is not an aimo-gguf journal")
                 changed = sorted(k for k in set(settings) | set(record["settings"])
@@ -97,11 +103,24 @@ class Journal:
                 self.entries[str(record["id"])] = record
 
     def append(self, result) -> None:
-        """Record a finished problem (a ProblemResult) durably."""
+        """Record a finished problem (a ProblemResult) durably.
+
+        A journal that cannot be written (disk full, I/O error) is given up
+        with one warning: the run and its submission matter more.
+        """
         entry = asdict(result)
         entry.pop("index", None)
-        self._write(entry)
         self.entries[result.id] = entry
+        if self._broken:
+            return
+        try:
+            if self._file is None:
+                self._open()
+            self._write(entry)
+        except OSError as e:
+            self._broken = True
+            print(f"aimo-gguf: warning: cannot write the journal {self.path} ({e.strerror or e}): "
+                  f"going on without it (--resume will not see this run)", file=sys.stderr)
 
     def _write(self, record: dict) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -109,7 +128,9 @@ class Journal:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def __enter__(self) -> Journal:
         return self

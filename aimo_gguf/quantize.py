@@ -17,7 +17,7 @@ from .imatrix import ImportanceMatrix, load_imatrix
 from .models import check_gguf
 
 # Types llama.cpp refuses to produce without an importance matrix (llama-quant.cpp).
-NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K_S"})
+NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S"})
 
 
 def file_types() -> dict[str, int]:

@@ -389,8 +389,9 @@ def run(
         raise InputError("--resume needs a journal: give --journal or an --output to put it beside")
     engine_options = engine_kwargs(config, resolve_batch_size(config, model_path), verbose=verbose)
     log = Journal(journal, fingerprint(config, model_path), resume=resume) if journal else None
-    trace_file = _open_traces(traces, append=resume)
+    trace_file = None
     try:
+        trace_file = _open_traces(traces, append=resume)
         if log is not None and log.entries:
             print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
         with Engine(model_path, **engine_options) as engine:
@@ -519,8 +520,8 @@ def _run_loaded(problems, engine, config, output, summary_path, trace_file, prog
                             on_step=refresh if bar else None, deadline=deadline, tool_stats=tool_stats):
             result = replace(result, index=todo[result.index])
             answers[result.index] = result.answer
-            if journal is not None:
-                journal.append(result)
+            if journal is not None and not (result.cut and result.samples == 0):
+                journal.append(result)  # a problem cut before any sample finished is retried by --resume
             _count(summary, result, config.samples)
             seconds.append(result.seconds)
             if result.budget is not None:

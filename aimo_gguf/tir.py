@@ -68,7 +68,8 @@ class ToolStats:
 class PythonTool:
     """The tool hook of one sample: detects a closed code block, runs it, formats the output."""
 
-    __slots__ = ("pool", "key", "max_calls", "stats", "prefix", "calls", "results", "_future", "_last_scan")
+    __slots__ = ("pool", "key", "max_calls", "stats", "prefix", "calls", "results", "_future", "_last_scan",
+                 "_counted")
 
     def __init__(self, pool, key, *, max_calls: int, stats: ToolStats, prefix: str = "") -> None:
         self.pool = pool  # a SandboxPool: submit(key, code) -> Future[ToolResult]
@@ -80,6 +81,7 @@ class PythonTool:
         self.results: list = []  # ToolResult of each call, in order
         self._future: Future | None = None
         self._last_scan = 0  # where the last closed block ended in the text
+        self._counted = False  # in stats.samples_with_tools
 
     def wants_call(self, text: bytearray, piece: bytes) -> bool:
         if b"`" not in piece or self.calls >= self.max_calls:
@@ -90,7 +92,8 @@ class PythonTool:
         code = code_to_run(self._unscanned(text))
         self._last_scan = len(self.prefix) + len(text)
         self.calls += 1
-        if self.calls == 1:
+        if not self._counted:
+            self._counted = True
             with self.stats._lock:
                 self.stats.samples_with_tools += 1
         self._future = self.pool.submit(self.key, code or "")
@@ -116,8 +119,10 @@ class PythonTool:
         return (self.prefix + generated)[self._last_scan:]
 
     def reset(self) -> None:
-        """The sequence restarts from its prompt: forget the calls (the worker's state stays)."""
+        """The sequence restarts from its prompt: forget its calls and give it a fresh worker."""
+        self.pool.release(self.key)  # kills a call still running; the next submit starts anew
         self.calls = 0
+        self.results.clear()
         self._last_scan = 0
         self._future = None
 

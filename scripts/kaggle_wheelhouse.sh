@@ -59,6 +59,7 @@ fi
 if [[ $CPU -eq 1 ]]; then
     KIND=cpu
     echo "==> llama-cpp-python $VERSION (CPU) for Python $PYV" >&2
+    rm -f "$OUT"/llama_cpp_python-*.whl
     "$PYTHON" -m pip wheel --no-deps "llama-cpp-python==$VERSION" -w "$OUT"
 else
     KIND="cuda-$ARCH"
@@ -70,7 +71,8 @@ else
 fi
 
 echo "==> aimo-gguf and its dependencies" >&2
-"$PYTHON" -m pip wheel --find-links "$OUT" "$ROOT[kaggle]" -w "$OUT"
+# Pinned, so the resolver keeps the llama-cpp-python just built instead of a newer release.
+"$PYTHON" -m pip wheel --find-links "$OUT" "$ROOT[kaggle]" "llama-cpp-python==$VERSION" -w "$OUT"
 echo "$KIND python$PYV llama-cpp-python==$VERSION" > "$OUT/BUILD"
 
 if [[ $CHECK -eq 1 ]]; then

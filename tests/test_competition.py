@@ -156,9 +156,41 @@ def test_journal_round_trip_and_settings_check(tmp_path):
     assert len(path.read_text().splitlines()) == 4
     with pytest.raises(InputError, match=r"other settings \(samples: 2, now 3\)"):
         Journal(path, fingerprint(RunConfig(samples=3), "m.gguf"), resume=True)
-    with Journal(path, settings, resume=False) as j:  # without --resume: a new journal
+    with Journal(path, settings, resume=False) as j:  # without --resume: a new journal...
         assert j.entries == {}
-    assert len(path.read_text().splitlines()) == 1
+    assert len(path.read_text().splitlines()) == 4  # ...which replaces the old one only at its first entry
+    with Journal(path, settings, resume=False) as j:
+        j.append(_result(5, 55))
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_journal_torn_in_its_header_starts_over(tmp_path, capsys):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    path.write_text('{"journal": 1, "sett')
+    with Journal(path, settings, resume=True) as j:
+        assert j.entries == {}
+        j.append(_result(0, 5))
+    with Journal(path, settings, resume=True) as j:
+        assert list(j.entries) == ["p0"]
+
+
+def test_an_unwritable_journal_warns_once_and_the_run_goes_on(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "j.jsonl").mkdir()  # a folder where the file should be: every open fails
+    with Journal(folder / "j.jsonl", fingerprint(RunConfig(), "m.gguf"), resume=False) as j:
+        j.append(_result(0, 1))
+        j.append(_result(1, 2))
+    assert capsys.readouterr().err.count("cannot write the journal") == 1
+
+
+def test_resume_fingerprint_covers_tir_and_the_model_file(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(10))
+    plain, tir = fingerprint(RunConfig(), model), fingerprint(RunConfig(tir=True), model)
+    assert plain != tir and plain["model_bytes"] == 14
+    assert fingerprint(RunConfig(batch_size=64, threads=1), model) == plain  # speed settings do not matter
 
 
 def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, capsys):
@@ -357,3 +389,10 @@ def test_predict_row_by_row_like_the_gateway(tmp_path):
     assert out["answer"].dtype == pl.Int64 and all(0 <= a <= 99999 for a in out["answer"])
     assert s.stats.problems == 6 and s.stats.failures == 0
     assert s.stats.cut > 0  # 9 s for 6 problems of up to 600 tokens: some were cut
+
+
+def test_a_margin_as_long_as_the_limit_is_refused():
+    with pytest.raises(InputError, match=r"--time-margin \(10 s\) must be shorter than --time-limit"):
+        RunConfig(time_limit=10, time_margin=10)
+    assert RunConfig(time_limit=1).margin == pytest.approx(0.1)  # the automatic margin fits short limits
+    assert RunConfig(time_limit=18000).margin == 60.0

@@ -365,3 +365,13 @@ def test_an_unknown_hub_repo_offline_is_one_line(hub_cache_with_checkpoint, tmp_
     result = runner.invoke(cli, ["convert", "org/Not-There", "--outdir", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1].startswith("Error: cannot reach the Hub")
+
+
+def test_an_unwritable_converter_cache_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("AIMO_GGUF_CACHE", str(blocker))
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    monkeypatch.setattr(conv, "_fetch_converter", lambda v, tmp, folder: conv.extract_converter(tmp, folder))
+    with pytest.raises(ModelError, match="cannot set up llama.cpp's converter"):
+        conv.find_converter(progress=False)

@@ -200,3 +200,33 @@ def test_the_competition_adapter_takes_tir(tmp_path):
     frame = s.predict("q1", "Compute 6 times 7 with Python.")
     s.close()
     assert frame["id"].to_list() == ["q1"] and s.stats.failures == 0
+
+
+class NeverDone:
+    """A tool that pauses at the first piece and never returns."""
+
+    def wants_call(self, text, piece):
+        return True
+
+    def start(self, text):
+        pass
+
+    def poll(self):
+        return None
+
+    def reset(self):
+        pass
+
+
+@pytest.mark.model
+def test_the_callers_clock_runs_while_every_sequence_waits_on_a_tool(engine):
+    request = Request("stuck", engine.tokenize(USER.format("Hi")), 20, 0, GREEDY, tool=NeverDone())
+    steps = []
+
+    def on_step():
+        steps.append(1)
+        if len(steps) >= 20:
+            request.cancelled = True  # what the solver's time limit does
+
+    [done] = engine.generate([request], on_step=on_step)
+    assert done.finish_reason == "cancelled" and len(done.tokens) == 1
