@@ -108,15 +108,14 @@ class Journal:
         A journal that cannot be written (disk full, I/O error) is given up
         with one warning: the run and its submission matter more.
         """
-        entry = asdict(result)
-        entry.pop("index", None)
-        self.entries[result.id] = entry
         if self._broken:
             return
         try:
             if self._file is None:
                 self._open()
-            self._write(entry)
+            entry = asdict(result)
+            entry.pop("index", None)
+            self._write(entry)  # not kept in memory: ``entries`` is what the journal held when opened
         except OSError as e:
             self._broken = True
             print(f"aimo-gguf: warning: cannot write the journal {self.path} ({e.strerror or e}): "
