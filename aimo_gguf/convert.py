@@ -430,20 +430,16 @@ def _check_imatrix_needs(types: list[str], matrix) -> None:
 
 
 def _quantize_step(base: Path, out: Path, type_: str, threads, matrix, say) -> Path:
-    from .engine import default_threads, quantize_file
-    from .quantize import _hint, file_types
+    from .quantize import quantize
 
     say(f"quantizing to {type_}...")
     t0 = time.perf_counter()
     try:
-        quantize_file(base, out, ftype=file_types()[type_], threads=threads or default_threads(),
-                      allow_requantize=False, imatrix=matrix.entries if matrix else None)
-    except ModelError as e:
+        quantize(base, out, type=type_, threads=threads, imatrix=matrix, force=True, progress=False)
+    except ModelError:
         if shutil.disk_usage(out.parent).free < 64 * 2**20:
-            raise OSError(errno.ENOSPC, str(e)) from None
-        raise ModelError(f"{e}{_hint(str(e), out.parent, False)}") from None
-    if not out.is_file():
-        raise ModelError(f"llama.cpp wrote no {type_} output")
+            raise OSError(errno.ENOSPC, "no space left") from None  # reported as a full disk
+        raise
     say(f"{type_} written in {time.perf_counter() - t0:.1f} s ({_mib(out.stat().st_size)})")
     return out
 

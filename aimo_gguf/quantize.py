@@ -41,6 +41,7 @@ def quantize(
     allow_requantize: bool = False,
     imatrix: str | Path | ImportanceMatrix | None = None,
     force: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Quantize ``src`` into ``dst`` as ``type`` (a llama.cpp file type name, e.g. Q4_K_M).
 
@@ -62,7 +63,8 @@ def quantize(
     except OSError as e:
         raise InputError(f"cannot create {dst.parent}: {e.strerror or e}") from None
     part = dst.with_name(f".{dst.name}.part")
-    print(f"aimo-gguf: quantizing {src.name} to {name} (minutes for a 7B model)...", file=sys.stderr)
+    if progress:
+        print(f"aimo-gguf: quantizing {src.name} to {name} (minutes for a 7B model)...", file=sys.stderr)
     try:
         quantize_file(src, part, ftype=file_types()[name], threads=threads or default_threads(),
                       allow_requantize=allow_requantize, imatrix=matrix.entries if matrix else None)
