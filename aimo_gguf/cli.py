@@ -21,8 +21,30 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 SHORT_FLAGS = {"model": "-m", "n_gpu_layers": "-ngl", "batch_size": "-b", "samples": "-n", "threads": "-t"}
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error (bad flag, bad value, missing argument) shown as one ``Error:`` line."""
+
+    def show(self, file=None) -> None:
+        hint = f" Try '{self.ctx.command_path} -h'." if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", err=True)
+
+
+def _one_line(error: click.UsageError) -> click.UsageError:
+    if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return error
+    one = OneLineUsageError(" ".join(error.format_message().split()), error.ctx)
+    one.exit_code = error.exit_code
+    return one
+
+
 class AimoCommand(click.Command):
-    """Turns library errors into one line and the error's exit code."""
+    """Turns library errors and click's usage errors into one line and an exit code."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            raise _one_line(e) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -30,6 +52,24 @@ class AimoCommand(click.Command):
         except AimoError as e:
             click.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+
+class AimoGroup(click.Group):
+    """The command group: an unknown command is one line too."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            raise _one_line(e) from None
 
 
 class BatchSize(click.ParamType):
@@ -92,7 +132,7 @@ def config_options(command=None, *, only: tuple[str, ...] | None = None):
     return command
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=AimoGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="aimo-gguf")
 def cli() -> None:
     """Solve olympiad math problems with quantized GGUF models through llama.cpp.
@@ -130,7 +170,7 @@ def run(problems, output, summary_path, traces, journal, resume, quiet, verbose,
           -o submission.csv --summary summary.json
       aimo-gguf run problems.csv --time-limit 3600 --early-stop-votes 3 --resume
     """
-    from .solver import run as run_problems
+    from .runner import run as run_problems
 
     result = run_problems(
         problems,
@@ -150,8 +190,8 @@ def run(problems, output, summary_path, traces, journal, resume, quiet, verbose,
             click.echo()
         click.echo(summary.table())
         click.echo(f"wrote {output}" + (f" and {summary_path}" if summary_path else ""), err=True)
-    if summary.interrupted:
-        sys.exit(130)
+    if result.exit_code:
+        sys.exit(result.exit_code)
 
 
 def _problem_table(results) -> str:
@@ -167,10 +207,6 @@ def _problem_table(results) -> str:
         notes += ["cut by the time limit"] if r.cut else []
         lines.append(f"{r.id:<{width}}  {r.answer:>7}  {f'{r.votes}/{r.samples}':>7}  {', '.join(n for n in notes if n)}")
     return "\n".join(lines)
-
-
-def main() -> None:  # pragma: no cover - the console script calls cli()
-    cli()
 
 
 @cli.command("bench", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
@@ -209,15 +245,20 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
           --batch-sizes 8,16,32 --max-tokens 512 --json bench.json --plot bench.png
     """
     from . import bench as bench_module
+    from .models import resolve_model
+    from .outputs import check_distinct, check_writable
 
     if "auto" not in batch_sizes:
         bench_module.parse_batch_sizes(batch_sizes)  # fail before the model loads
     sizes = batch_sizes
     if plot_path is not None:
         bench_module.require_matplotlib()
-        bench_module.check_writable(plot_path, "the plot")
+    check_distinct({"the model": resolve_model(model), "--json": json_path, "--plot": plot_path},
+                   outputs={"--json", "--plot"})
+    if plot_path is not None:
+        check_writable(plot_path, "the plot")
     if json_path is not None:
-        bench_module.check_writable(json_path, "the JSON")
+        check_writable(json_path, "the JSON")
     result = bench_module.bench(
         model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
         problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory,
@@ -349,7 +390,7 @@ def convert_command(source, quiet, **options) -> None:
               help="Context of one sequence (capped at each model's trained context).")
 @click.option("-b", "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Sequences decoded together.")
-@click.option("--kv-type", type=click.Choice(["f16", "q8_0", "q4_0"]), default="f16", show_default=True)
+@config_options(only=("kv_type",))
 @click.option("--gpu", "gpus", default="16GB,80GB", show_default=True,
               help="Comma-separated GPU memory sizes to fit (16GB = Kaggle T4/P100, 80GB = H100).")
 @click.option("--pull", "show_pull", is_flag=True, help="Also print the aimo-gguf pull command of each model.")

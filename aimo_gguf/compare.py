@@ -236,7 +236,7 @@ def _compare_text(ref_path: Path, q_path: Path, body: str, label: str, *, ctx: i
 
 def _score_problems(model: Path, problems, *, n_gpu_layers, threads, samples, max_tokens, batch_size, seed,
                     progress) -> ProblemScore:
-    from .solver import run
+    from .runner import run
 
     result = run(problems, output=None, progress=progress, model=str(model), n_gpu_layers=n_gpu_layers,
                  threads=threads, samples=samples, max_tokens=max_tokens, batch_size=batch_size, seed=seed)

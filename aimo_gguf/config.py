@@ -7,10 +7,17 @@ default and its help text live here and nowhere else.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from .answers import DEFAULT_MAX_ANSWER, DEFAULT_MIN_ANSWER
-from .engine import DEFAULT_BATCH_SIZE, DEFAULT_CTX, PROMPT_ALLOWANCE
+from .engine.api import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CTX,
+    FLASH_ATTN_MODES,
+    KV_TYPES,
+    PROMPT_ALLOWANCE,
+)
 from .errors import InputError
 from .prompts import DEFAULT_SYSTEM_PROMPT
 
@@ -77,9 +84,8 @@ class RunConfig:
     share_prompts: bool | None = _opt(
         None, "Samples of a problem copy its prompt's KV cache instead of decoding it [default: with --kv-unified]."
     )
-    flash_attn: str = _opt("auto", "Flash attention: auto, on or off.", choices=("auto", "on", "off"))
-    kv_type: str = _opt("f16", "KV cache element type (q8_0 and q4_0 need flash attention).",
-                        choices=("f16", "q8_0", "q4_0"))
+    flash_attn: str = _opt("auto", "Flash attention: " + ", ".join(FLASH_ATTN_MODES) + ".", choices=FLASH_ATTN_MODES)
+    kv_type: str = _opt("f16", "KV cache element type (the quantized ones need flash attention).", choices=KV_TYPES)
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,11 +111,16 @@ class RunConfig:
             (self.tool_timeout > 0, f"--tool-timeout must be positive, got {self.tool_timeout}"),
             (self.tool_output_chars >= 20, f"--tool-output-chars must be at least 20, got {self.tool_output_chars}"),
             (self.tir_weight >= 1, f"--tir-weight must be 1 or more, got {self.tir_weight}"),
-            (self.flash_attn in ("auto", "on", "off"), f"--flash-attn must be auto, on or off, got {self.flash_attn!r}"),
-            (self.kv_type in ("f16", "q8_0", "q4_0"), f"--kv-type must be f16, q8_0 or q4_0, got {self.kv_type!r}"),
+            (self.flash_attn in FLASH_ATTN_MODES,
+             f"--flash-attn must be one of {', '.join(FLASH_ATTN_MODES)}, got {self.flash_attn!r}"),
+            (self.kv_type in KV_TYPES, f"--kv-type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}"),
             (self.kv_type == "f16" or self.flash_attn != "off",
              f"--kv-type {self.kv_type} needs flash attention: use --flash-attn auto or on"),
         ]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise InputError(message)

@@ -239,11 +239,10 @@ def extract_converter(sdist: str | Path, folder: str | Path) -> Path:
             for m in tar.getmembers():
                 parts = Path(m.name).parts
                 if len(parts) > 3 and parts[1:3] == ("vendor", "llama.cpp") and parts[3] in CONVERTER_PARTS:
-                    m.name = str(Path(*parts[3:]))
-                    members.append(m)
-            if not any(m.name == CONVERTER for m in members):
+                    members.append((Path(*parts[3:]), m))
+            if not any(str(name) == CONVERTER for name, _ in members):
                 raise ModelError(f"{sdist} carries no vendor/llama.cpp/{CONVERTER}")
-            tar.extractall(staging, members=members, filter="data")
+            _extract(tar, members, staging)
         staging.chmod(0o755)  # mkdtemp makes it private; the cache is not
         if folder.exists():
             shutil.rmtree(folder)
@@ -251,6 +250,23 @@ def extract_converter(sdist: str | Path, folder: str | Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _extract(tar: tarfile.TarFile, members: list[tuple[Path, tarfile.TarInfo]], into: Path) -> None:
+    """Write regular files and folders only, each inside ``into``: what ``extractall(filter="data")``
+    allows, without the ``filter`` argument that Python 3.10.0-3.10.11 lack."""
+    for name, member in members:
+        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+            continue  # links, devices and paths that climb out are never needed and never written
+        target = into / name
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        with source, target.open("wb") as out:
+            shutil.copyfileobj(source, out)
+        target.chmod(0o755 if member.mode & 0o111 else 0o644)
 
 
 def cache_dir() -> Path:

@@ -29,3 +29,9 @@ class EngineError(AimoError):
     """llama.cpp failed while decoding, in a way the engine cannot recover from."""
 
     exit_code = 1
+
+
+class OutputError(AimoError):
+    """A result file could not be written (a full disk, an I/O error)."""
+
+    exit_code = 2

@@ -73,7 +73,7 @@ def describe(
     **options,
 ) -> ModelInfo:
     """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
-    from .solver import resolve_batch_size
+    from .loading import resolve_batch_size
 
     config = config or RunConfig(model=None if model is None else str(model), **options)
     path = resolve_model(config.model)

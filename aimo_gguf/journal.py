@@ -1,18 +1,30 @@
 """The run journal: one line per finished problem, synced to disk, for ``--resume``.
 
-A run appends each problem's result as soon as it is decided (JSON, flushed
+A run appends each problem's result as soon as it is decided (JSON, written
 and fsynced), so a run killed at any point, SIGKILL included, loses at most
 the problems that were still running. ``--resume`` reads the journal back and
 skips what it holds. The first line records the settings that decide the
 answers; resuming with other settings is refused, since the submission would
-mix two configurations. A last line cut short by a kill is ignored, with a
-warning.
+mix two configurations.
+
+- The journal is locked (``flock``) for the whole run: a second run writing the
+  same output stops at once, naming the process that holds it, instead of
+  interleaving its lines with the first one's.
+- Without ``--resume`` an old journal is replaced only at the first new entry,
+  so a run that fails to start leaves it as it was.
+- A file is changed only once it is known to be a journal: its first line is
+  a journal header (or a header cut short by a kill). A last line cut short
+  by a kill is dropped, with a warning.
+- A journal that stops accepting writes (a full disk) is given up with one
+  warning; the run and its submission go on.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import stat
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +33,7 @@ from .config import RunConfig
 from .errors import InputError
 
 JOURNAL_FORMAT = 1
+HEADER_PREFIX = b'{"journal": '  # how every journal starts, as json.dumps writes its header
 # Settings that change what a problem's answer is (batch size, threads and GPU layers do not).
 ANSWER_SETTINGS = ("samples", "max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "system_prompt",
                    "raw_prompt", "stop", "ignore_eos", "min_answer", "max_answer", "modulo", "fallback_answer",
@@ -42,97 +55,164 @@ def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
     return json.loads(json.dumps(data))  # tuples -> lists, as they come back from the file
 
 
+def lock_holder(fd: int) -> int | None:
+    """The process holding a flock on ``fd``'s file, from /proc/locks (Linux); None where unknown."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == inode and parts[4] != str(os.getpid()):
+                    return int(parts[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class Journal:
-    """Appends finished problems to ``path``; with ``resume``, first reads what is there."""
+    """Appends finished problems to ``path``, holding a lock on it; with ``resume``, first reads it."""
 
     def __init__(self, path: str | Path, settings: dict, *, resume: bool) -> None:
         self.path = Path(path)
         self.settings = settings
         self.entries: dict[str, dict] = {}
-        self._cut_tail = False
-        self._has_header = False
-        self._file = None  # opened at the first entry: a run that fails to start leaves the old journal
+        self._fd: int | None = None
+        self._valid = False  # the file holds a journal header we may append after
+        self._written = 0
         self._broken = False
-        if resume and self.path.exists():
-            self._read(settings)
+        self._created = False
+        self._open()
+        try:
+            if resume:
+                self._read(settings)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- opening and reading --------------------------------------------------------------------------
 
     def _open(self) -> None:
-        mode = "a" if self._has_header else "w"  # a journal without its header line starts over
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open(mode, encoding="utf-8")
-        if mode == "w":
-            self._write({"journal": JOURNAL_FORMAT, "settings": self.settings})
-            self._has_header = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            self._fd = None
+            self._warn(f"cannot write the journal {self.path} ({e.strerror or e}): going on without it "
+                       f"(--resume will not see this run)")
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            who = f"process {holder}" if holder else "another process"
+            raise InputError(f"the journal {self.path} is in use by {who} (another run writing the same output?): "
+                             f"wait for it, or give this run its own --output or --journal") from None
+        except OSError:
+            pass  # a file system without locks: go on unlocked
 
     def _read(self, settings: dict) -> None:
-        self._cut_tail = False
+        if self._fd is None:
+            raise InputError(f"cannot read the journal {self.path}: run without --resume to start over")
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            raise InputError(f"{self.path} is not an aimo-gguf journal (not a regular file)")
         try:
             data = self.path.read_bytes()
         except OSError as e:
             raise InputError(f"cannot read the journal {self.path}: {e.strerror or e}") from None
+        if not data:
+            return
         end = data.rfind(b"\n") + 1
-        if end < len(data):  # no newline at the end: the last write was cut short
-            self._cut_tail = True
-            with self.path.open("r+b") as f:  # drop it, so appends start on a line of their own
-                f.truncate(end)
-        lines = data.decode("utf-8", errors="replace").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        for number, line in enumerate(lines, 1):
-            if number == len(lines) and self._cut_tail:
-                print(f"aimo-gguf: warning: ignoring the unfinished last line of {self.path} "
-                      f"(the run was killed while writing it)", file=sys.stderr)
-                continue
+        lines = data[:end].decode("utf-8", errors="replace").splitlines()
+        if not lines:  # no line finished: only a header cut short by a kill is ours
+            if not data.startswith(HEADER_PREFIX):
+                raise InputError(f"{self.path} is not an aimo-gguf journal")
+            return  # replaced at the first entry
+        self._check_header(lines[0], settings)
+        for number, line in enumerate(lines[1:], 2):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise InputError(
                     f"{self.path}, line {number}: not JSON: delete the journal or run without --resume") from None
-            if number == 1:
-                self._has_header = True
-                if not isinstance(record, dict) or record.get("journal") != JOURNAL_FORMAT or "settings" not in record:
-                    raise InputError(f"{self.path} is not an aimo-gguf journal")
-                changed = sorted(k for k in set(settings) | set(record["settings"])
-                                 if settings.get(k) != record["settings"].get(k))
-                if changed:
-                    was = record["settings"].get(changed[0])
-                    raise InputError(f"{self.path} was written with other settings ({changed[0]}: {was!r}, now "
-                                     f"{settings.get(changed[0])!r}): run without --resume to start over")
-                continue
             if isinstance(record, dict) and "id" in record and "answer" in record:
                 self.entries[str(record["id"])] = record
+        self._valid = True
+        if end < len(data):  # the last write was cut short: drop it, so appends start on a line of their own
+            print(f"aimo-gguf: warning: ignoring the unfinished last line of {self.path} "
+                  f"(the run was killed while writing it)", file=sys.stderr)
+            os.ftruncate(self._fd, end)
+
+    def _check_header(self, line: str, settings: dict) -> None:
+        try:
+            header = json.loads(line)
+        except json.JSONDecodeError:
+            header = None
+        if not (isinstance(header, dict) and header.get("journal") == JOURNAL_FORMAT
+                and isinstance(header.get("settings"), dict)):
+            raise InputError(f"{self.path} is not an aimo-gguf journal")
+        recorded = header["settings"]
+        changed = sorted(k for k in set(settings) | set(recorded) if settings.get(k) != recorded.get(k))
+        if changed:
+            raise InputError(f"{self.path} was written with other settings ({changed[0]}: "
+                             f"{recorded.get(changed[0])!r}, now {settings.get(changed[0])!r}): "
+                             f"run without --resume to start over")
+
+    # --- writing --------------------------------------------------------------------------------------
 
     def append(self, result) -> None:
-        """Record a finished problem (a ProblemResult) durably.
-
-        A journal that cannot be written (disk full, I/O error) is given up
-        with one warning: the run and its submission matter more.
-        """
-        if self._broken:
+        """Record a finished problem (a ProblemResult) durably; a failing journal warns once."""
+        if self._fd is None or self._broken:
             return
         try:
-            if self._file is None:
-                self._open()
+            if not self._valid:  # a new journal (or an old one without --resume) starts over here
+                os.ftruncate(self._fd, 0)
+                self._write({"journal": JOURNAL_FORMAT, "settings": self.settings})
+                self._valid = True
             entry = asdict(result)
             entry.pop("index", None)
             self._write(entry)  # not kept in memory: ``entries`` is what the journal held when opened
+            self._written += 1
         except OSError as e:
             self._broken = True
-            print(f"aimo-gguf: warning: cannot write the journal {self.path} ({e.strerror or e}): "
-                  f"going on without it (--resume will not see this run)", file=sys.stderr)
+            self._warn(f"cannot write the journal {self.path} ({e.strerror or e}): going on without it "
+                       f"(--resume will not see this run)")
 
     def _write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+
+    @property
+    def written(self) -> int:
+        """Problems this run added."""
+        return self._written
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Release the lock; a journal this run created and never wrote is removed."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if self._created and not self._valid and os.fstat(fd).st_size == 0:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def _warn(self, message: str) -> None:
+        print(f"aimo-gguf: warning: {message}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -1,11 +1,14 @@
 """The AIMO3 inference-server adapter: one problem at a time, inside a total time budget.
 
-The competition's gateway calls ``predict(id_, problem)`` once per problem
-(each a one-row polars Series) and wants a one-row DataFrame with ``id`` and
-an integer ``answer`` back. ``KaggleSolver`` loads the model once, gives each
-problem the time left divided by the problems still to come (time a problem
-does not use goes to the later ones), and never raises from ``predict``: any
-failure is logged and answered with the fallback.
+The competition's gateway calls ``predict`` once per problem with every
+column of the row as its own argument (one-row polars Series: ``id``,
+``problem``, and ``answer`` when validating on ``reference.csv``), and wants a
+one-row DataFrame with ``id`` and an integer ``answer`` back. ``KaggleSolver``
+loads the model once, gives each problem the time left divided by the
+problems still to come (time a problem does not use goes to the later ones),
+and never raises from ``predict``: any failure is logged and answered with
+the fallback. When the row carries its answer, ``stats`` keeps the local
+accuracy.
 
 Notebook cell::
 
@@ -24,20 +27,24 @@ Notebook cell::
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 
 from .config import RunConfig
-from .engine import Engine
+from .engine.api import BatchEngine
+from .errors import InputError
 from .problems import Problem
-from .solver import clock, engine_kwargs, resolve_batch_size, solve
+from .solver import Clock, Solver
+from .tir import ToolStats
 
 DEFAULT_TOTAL_SECONDS = 5 * 3600  # AIMO3: five hours of GPU notebook
 DEFAULT_SAFETY_SECONDS = 15 * 60  # kept back for the gateway, the model load and a slow last step
 DEFAULT_PROBLEMS = 50
 ANSWER_RANGE = (0, 99999)
+EXTRA_SHARE_OF_LEFT = 0.5  # past the expected count, a problem gets at most this part of the time left
 
 
 @dataclass
@@ -49,16 +56,25 @@ class AdapterStats:
     fallbacks: int = 0  # no valid answer: the fallback was returned
     failures: int = 0  # an exception inside predict: logged, the fallback was returned
     cut: int = 0  # problems whose time share ran out
+    extra: int = 0  # calls beyond the n_problems the budget was planned for
+    graded: int = 0  # calls whose row carried an answer (reference.csv)
+    correct: int = 0  # graded calls answered correctly
     seconds: list[float] = field(default_factory=list)
+    tools: dict | None = None  # with tir: tool calls, ok / errors / timeouts, sandbox seconds (ToolStats)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
 
 
 class KaggleSolver:
     """Loads a model once and solves one problem per call within a share of the total budget.
 
     ``options`` are RunConfig fields (``samples``, ``batch_size``, ``max_tokens``,
-    ``temperature``, ...), as for ``aimo_gguf.solver.run``. ``total_seconds`` counts
-    from ``started_at`` (a ``time.time()`` value, default now): pass the
-    notebook's start time so the model load and imports are counted.
+    ``temperature``, ``tir``, ...), as for ``aimo_gguf.runner.run``. ``total_seconds``
+    counts from ``started_at`` (a ``time.time()`` value, default now): pass the
+    notebook's start time so the model load and imports are counted. ``clock``
+    (seconds, monotonic) is what the budget is measured on; tests pass a fake one.
     """
 
     def __init__(
@@ -69,35 +85,65 @@ class KaggleSolver:
         safety_seconds: float = DEFAULT_SAFETY_SECONDS,
         n_problems: int = DEFAULT_PROBLEMS,
         started_at: float | None = None,
-        engine: Engine | None = None,
+        engine: BatchEngine | None = None,
         verbose: bool = False,
+        clock: Clock = time.monotonic,
         **options,
     ) -> None:
-        from .models import resolve_model
-
+        if not (math.isfinite(total_seconds) and total_seconds > 0):
+            raise InputError(f"total_seconds must be a positive number of seconds, got {total_seconds}")
+        if not (math.isfinite(safety_seconds) and 0 <= safety_seconds < total_seconds):
+            raise InputError(f"safety_seconds ({safety_seconds:g}) must be at least 0 and shorter than "
+                             f"total_seconds ({total_seconds:g}): every problem would get no time")
+        if n_problems < 1:
+            raise InputError(f"n_problems must be at least 1, got {n_problems}")
+        self.clock = clock
         already = time.time() - started_at if started_at is not None else 0.0
         self.deadline = clock() - already + total_seconds - safety_seconds
-        self.problems_left = max(1, n_problems)
+        self.n_problems = n_problems
+        self.problems_left = n_problems
+        self.planned_share = (total_seconds - safety_seconds) / n_problems
         self.config = RunConfig(model=model, **options)
         self.stats = AdapterStats()
+        self.tool_stats = ToolStats() if self.config.tir else None
         if engine is None:
-            path = resolve_model(model)
-            engine = Engine(path, **engine_kwargs(self.config, resolve_batch_size(self.config, path), verbose=verbose))
+            from .loading import load_engine
+            from .models import resolve_model
+
+            engine = load_engine(self.config, resolve_model(model), verbose=verbose)
         self.engine = engine
         for note in engine.info.notes:
             _log(note)
 
     def seconds_left(self) -> float:
-        return self.deadline - clock()
+        return self.deadline - self.clock()
+
+    def _share(self, start: float) -> float:
+        """This call's seconds: the time left over the problems still to come; past the expected
+        count, at most the planned share and half of what is left, so later calls still get time."""
+        left = max(0.0, self.deadline - start)
+        if self.problems_left > 0:
+            share = left / self.problems_left
+            self.problems_left -= 1
+            return share
+        self.stats.extra += 1
+        if self.stats.extra == 1:
+            _log(f"more problems than the {self.n_problems} planned for: each extra one gets at most "
+                 f"{self.planned_share:.0f} s (the planned share) or half of the time left")
+        return min(self.planned_share, left * EXTRA_SHARE_OF_LEFT)
 
     def solve(self, problem_id: str, problem: str) -> int:
         """The answer to one problem, within its share of the time left. May raise."""
-        start = clock()
-        share = max(0.0, self.deadline - start) / self.problems_left
-        self.problems_left = max(1, self.problems_left - 1)
-        results = list(solve([Problem(id=problem_id, problem=problem)], self.engine, self.config,
-                             deadline=start + share))
-        seconds = clock() - start
+        start = self.clock()
+        share = self._share(start)
+        solver = Solver(self.engine, self.config, deadline=start + share, tool_stats=self.tool_stats,
+                        clock=self.clock)
+        try:
+            results = list(solver.solve([Problem(id=problem_id, problem=problem)]))
+        finally:
+            if self.tool_stats is not None:
+                self.stats.tools = self.tool_stats.to_dict()
+        seconds = self.clock() - start
         self.stats.seconds.append(round(seconds, 3))
         if not results:  # no time to start it at all
             self.stats.fallbacks += 1
@@ -112,9 +158,11 @@ class KaggleSolver:
              + (" (cut)" if r.cut else "") + f"; {self.seconds_left() / 60:.1f} min left")
         return r.answer
 
-    def predict(self, id_, problem):
+    def predict(self, id_, problem, *columns, **named):
         """The gateway's call: one-row Series (polars or pandas) or plain values in, one-row DataFrame out.
 
+        Further columns of the row (``answer`` in ``reference.csv``) are accepted; a
+        known answer is only counted (``stats.graded``, ``stats.correct``).
         Never raises: a failure is logged and answered with the fallback.
         """
         self.stats.problems += 1
@@ -128,10 +176,27 @@ class KaggleSolver:
             _log(f"{problem_id}: failed ({type(e).__name__}: {e}): answer {answer} (fallback)")
             traceback.print_exc(file=sys.stderr)
         answer = min(max(int(answer), ANSWER_RANGE[0]), ANSWER_RANGE[1])
+        expected = _known_answer(columns, named)
+        if expected is not None:
+            self.stats.graded += 1
+            self.stats.correct += answer == expected
         return _frame(problem_id, answer)
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _known_answer(columns: tuple, named: dict) -> int | None:
+    """The ``answer`` among the extra columns (a Series named answer, or the answer= keyword), if any."""
+    candidates = [named["answer"]] if "answer" in named else [c for c in columns if getattr(c, "name", None) == "answer"]
+    if not candidates and len(columns) == 1 and not hasattr(columns[0], "name"):
+        candidates = list(columns)  # a plain third value: the answer column
+    for value in candidates:
+        try:
+            return int(_scalar(value))
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def _scalar(value):

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from aimo_gguf.errors import AimoError, InputError
+from aimo_gguf.errors import AimoError, InputError, OutputError
 
 SAMPLE_PROBLEMS = "sample"
 """Name that stands for the sample problem set shipped inside the package."""
@@ -128,7 +128,7 @@ def write_submission(path: str | Path, rows: Iterable[tuple[str, int]]) -> None:
     (``int`` or a NumPy integer).
 
     Raises:
-        InputError: the file cannot be written (bad folder, no permission).
+        OutputError: the file cannot be written (bad folder, no permission, full disk).
         TypeError: an answer is not an integer; that is a bug in the caller.
     """
     with _atomic_text_file(path) as handle:
@@ -146,11 +146,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON (keys in insertion order) atomically.
 
     Raises:
-        InputError: the file cannot be written (bad folder, no permission).
-        TypeError: ``obj`` is not JSON-serialisable; that is a bug in the caller.
+        OutputError: the file cannot be written (bad folder, no permission, full disk).
+        TypeError, ValueError: ``obj`` is not JSON-serialisable; that is a bug in the caller.
     """
     with _atomic_text_file(path) as handle:
-        json.dump(obj, handle, indent=2, sort_keys=False, ensure_ascii=False)
+        # allow_nan=False: Infinity and NaN are not JSON; a caller that has them has a bug
+        json.dump(obj, handle, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
         handle.write("\n")
 
 
@@ -400,7 +401,7 @@ def _atomic_text_file(path: str | Path) -> Iterator[TextIO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {_one_line(exc)}; choose a writable location") from None
+        raise OutputError(f"cannot write {path}: {_one_line(exc)}") from None
 
     temp_path = Path(temp_name)
     try:
@@ -414,7 +415,7 @@ def _atomic_text_file(path: str | Path) -> Iterator[TextIO]:
         with contextlib.suppress(OSError):
             temp_path.unlink()
         if isinstance(exc, OSError):
-            raise InputError(f"cannot write {path}: {_one_line(exc)}; choose a writable location") from None
+            raise OutputError(f"cannot write {path}: {_one_line(exc)}") from None
         raise
     _fsync_directory(path.parent)
 

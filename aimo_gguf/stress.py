@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bench import synthetic_problems
 from .config import RunConfig
 from .errors import InputError
-from .bench import synthetic_problems
-from .solver import ProblemResult, run
+from .runner import run
+from .solver import ProblemResult
 from .summary import RunSummary, rss_mb
 
 DEFAULT_STRESS_PROBLEMS = 5000

@@ -50,7 +50,8 @@ class RunSummary:
     early_stopped: int = 0  # problems whose sampling stopped once the vote was decided
     fallbacks: int = 0  # problems with no valid answer: the fallback answer was written
     too_long: int = 0  # problems whose prompt does not fit the context (fallback written)
-    interrupted: bool = False  # the run was stopped (Ctrl-C) before every problem finished
+    interrupted: bool = False  # the run was stopped (Ctrl-C, SIGTERM) before every problem finished
+    stopped_by: str | None = None  # the signal that stopped it: "SIGINT" or "SIGTERM"
     resumed: int = 0  # problems taken from the journal of an earlier run (--resume)
     time_limit: float | None = None  # --time-limit, seconds
     cut: int = 0  # problems whose time budget ran out: unfinished samples cut, voted on the rest
@@ -95,7 +96,8 @@ class RunSummary:
             f"{self.correct}/{self.graded} = {self.accuracy:.1%}" if self.graded else "no answer column"
         )
         rows = [
-            ("problems", f"{self.problems_done}/{self.problems}" + (" (interrupted)" if self.interrupted else "")),
+            ("problems", f"{self.problems_done}/{self.problems}"
+             + (f" (stopped by {self.stopped_by or 'an interrupt'})" if self.interrupted else "")),
             ("samples", f"{self.samples} run, {self.samples_skipped} skipped by early stop"),
             ("valid answers", f"{self.valid_answers}/{self.samples}"),
             ("majority winners", f"{self.majority}"),

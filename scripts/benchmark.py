@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
@@ -27,9 +26,11 @@ import llama_cpp
 
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import Engine, Request, SamplingParams
+from aimo_gguf.engine.llama import eog_tokens_of
 from aimo_gguf.models import default_model_path
 from aimo_gguf.problems import Problem
-from aimo_gguf.solver import build_prompt, run, sample_seed
+from aimo_gguf.runner import run
+from aimo_gguf.solver import build_prompt, sample_seed
 
 
 def engine_tg(model: Path, batch: int, pp: int, tg: int, threads: int) -> dict:
@@ -90,7 +91,7 @@ def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, th
         prompts = [build_prompt(eng, p, config) for p in problems]
     t0 = time.perf_counter()  # both sides include their model load
     llm = llama_cpp.Llama(str(model), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-    eog = [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t)]
+    eog = eog_tokens_of(llm.model)
     bias = {t: float("-inf") for t in eog}
     loop_tokens = 0
     for problem, prompt in zip(problems, prompts):

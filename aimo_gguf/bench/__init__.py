@@ -1,0 +1,137 @@
+"""``aimo-gguf bench``: will this model, quantization and batch size fit and finish in time?
+
+One run on one model measures the same work (synthetic problems rendered with
+the model's chat template, ``samples`` samples each, exactly ``max_tokens``
+generated tokens per sample because end-of-generation tokens are masked) done
+
+- one sample at a time by a loop of ``llama_cpp.Llama.create_completion``
+  calls, the baseline (EOS suppressed with a logit bias of -inf on every
+  end-of-generation token), and
+- by the batched :class:`~aimo_gguf.engine.Engine` at each batch size, a fresh
+  engine (model load and context) per batch size.
+
+Each row reports prompt and generation throughput, problems per second, the
+mean time of a generation step, the process's peak RSS during the row and its
+growth over the RSS before the model was loaded, the KV cache size (from
+``aimo_gguf.memory``'s estimate), on a GPU build the peak device memory in use
+(NVML, through the optional ``nvidia-ml-py`` package), and the speed-up of its
+generated tokens/s over the baseline's.
+
+The engine rows run first (the first one also tokenizes the prompts), then the
+baseline, which the table shows first. The parts: ``workload`` (batch sizes,
+synthetic problems), ``measure`` (the rows), ``probes`` (RSS, NVML),
+``results`` (the dataclasses), ``report`` (table, JSON, plot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..config import RunConfig
+from ..engine import default_threads
+from ..engine.llama import supports_gpu_offload
+from ..errors import InputError
+from ..models import resolve_model
+from .measure import Progress, baseline_row, engine_row, tokenize_only
+from .probes import machine_info
+from .report import plot, render_table, require_matplotlib, write_json
+from .results import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROBLEMS,
+    DEFAULT_SAMPLES,
+    KIND_BASELINE,
+    KIND_ENGINE,
+    BenchResult,
+    BenchRow,
+    BenchSettings,
+)
+from .workload import (
+    PROBLEM_TEMPLATE,
+    parse_batch_sizes,
+    resolve_auto,
+    synthetic_problems,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_TOKENS", "DEFAULT_PROBLEMS", "DEFAULT_SAMPLES", "KIND_BASELINE",
+    "KIND_ENGINE", "PROBLEM_TEMPLATE", "BenchResult", "BenchRow", "BenchSettings", "bench", "parse_batch_sizes",
+    "plot", "render_table", "require_matplotlib", "synthetic_problems", "write_json",
+]
+
+
+def bench(
+    *,
+    model: str | Path | None = None,
+    n_gpu_layers: int = 0,
+    threads: int | None = None,
+    batch_sizes: str | Iterable[int] = DEFAULT_BATCH_SIZES,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    problems: int = DEFAULT_PROBLEMS,
+    samples: int = DEFAULT_SAMPLES,
+    ctx: int = 0,
+    kv_type: str = "f16",
+    flash_attn: str = "auto",
+    max_memory: str | None = None,
+    baseline: bool = True,
+    progress: bool = True,
+) -> BenchResult:
+    """Measure the create_completion loop and the engine at each batch size on the same work.
+
+    ``problems`` synthetic problems x ``samples`` samples x exactly
+    ``max_tokens`` tokens each (end-of-generation masked), sampled with the
+    ``run`` defaults and seeds. ``ctx`` is one sequence's context (0: the
+    ``run`` default, 512 + ``max_tokens``). Progress lines go to stderr.
+
+    Raises InputError for bad values and ModelError for a missing or non-GGUF
+    model; a batch size whose model or context cannot be created gives a row
+    with ``error`` set, and the other rows still run.
+    """
+    if isinstance(batch_sizes, str) and "auto" in [part.strip() for part in batch_sizes.split(",")]:
+        batch_sizes = resolve_auto(batch_sizes, model=model, n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
+                                    ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory)
+    sizes = parse_batch_sizes(batch_sizes)
+    if isinstance(problems, bool) or not isinstance(problems, int) or problems < 1:
+        raise InputError(f"--problems must be at least 1, got {problems}")
+    config = RunConfig(
+        model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, threads=threads,
+        max_tokens=max_tokens, samples=samples, ctx=ctx, ignore_eos=True, early_stop=False,
+        kv_type=kv_type, flash_attn=flash_attn,
+    )
+    config.threads = config.threads or default_threads()
+    path = resolve_model(config.model)
+    gpu_build = supports_gpu_offload()
+    say = Progress(progress)
+    work = synthetic_problems(problems)
+    settings = BenchSettings(
+        model=str(path), n_gpu_layers=n_gpu_layers, threads=config.threads, batch_sizes=sizes,
+        max_tokens=max_tokens, problems=problems, samples=samples, ctx=config.sequence_ctx, baseline=baseline,
+        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
+        seed=config.seed, kv_type=kv_type, flash_attn=flash_attn,
+    )
+    result = BenchResult(settings=settings, baseline=None, machine=machine_info(gpu_build))
+    say(f"{path.name}: {settings.work}, EOS suppressed, "
+        f"{config.threads} threads, batch sizes {','.join(map(str, sizes))}"
+        + ("" if baseline else ", no baseline"))
+
+    prompts = None
+    for size in sizes:
+        row, prompts, description = engine_row(path, config, size, work, prompts, gpu_build, say, result.notes)
+        settings.model_description = settings.model_description or description
+        result.rows.append(row)
+    if baseline:
+        if prompts is None:  # no engine could load: tokenize with the smallest one there is
+            prompts = tokenize_only(path, config, work)
+        if prompts is None:
+            result.baseline = BenchRow(kind=KIND_BASELINE, batch_size=1, error="the model could not be loaded")
+        else:
+            result.baseline = baseline_row(path, config, work, prompts, config.sequence_ctx, gpu_build, say)
+    if prompts is not None:
+        settings.prompt_tokens_per_problem = tuple(len(p) for p in prompts)
+    base = result.baseline
+    if base is not None and not base.error and base.generated_tokens_per_s > 0:
+        for row in result.all_rows:
+            if not row.error or row.generated_tokens:
+                row.speedup = row.generated_tokens_per_s / base.generated_tokens_per_s
+    return result

@@ -1,0 +1,123 @@
+"""What ``aimo-gguf bench`` measured: one row per configuration, the settings, the machine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+DEFAULT_MAX_TOKENS = 128
+DEFAULT_PROBLEMS = 16
+DEFAULT_SAMPLES = 1
+
+KIND_BASELINE = "baseline"
+KIND_ENGINE = "engine"
+
+
+@dataclass
+class BenchRow:
+    """One measured configuration: the create_completion loop or the engine at one batch size.
+
+    Throughputs exclude the model load (``load_seconds``). ``None`` means not
+    measured or not available (shown as ``-``).
+    """
+
+    kind: str  # "baseline" (the create_completion loop) or "engine"
+    batch_size: int  # sequences decoded together (1 for the baseline)
+    prompt_tokens: int = 0  # prompt tokens decoded (the baseline reuses a problem's prompt between samples)
+    generated_tokens: int = 0  # tokens generated, all samples (problems x samples x max_tokens when nothing failed)
+    completions: int = 0  # samples that came back
+    seconds: float = 0.0  # wall time of the generation, from the first request to the last token
+    load_seconds: float = 0.0  # model load and context creation
+    prompt_tokens_per_s: float | None = None  # prompt tokens / time of the decodes that processed prompt tokens
+    generated_tokens_per_s: float = 0.0  # generated_tokens / seconds
+    problems_per_s: float = 0.0  # problems / seconds
+    step_ms: float | None = None  # mean time of a generation step (one llama_decode of one token per sequence)
+    steps: int = 0  # llama_decode calls (engine) or single-token decodes (baseline)
+    peak_rss_mb: float | None = None  # the process's peak resident memory during the row, MiB
+    rss_growth_mb: float | None = None  # that peak minus the resident memory before the model was loaded, MiB
+    kv_bytes: int | None = None  # KV cache of the whole context (aimo_gguf.memory estimate)
+    estimate_mb: float | None = None  # aimo_gguf.memory's estimate of the whole configuration, beside RSS growth
+    gpu_peak_mb: float | None = None  # peak GPU memory in use on the device during the row (NVML), MiB
+    n_gpu_layers: int = 0  # layers actually offloaded
+    speedup: float | None = None  # generated_tokens_per_s over the baseline's
+    error: str | None = None  # why the row could not run (the model or context did not fit, ...)
+
+    @property
+    def label(self) -> str:
+        return "create_completion loop" if self.kind == KIND_BASELINE else f"engine, batch {self.batch_size}"
+
+
+@dataclass
+class BenchSettings:
+    """What every row of one bench run does."""
+
+    model: str
+    model_description: str = ""  # llama.cpp's description, once a model has loaded
+    n_gpu_layers: int = 0  # requested
+    threads: int = 0
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    problems: int = DEFAULT_PROBLEMS
+    samples: int = DEFAULT_SAMPLES
+    ctx: int = 0  # context of one sequence (prompt allowance + max_tokens unless set)
+    baseline: bool = True
+    prompt_tokens_per_problem: tuple[int, ...] = ()
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int = 0
+    kv_type: str = "f16"  # KV cache element type of the engine rows (and the baseline's context)
+    flash_attn: str = "auto"  # flash attention of the engine rows
+    ignore_eos: bool = True
+
+    @property
+    def expected_tokens(self) -> int:
+        return self.problems * self.samples * self.max_tokens
+
+    @property
+    def work(self) -> str:
+        """'16 problems x 1 sample x 128 tokens'."""
+        return (f"{_plural(self.problems, 'problem')} x {_plural(self.samples, 'sample')} x "
+                f"{_plural(self.max_tokens, 'token')}")
+
+
+@dataclass
+class BenchResult:
+    """Everything one bench run measured."""
+
+    settings: BenchSettings
+    baseline: BenchRow | None  # None with baseline=False
+    rows: list[BenchRow] = field(default_factory=list)  # the engine, one row per batch size, ascending
+    machine: dict = field(default_factory=dict)  # platform, CPUs, RAM, versions, GPU
+    notes: list[str] = field(default_factory=list)  # what the loader had to change, said once
+
+    @property
+    def all_rows(self) -> list[BenchRow]:
+        return ([self.baseline] if self.baseline is not None else []) + list(self.rows)
+
+    def to_dict(self) -> dict:
+        settings = asdict(self.settings)
+        settings["batch_sizes"] = list(self.settings.batch_sizes)
+        settings["prompt_tokens_per_problem"] = list(self.settings.prompt_tokens_per_problem)
+        settings["expected_generated_tokens"] = self.settings.expected_tokens
+        return {
+            "settings": settings,
+            "machine": dict(self.machine),
+            "baseline": _row_dict(self.baseline) if self.baseline is not None else None,
+            "rows": [_row_dict(r) for r in self.rows],
+            "notes": list(self.notes),
+        }
+
+
+def _row_dict(row: BenchRow) -> dict:
+    data = asdict(row)
+    data["label"] = row.label
+    for key, value in data.items():
+        if isinstance(value, float):
+            data[key] = round(value, 4)
+    return data
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

@@ -1,0 +1,165 @@
+"""What the engine promises its callers: requests in, completions out.
+
+Everything here is plain Python, so the solver, the CLI and the tests can use
+these types without a model. ``BatchEngine`` is the interface the solver
+drives; the real ``Engine`` and the tests' fake engine both declare it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_CTX = 0  # per sequence; 0 = prompt allowance + max tokens
+PROMPT_ALLOWANCE = 512  # tokens kept for the prompt when --ctx is automatic
+DEFAULT_TOKEN_BUDGET = 2048  # most tokens in one llama_decode (prompt chunks + one per sequence)
+DEFAULT_MAX_PREEMPTIONS = 3  # a request put back this often after a full-KV decode ends as kv_full
+
+# The choices of --kv-type and --flash-attn, declared once: RunConfig, the CLI
+# and the engine's C mapping all take them from here.
+KV_TYPES = ("f16", "q8_0", "q4_0")  # element type of the K and V caches
+FLASH_ATTN_MODES = ("auto", "on", "off")
+
+FINISH_EOS = "eos"  # the model emitted an end-of-generation token
+FINISH_STOP = "stop"  # a stop string appeared
+FINISH_LENGTH = "length"  # the token budget (or the sequence's KV room) ran out
+FINISH_CANCELLED = "cancelled"  # the caller set request.cancelled
+FINISH_TOO_LONG = "too_long"  # the prompt does not fit in one sequence's context
+FINISH_KV_FULL = "kv_full"  # the KV cache could not hold this sequence, even after preemptions
+FINISH_REASONS = (FINISH_EOS, FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED, FINISH_TOO_LONG, FINISH_KV_FULL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SamplingParams:
+    """How one sequence picks its tokens. ``temperature <= 0`` is greedy."""
+
+    temperature: float = 0.7
+    top_k: int = 40  # 0 = off
+    top_p: float = 0.95  # 1.0 = off
+    min_p: float = 0.05  # 0.0 = off
+
+
+class ToolHook(Protocol):
+    """What the engine needs from a tool (``aimo_gguf.tir`` has the Python one).
+
+    After each sampled piece of text the engine asks ``wants_call``; on True the
+    sequence pauses with its KV cache kept, and ``start`` gets the text so far.
+    The engine polls (without waiting) at every step, other sequences decoding
+    meanwhile; the text ``poll`` returns is decoded into the sequence, which
+    then generates on. ``reset`` is called if the sequence restarts from its
+    prompt (a KV preemption). None of these may block: they run on the decode
+    thread.
+    """
+
+    def wants_call(self, text: bytearray, piece: bytes) -> bool: ...
+
+    def start(self, text: str) -> None: ...
+
+    def poll(self) -> str | None: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One sequence to generate: a prompt, a budget and a sampler seed."""
+
+    key: Hashable  # the caller's handle, returned in the Completion
+    prompt: Sequence[int]  # token ids, BOS included when the model wants one
+    max_tokens: int
+    seed: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    prefix_key: Hashable | None = None  # requests with equal keys share the prompt's KV
+    cancelled: bool = False  # set by the caller to end the sequence at the next step
+    tool: ToolHook | None = None  # pauses the sequence for a tool call, then injects its output
+
+
+@dataclass(slots=True)
+class Completion:
+    """A finished sequence."""
+
+    request: Request
+    text: str  # generated text, end-of-generation token and stop string excluded
+    tokens: list[int]  # generated token ids, in order
+    finish_reason: str  # one of the FINISH_* constants
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Running counters of the engine, readable at any time."""
+
+    prompt_tokens: int = 0  # prompt tokens decoded (a shared prefix counts once)
+    shared_prompt_tokens: int = 0  # prompt tokens taken from another sequence's KV instead
+    generated_tokens: int = 0
+    steps: int = 0  # llama_decode calls that succeeded
+    sequence_steps: int = 0  # sequences in those decodes, summed: occupancy = sequence_steps / steps
+    decode_seconds: float = 0.0  # time inside llama_decode
+    injected_tokens: int = 0  # tool output decoded into paused sequences
+    tool_pauses: int = 0  # sequences paused for a tool call
+    sample_seconds: float = 0.0  # time inside the sampler chains
+    step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
+    kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
+    finish_reasons: Counter = field(default_factory=Counter)  # completions by FINISH_* reason
+
+
+@dataclass(frozen=True, slots=True)
+class LoadInfo:
+    """What the engine loaded and how."""
+
+    model_path: str
+    description: str  # llama.cpp's model description, e.g. "llama ?B Q4_1"
+    n_layers: int
+    n_params: int
+    size_bytes: int
+    n_gpu_layers_requested: int
+    n_gpu_layers: int  # layers actually offloaded (0 = CPU only)
+    gpu_offload_supported: bool
+    n_ctx_seq: int  # context of one sequence
+    n_seq_max: int
+    kv_unified: bool
+    kv_type: str
+    share_prompts: bool  # samples of a problem copy its prompt's KV instead of decoding it
+    threads: int
+    notes: tuple[str, ...]  # what the loader had to change, said once to the user
+    load_seconds: float
+
+
+@runtime_checkable
+class BatchEngine(Protocol):
+    """The engine as the solver sees it: a tokenizer, a chat template and ``generate``.
+
+    ``generate`` pulls requests lazily, only when a slot is free; a request whose
+    ``cancelled`` is set ends at the next step with FINISH_CANCELLED; every
+    pulled request comes back exactly once, in finishing order. ``on_step`` is
+    called after every step, also steps that decoded nothing (every sequence
+    waiting on a tool) or failed for want of KV cells, so a caller's clock
+    keeps running.
+    """
+
+    batch_size: int  # sequences decoded together
+    n_ctx_seq: int  # context of one sequence: a prompt this long or longer is too long
+    stats: EngineStats
+    info: LoadInfo
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    @property
+    def bos_token(self) -> str: ...
+
+    @property
+    def eos_token(self) -> str: ...
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]: ...
+
+    def generate(self, requests: Iterable[Request], *, on_step: Callable[[], None] | None = None
+                 ) -> Iterator[Completion]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> BatchEngine: ...
+
+    def __exit__(self, *exc: object) -> None: ...

@@ -1,0 +1,390 @@
+"""The batched engine: one context, many sequences, one ``llama_decode`` per step.
+
+Each step of ``generate`` is: the scheduler plans it (``Scheduler.schedule``),
+the engine fills one ``llama_batch`` with the plan's tokens (the next token of
+every generating sequence, chunks of new prompts, tool output), decodes it,
+and each sequence that asked for logits samples its next token with its own
+sampler chain from its own row; the scheduler takes the tokens back
+(``Scheduler.accept``). Loading (with the GPU-layer fallback ladder),
+tokenizing and the logits of one sequence (for ``compare``) live here too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EngineError, InputError, ModelError
+from ..models import check_gguf
+from . import llama
+from .api import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_PREEMPTIONS,
+    DEFAULT_TOKEN_BUDGET,
+    FLASH_ATTN_MODES,
+    KV_TYPES,
+    BatchEngine,
+    Completion,
+    EngineStats,
+    LoadInfo,
+    Request,
+)
+from .scheduler import Scheduler, StepPlan
+from .sequence import Sequence as Slot
+from .sequence import StopMatcher
+
+
+def default_threads() -> int:
+    """Physical cores where psutil can tell, else all logical CPUs."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except Exception:
+        return os.cpu_count() or 1
+
+
+def gguf_block_count(path: Path) -> int | None:
+    """Number of transformer blocks, read from the GGUF header (None if unreadable)."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+        arch = reader.fields["general.architecture"]
+        name = bytes(arch.parts[arch.data[0]]).decode()
+        field_ = reader.fields[f"{name}.block_count"]
+        return int(field_.parts[field_.data[0]][0])
+    except Exception:
+        return None
+
+
+def layer_ladder(requested: int, n_blocks: int | None) -> list[int]:
+    """Layer counts to try, from the request down to CPU only, halving each time."""
+    if requested == 0:
+        return [0]
+    start = requested if requested > 0 else (n_blocks + 1 if n_blocks else 999)
+    ladder = [requested]
+    n = start // 2
+    while n > 0:
+        if n not in ladder:
+            ladder.append(n)
+        n //= 2
+    ladder.append(0)
+    return ladder
+
+
+class Engine(BatchEngine):
+    """A loaded GGUF model with one batched context. Use as a context manager."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_gpu_layers: int = 0,  # -1 = all layers
+        ctx: int = 4096,  # context of one sequence, prompt included
+        batch_size: int = DEFAULT_BATCH_SIZE,  # sequences decoded together
+        threads: int | None = None,  # None = physical cores
+        kv_unified: bool = False,  # one KV buffer for all sequences (see README: slower at large batch)
+        share_prompts: bool | None = None,  # None = only with kv_unified, where the KV copy is metadata only
+        flash_attn: str = "auto",
+        kv_type: str = "f16",
+        token_budget: int = DEFAULT_TOKEN_BUDGET,  # most tokens in one llama_decode
+        stop: Sequence[str] = (),
+        ignore_eos: bool = False,  # never end on EOS: the end-of-generation tokens are masked
+        max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,  # then a sequence the KV cannot hold ends as kv_full
+        verbose: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        if ctx < 16:
+            raise InputError(f"context must be at least 16 tokens, got {ctx}")
+        if flash_attn not in FLASH_ATTN_MODES:
+            raise InputError(f"flash attention must be one of {', '.join(FLASH_ATTN_MODES)}, got {flash_attn!r}")
+        if kv_type not in KV_TYPES:
+            raise InputError(f"KV cache type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        if kv_type != "f16" and flash_attn == "off":
+            raise InputError(f"a {kv_type} KV cache needs flash attention: use --flash-attn auto or on")
+        self._model: llama.LlamaModel | None = None
+        self._context: llama.LlamaContext | None = None
+        self._batch: llama.LlamaBatch | None = None
+        self._samplers: list[llama.SamplerChain | None] = [None] * batch_size
+        llama.set_verbose(verbose)
+        path = Path(model_path)
+        check_gguf(path)
+        t0 = time.perf_counter()
+        llama.backend_init()
+        threads = threads or default_threads()
+        notes: list[str] = []
+
+        supported = llama.supports_gpu_offload()
+        layers = n_gpu_layers
+        if layers != 0 and not supported:
+            notes.append("GPU offload is not available (CPU build of llama-cpp-python, or no GPU): running on CPU")
+            layers = 0
+        ladder = layer_ladder(layers, gguf_block_count(path) if layers < 0 else None)
+        failure = None
+        for i, n in enumerate(ladder):
+            try:
+                self._model = llama.LlamaModel(path, n_gpu_layers=n)
+            except ModelError as e:
+                failure = failure or e
+                continue
+            layers = n
+            if i > 0:
+                notes.append(f"loading with {ladder[0]} GPU layers failed: loaded with {n}")
+            break
+        if self._model is None:
+            raise failure
+
+        try:
+            model = self._model
+            n_layers = model.n_layers
+            n_ctx_train = model.n_ctx_train
+            if ctx > n_ctx_train > 0:
+                notes.append(f"context {ctx} is longer than the model was trained for ({n_ctx_train})")
+            self._context = llama.LlamaContext(
+                model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
+                n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,
+                kv_unified=kv_unified)
+            self.n_ctx_seq = self._context.n_ctx_seq
+            token_budget = min(token_budget, self._context.n_batch)
+            self._batch = llama.LlamaBatch(token_budget)
+        except BaseException:
+            self.close()
+            raise
+
+        self.batch_size = batch_size
+        self.kv_unified = kv_unified
+        # With one KV stream per sequence a copy moves whole streams, and on this
+        # CPU decode steps got ~45% slower after a few rounds of copies: sharing
+        # then loses on any generation longer than the prompt (see README).
+        self.share_prompts = kv_unified if share_prompts is None else share_prompts
+        self.token_budget = token_budget
+        self.ignore_eos = ignore_eos
+        self.max_preemptions = max_preemptions
+        self._stops = StopMatcher(stop)
+        self.n_vocab = model.n_vocab
+        self._eog = frozenset(model.eog_tokens)
+        self._masked = model.eog_tokens if ignore_eos else ()  # logit-biased to -inf in every sampler
+        self.stats = EngineStats()
+        self.info = LoadInfo(
+            model_path=str(path),
+            description=model.description,
+            n_layers=n_layers,
+            n_params=model.n_params,
+            size_bytes=model.size_bytes,
+            n_gpu_layers_requested=n_gpu_layers,
+            n_gpu_layers=(n_layers + 1 if layers < 0 else min(layers, n_layers + 1)),
+            gpu_offload_supported=supported,
+            n_ctx_seq=self.n_ctx_seq,
+            n_seq_max=batch_size,
+            kv_unified=kv_unified,
+            kv_type=kv_type,
+            share_prompts=self.share_prompts,
+            threads=threads,
+            notes=tuple(notes),
+            load_seconds=time.perf_counter() - t0,
+        )
+
+    # --- lifetime -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free every C object the engine owns, samplers first. Safe to call twice."""
+        for i, sampler in enumerate(self._samplers):
+            if sampler is not None:
+                sampler.close()
+                self._samplers[i] = None
+        for owner in (self._batch, self._context, self._model):
+            if owner is not None:
+                owner.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- vocabulary and metadata --------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Token ids of ``text``; a doubled BOS (template plus tokenizer) is collapsed."""
+        return self._model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token renders to (control tokens render empty)."""
+        return self._model.piece(token)
+
+    def detokenize(self, tokens: Iterable[int]) -> str:
+        return b"".join(self._model.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def token_text(self, token: int) -> str:
+        """A special token's own text (``<|im_start|>``), as a chat template writes it."""
+        return self._model.token_text(token)
+
+    @property
+    def bos_token(self) -> str:
+        bos = self._model.bos
+        return self.token_text(bos) if bos >= 0 else ""
+
+    @property
+    def eos_token(self) -> str:
+        eos = self._model.eos
+        return self.token_text(eos) if eos >= 0 else ""
+
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template stored in the GGUF (``tokenizer.chat_template``)."""
+        return self._model.chat_template
+
+    # --- generation ---------------------------------------------------------------------------------------
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """The model's next-token logits after each of ``tokens``: shape (len(tokens), n_vocab).
+
+        One sequence, decoded from an empty cache in chunks of the token
+        budget; used to compare a quantized model with its reference.
+        """
+        if not tokens:
+            return np.zeros((0, self.n_vocab), dtype=np.float32)
+        if len(tokens) > self.n_ctx_seq:
+            raise InputError(f"{len(tokens)} tokens do not fit a context of {self.n_ctx_seq}")
+        context, batch = self._context, self._batch
+        context.seq_rm(0)
+        out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
+        for start in range(0, len(tokens), self.token_budget):
+            chunk = tokens[start:start + self.token_budget]
+            for i, t in enumerate(chunk):
+                batch.token[i] = t
+                batch.pos[i] = start + i
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            batch.n_tokens = len(chunk)
+            rc = context.decode(batch)
+            if rc != 0:
+                raise EngineError(f"llama_decode failed with code {rc}{llama.last_error()}")
+            out[start:start + len(chunk)] = context.logits(len(chunk))
+        context.seq_rm(0)
+        return out
+
+    def generate(self, requests: Iterable[Request], *, on_step: Callable[[], None] | None = None
+                 ) -> Iterator[Completion]:
+        """Decode ``requests`` in one continuous batch; yield each as it finishes.
+
+        Requests are pulled from the iterable only when a slot is free, so the
+        caller can decide lazily what runs next (and skip what is no longer
+        needed). Completions come in finishing order, not request order.
+        ``on_step`` is called after every step, whatever it did.
+        """
+        model, context, batch = self._model, self._context, self._batch
+        scheduler = Scheduler(
+            requests, n_slots=self.batch_size, n_ctx_seq=self.n_ctx_seq, n_ctx_total=context.n_ctx,
+            kv_unified=self.kv_unified, share_prompts=self.share_prompts, token_budget=self.token_budget,
+            stats=self.stats, tokenize=lambda text: model.tokenize(text, add_special=False, parse_special=False),
+            piece=model.piece, stops=self._stops, max_preemptions=self.max_preemptions)
+        stats = self.stats
+        step = on_step or (lambda: None)
+        try:
+            while True:
+                t_step = time.perf_counter()
+                plan = scheduler.schedule()
+                self._apply(plan, scheduler)
+                finished = scheduler.take_finished()
+                if finished:
+                    yield from self._flush(finished)
+                if plan.done:
+                    return
+                if not plan.n_tokens:
+                    if plan.waiting_on_tools:
+                        time.sleep(0.001)  # every sequence waits on a tool: do not spin
+                    step()  # the caller's clock keeps running (time limits)
+                    continue
+                self._fill(batch, plan)
+                t0 = time.perf_counter()
+                rc = context.decode(batch)
+                t1 = time.perf_counter()
+                stats.decode_seconds += t1 - t0
+                if rc == 1:
+                    # No KV slot: the memory is as before the call.
+                    scheduler.preempt()
+                    self._release(scheduler.take_released())
+                    finished = scheduler.take_finished()
+                    if finished:
+                        yield from self._flush(finished)
+                    step()
+                    continue
+                if rc != 0:
+                    raise EngineError(f"llama_decode failed with code {rc}{llama.last_error()}")
+                scheduler.decoded(plan)
+                self._sample(plan, scheduler)
+                self._release(scheduler.take_released())
+                t_end = time.perf_counter()
+                stats.sample_seconds += t_end - t1
+                stats.step_seconds += t_end - t_step
+                finished = scheduler.take_finished()
+                if finished:
+                    yield from self._flush(finished)
+                step()
+        finally:
+            # Stopped early (caller closed the generator, Ctrl-C): free the sequences.
+            self._release(scheduler.close())
+
+    # --- the parts of a step ------------------------------------------------------------------------------
+
+    def _apply(self, plan: StepPlan, scheduler: Scheduler) -> None:
+        """Free what the scheduler released, give new sequences samplers, copy shared prompts."""
+        self._release(scheduler.take_released())
+        masked = self._masked
+        for slot in plan.admitted:
+            request = slot.request
+            self._samplers[slot.seq_id] = llama.SamplerChain(request.sampling, request.seed, n_vocab=self.n_vocab,
+                                                              masked=masked)
+        context = self._context
+        for donor, seq_id, keep in plan.copies:
+            context.seq_cp(donor, seq_id)
+            context.seq_rm(seq_id, keep)
+
+    def _release(self, slots: list[Slot]) -> None:
+        """Clear released sequences' KV cells and free their samplers."""
+        for slot in slots:
+            self._context.seq_rm(slot.seq_id)
+            sampler = self._samplers[slot.seq_id]
+            if sampler is not None:
+                sampler.close()
+                self._samplers[slot.seq_id] = None
+
+    @staticmethod
+    def _fill(batch: llama.LlamaBatch, plan: StepPlan) -> None:
+        """Write the plan's tokens into the batch, asking for logits where a sequence samples."""
+        b_token, b_pos, b_seq, b_logits = batch.token, batch.pos, batch.seq_id, batch.logits
+        n = 0
+        for slot in plan.batch:
+            feed, seq_id = slot.feed, slot.seq_id
+            start = slot.step_start
+            pos = slot.pos - (slot.fed - start)
+            for j in range(slot.fed - start):
+                b_token[n] = feed[start + j]
+                b_pos[n] = pos + j
+                b_seq[n][0] = seq_id
+                b_logits[n] = 0
+                n += 1
+            if slot.logit_index >= 0:
+                b_logits[n - 1] = 1
+        batch.n_tokens = n
+
+    def _sample(self, plan: StepPlan, scheduler: Scheduler) -> None:
+        """One token for every sequence whose inputs are all decoded, handed to the scheduler."""
+        context, samplers, piece, eog = self._context, self._samplers, self._model.piece, self._eog
+        ignore_eos = self.ignore_eos
+        for slot in plan.sampling:
+            token = samplers[slot.seq_id].sample(context, slot.logit_index)
+            scheduler.accept(slot, token, piece(token), eog=token in eog and not ignore_eos)
+
+    def _flush(self, finished: list[Completion]) -> Iterator[Completion]:
+        reasons = self.stats.finish_reasons
+        for completion in finished:
+            reasons[completion.finish_reason] += 1
+        yield from finished

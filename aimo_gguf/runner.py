@@ -1,0 +1,315 @@
+"""``run``: a problems file in, a submission and a summary out, with nothing lost on the way.
+
+Before the model loads, every output is checked: none may name the input,
+the model or another output, and each location must take a file. Then the
+journal is opened (and locked), the engine loaded, and the ``Solver`` run;
+each decided problem goes to the journal at once. Ctrl-C or SIGTERM stops the
+solving, never the writing: the answers that finished, the fallback for the
+rest, and the summary are written, and the exit code says which signal it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .config import RunConfig
+from .engine.api import BatchEngine
+from .errors import InputError, OutputError
+from .interrupt import EXIT_CODES, Stopped, stop_signals
+from .journal import Journal, default_journal, fingerprint
+from .outputs import TraceWriter, check_distinct, check_writable
+from .problems import (
+    SAMPLE_PROBLEMS,
+    Problem,
+    read_problems,
+    write_json_atomic,
+    write_submission,
+)
+from .solver import Clock, ProblemResult, Solver
+from .summary import RunSummary, peak_rss_mb
+from .tir import ToolStats
+
+DEFAULT_OUTPUT = "submission.csv"
+KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
+PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes inside a long problem, in a terminal
+PROGRESS_INTERVAL_LOG = 10.0  # the same when stderr is a log (a Kaggle notebook): a line each time
+
+
+@dataclass
+class RunResult:
+    """What ``run`` returns: the submission rows in input order and the summary."""
+
+    answers: list[tuple[str, int]]
+    summary: RunSummary
+    results: list[ProblemResult] = field(default_factory=list)  # kept only for small runs (see KEEP_RESULTS)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 130 / 143 when Ctrl-C / SIGTERM stopped the run."""
+        if not self.summary.interrupted:
+            return 0
+        return EXIT_CODES.get(getattr(signal, self.summary.stopped_by or "SIGINT", signal.SIGINT), 130)
+
+
+def run(
+    problems: str | Path | Sequence[Problem] | None = None,
+    *,
+    output: str | Path | None = DEFAULT_OUTPUT,
+    summary: str | Path | None = None,
+    traces: str | Path | None = None,
+    journal: str | Path | bool | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    verbose: bool = False,
+    on_result: Callable[[ProblemResult], None] | None = None,
+    config: RunConfig | None = None,
+    engine: BatchEngine | None = None,
+    clock: Clock = time.monotonic,
+    **options,
+) -> RunResult:
+    """Solve a problems file (or the bundled sample set) and write the submission.
+
+    ``options`` are RunConfig fields, named like the CLI flags
+    (``n_gpu_layers=40``, ``batch_size=16``). ``engine``: an engine already
+    loaded (``config.model`` is then only recorded); otherwise one is loaded
+    from ``config`` and closed at the end. Ctrl-C and SIGTERM stop the run but
+    still write every answer that finished and the fallback for the rest.
+
+    Each finished problem goes to a journal (``journal``: a path, or by
+    default ``<output stem>.journal.jsonl`` beside the output; False for none);
+    ``resume`` skips the problems the journal holds. With ``time_limit`` the
+    clock starts here, model load included.
+    """
+    t0 = clock()
+    config = config or RunConfig(**options)
+    deadline = t0 + config.time_limit - config.margin if config.time_limit else None
+    source = None
+    if not isinstance(problems, (list, tuple)):
+        source = None if problems in (None, SAMPLE_PROBLEMS) else Path(problems)
+        problems = read_problems(problems)
+    if engine is None:
+        from .models import resolve_model
+
+        model_path = resolve_model(config.model)
+    else:
+        model_path = Path(engine.info.model_path)
+    if journal is None or journal is True:
+        journal = default_journal(output) if output is not None else None
+    if resume and not journal:
+        raise InputError("--resume needs a journal: give --journal or an --output to put it beside")
+    _check_outputs(source, model_path, output=output, summary=summary, traces=traces, journal=journal or None)
+
+    outcome = _Outcome(problems, config)
+    log = None
+    with stop_signals() as stop:
+        try:
+            with contextlib.ExitStack() as stack:
+                log = stack.enter_context(Journal(journal, fingerprint(config, model_path), resume=resume)) \
+                    if journal else None
+                tracer = stack.enter_context(TraceWriter(traces, append=resume)) if traces is not None else None
+                if log is not None and log.entries:
+                    print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
+                if engine is None:
+                    from .loading import load_engine
+
+                    engine = stack.enter_context(load_engine(config, model_path, verbose=verbose))
+                outcome.solve(engine, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
+                              clock=clock)
+        except (KeyboardInterrupt, Stopped) as e:
+            stop.disarm()  # a second signal must not cut the writing short
+            outcome.stopped(e.name if isinstance(e, Stopped) else "SIGINT")
+        stop.disarm()
+        return outcome.write(output, summary, journal=log.path if log is not None and log.written else None)
+
+
+def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
+    """Before the model loads: distinct files, each location writable."""
+    labels = {"output": "--output", "summary": "--summary", "traces": "--traces", "journal": "--journal"}
+    paths = {"the problems file": source, "the model": model}
+    paths.update({labels[name]: path for name, path in outputs.items()})
+    check_distinct(paths, outputs=set(labels.values()))
+    for name, path in outputs.items():
+        if path is not None:
+            check_writable(path, labels[name].removeprefix("--"), replace=name in ("output", "summary"))
+
+
+class _Outcome:
+    """The answers and counters of one run while it goes, and the files they end in."""
+
+    def __init__(self, problems: Sequence[Problem], config: RunConfig) -> None:
+        self.problems = problems
+        self.config = config
+        self.answers: list[int | None] = [None] * len(problems)
+        self.results: list[ProblemResult] = []
+        self.summary = RunSummary(problems=len(problems), samples_per_problem=config.samples,
+                                  max_tokens=config.max_tokens, time_limit=config.time_limit)
+        self.seconds: list[float] = []  # per problem: a float each, the only per-problem state a long run keeps
+        self.budgets: list[float] = []
+        self.deadline: float | None = None
+        self.t_start = time.perf_counter()
+
+    def solve(self, engine: BatchEngine, log: Journal | None, tracer: TraceWriter | None, *, progress: bool,
+              on_result, deadline: float | None, clock: Clock) -> None:
+        config, summary = self.config, self.summary
+        self.deadline = deadline
+        self.engine = engine
+        info = engine.info
+        summary.model, summary.model_description = info.model_path, info.description
+        summary.n_gpu_layers_requested, summary.n_gpu_layers = info.n_gpu_layers_requested, info.n_gpu_layers
+        summary.gpu_offload_supported, summary.notes = info.gpu_offload_supported, list(info.notes)
+        summary.batch_size, summary.ctx, summary.threads = info.n_seq_max, info.n_ctx_seq, info.threads
+        summary.load_seconds = info.load_seconds
+        for note in info.notes:
+            print(f"aimo-gguf: {note}", file=sys.stderr)
+        todo = self._take_journaled(log.entries if log is not None else {})
+        bar = _ProgressBar(len(self.problems), engine, summary, enabled=progress)
+        self.tool_stats = ToolStats() if config.tir else None
+        solver = Solver(engine, config, traces=tracer, on_step=bar.refresh if bar.enabled else None,
+                        deadline=deadline, tool_stats=self.tool_stats, clock=clock)
+        self.t_start = time.perf_counter()
+        try:
+            for result in solver.solve([self.problems[i] for i in todo]):
+                result = replace(result, index=todo[result.index])
+                self.answers[result.index] = result.answer
+                if log is not None and not (result.cut and result.samples == 0):
+                    log.append(result)  # a problem cut before any sample finished is retried by --resume
+                self._count(result)
+                if on_result is not None:
+                    on_result(result)
+                bar.advance()
+        finally:
+            bar.close()
+            self._collect(engine)
+
+    def _take_journaled(self, earlier: dict) -> list[int]:
+        """Answers from an earlier run's journal; returns the positions still to solve."""
+        todo = []
+        known = {f.name for f in fields(ProblemResult)}
+        for position, problem in enumerate(self.problems):
+            entry = earlier.get(problem.id)
+            if entry is None:
+                todo.append(position)
+                continue
+            result = ProblemResult(**{k: v for k, v in entry.items() if k in known and k != "index"}, index=position)
+            self.answers[position] = result.answer
+            self.summary.resumed += 1
+            self._count(result, resumed=True)
+        return todo
+
+    def _count(self, result: ProblemResult, *, resumed: bool = False) -> None:
+        s = self.summary
+        s.problems_done += 1
+        s.samples += result.samples
+        if not result.too_long:
+            s.samples_skipped += self.config.samples - result.samples
+        s.valid_answers += result.valid
+        s.majority += result.majority
+        s.early_stopped += result.early_stopped
+        s.cut += result.cut
+        s.fallbacks += result.fallback
+        s.too_long += result.too_long
+        if result.correct is not None:
+            s.graded += 1
+            s.correct += result.correct
+        if not resumed:
+            self.seconds.append(result.seconds)
+            if result.budget is not None:
+                self.budgets.append(result.budget)
+        if len(self.problems) <= KEEP_RESULTS:
+            self.results.append(result)
+
+    def _collect(self, engine: BatchEngine) -> None:
+        """The engine's and the tools' counters into the summary."""
+        s, stats = self.summary, engine.stats
+        s.run_seconds = time.perf_counter() - self.t_start
+        s.prompt_tokens = stats.prompt_tokens
+        s.shared_prompt_tokens = stats.shared_prompt_tokens
+        s.generated_tokens = stats.generated_tokens
+        s.decode_seconds = stats.decode_seconds
+        s.sample_seconds = stats.sample_seconds
+        s.kv_preemptions = stats.kv_preemptions
+        s.finish_reasons = dict(sorted(stats.finish_reasons.items()))
+        if self.tool_stats is not None:
+            s.tools = self.tool_stats.to_dict()
+            s.tools["injected_tokens"] = stats.injected_tokens
+
+    def stopped(self, signal_name: str) -> None:
+        self.summary.interrupted = True
+        self.summary.stopped_by = signal_name
+        print(f"aimo-gguf: stopped by {signal_name}: writing the finished answers and the fallback for the rest",
+              file=sys.stderr, flush=True)
+
+    def write(self, output, summary_path, *, journal: Path | None) -> RunResult:
+        """The submission (input order, fallbacks for the unanswered) and the summary."""
+        s, config = self.summary, self.config
+        missing = sum(a is None for a in self.answers)
+        s.not_started = missing if self.deadline is not None and not s.interrupted else 0
+        s.fallbacks += missing
+        s.problem_seconds = _spread(self.seconds)
+        s.budget_seconds = _spread(self.budgets)
+        s.peak_rss_mb = peak_rss_mb()
+        rows = [(p.id, config.fallback_answer if a is None else a) for p, a in zip(self.problems, self.answers)]
+        failure = None
+        if output is not None:
+            try:
+                write_submission(output, rows)
+            except OutputError as e:
+                hint = f"; the answers are in the journal {journal}: rerun with --resume" if journal else ""
+                failure = OutputError(f"{e}{hint}")
+        if summary_path is not None:
+            write_json_atomic(summary_path, s.to_dict())
+        if failure is not None:
+            raise failure
+        self.results.sort(key=lambda r: r.index)
+        return RunResult(answers=rows, summary=s, results=self.results)
+
+
+class _ProgressBar:
+    """tqdm on stderr: problems, samples, tokens/s, ETA; refreshed inside long problems too."""
+
+    def __init__(self, total: int, engine: BatchEngine, summary: RunSummary, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stats, self.summary = engine.stats, summary
+        self._last = 0.0
+        self._t0 = time.perf_counter()
+        self.interval = PROGRESS_INTERVAL if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=summary.resumed, unit="problem", file=sys.stderr,
+                             dynamic_ncols=True, smoothing=0.1,
+                             mininterval=0.1 if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG)
+
+    def refresh(self) -> None:
+        now = time.perf_counter()
+        if self._bar is None or now - self._last < self.interval:
+            return
+        self._last = now
+        rate = self.stats.generated_tokens / max(now - self._t0, 1e-9)
+        self._bar.set_postfix_str(f"samples={self.summary.samples} tok/s={rate:.1f}", refresh=False)
+        self._bar.refresh()
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    """min / median / max, rounded; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"min": round(ordered[0], 3), "median": round(statistics.median(ordered), 3), "max": round(ordered[-1], 3)}

@@ -1,0 +1,448 @@
+"""The sandbox worker: a program of the standard library alone, run as
+``python -I -B worker.py CONFIG_JSON`` by ``aimo_gguf.sandbox.process.Sandbox``.
+
+It puts up its walls (resource limits, a private network namespace, Landlock,
+seccomp, an audit hook), says hello with the walls it got, then answers one
+JSON request per line (``{"id": n, "code": "..."}``) with one JSON reply
+(``{"id": n, "status": ..., "output": ...}``) on its own copies of stdin and
+stdout. Importing this module does nothing: ``main()`` runs only as a program.
+It never imports aimo_gguf: ``-I`` keeps the package off its path anyway.
+"""
+
+import ast
+import builtins
+import collections
+import contextlib
+import ctypes
+import fractions
+import functools
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import resource
+import signal
+import site
+import stat
+import struct
+import sys
+import traceback
+import types
+from fractions import Fraction
+
+CONFIG: dict = {}  # the parent's settings (timeout, limits, preload, ...), filled by main()
+WORKDIR = ""  # the private working folder: the current directory at start
+LIBC = None  # libc, for the walls only; dropped before any code runs
+DEFAULT_CUT_MARK = "\n... [output cut: {n} characters] ...\n"
+HEAVY = {"numpy": "numpy", "np": "numpy", "sympy": "sympy", "sp": "sympy"}  # name -> module
+CHEAP = {"math": math, "fractions": fractions, "Fraction": Fraction, "itertools": itertools,
+         "functools": functools, "collections": collections}
+
+
+def take_protocol_fds():
+    """Move the protocol off fds 0, 1 and 2, so writes to them cannot corrupt it."""
+    fd_in, fd_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    return os.fdopen(fd_in, "rb"), fd_out
+
+
+def lower_limit(which, soft, hard=None):
+    hard = soft if hard is None else hard
+    _, current = resource.getrlimit(which)
+    if current != resource.RLIM_INFINITY:
+        hard = min(hard, current)
+        soft = min(soft, hard)
+    resource.setrlimit(which, (soft, hard))
+
+
+def tasks_of_user(uid):
+    """Tasks (threads included) the kernel counts against ``uid``'s RLIMIT_NPROC."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as status:
+                lines = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue
+        if int(lines["Uid"].split()[0]) == uid:
+            count += int(lines["Threads"])
+    return count
+
+
+def set_limits():
+    """Resource limits; returns whether RLIMIT_NPROC is in force (never for root)."""
+    mib = 2**20
+    lower_limit(resource.RLIMIT_AS, CONFIG["memory_mb"] * mib)
+    lower_limit(resource.RLIMIT_CPU, CONFIG["cpu_seconds"], CONFIG["cpu_seconds"] + 1)
+    lower_limit(resource.RLIMIT_FSIZE, CONFIG["file_mb"] * mib)
+    lower_limit(resource.RLIMIT_CORE, 0)
+    lower_limit(resource.RLIMIT_NOFILE, 1024)
+    if os.getuid() == 0 or not sys.platform.startswith("linux"):
+        return False
+    lower_limit(resource.RLIMIT_NPROC, tasks_of_user(os.getuid()) + CONFIG["max_processes"])
+    return True
+
+
+def private_network():
+    """A new network namespace: no interfaces but a down loopback."""
+    return sys.platform.startswith("linux") and LIBC.unshare(ctypes.c_int(0x40000000)) == 0
+
+
+def syscall(number, *args):
+    return LIBC.syscall(ctypes.c_long(number), *args)
+
+
+def python_roots():
+    """Folders Python's imports read: its prefixes and site-packages."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.__file__), *site.getsitepackages()}
+    roots.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    return sorted({os.path.realpath(r) for r in roots if os.path.isdir(r)})
+
+
+SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime",
+               "/usr/share/zoneinfo", "/sys/devices/system/cpu")
+
+
+def landlock(read_roots):
+    """Kernel file rules: read Python and system libraries, write only WORKDIR. Returns the ABI or 0."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    abi = syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint(1))
+    if abi < 1:
+        return 0
+    handled = (1 << 13) - 1
+    for version, bit in ((2, 13), (3, 14), (5, 15)):  # refer, truncate, ioctl_dev
+        if abi >= version:
+            handled |= 1 << bit
+    net = 0b11 if abi >= 4 and not CONFIG["network"] else 0  # bind_tcp, connect_tcp
+    scoped = 0b11 if abi >= 6 else 0  # abstract unix sockets, signals
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    attr = ctypes.create_string_buffer(struct.pack("=QQQ", handled, net, scoped)[:size], size)
+    ruleset = syscall(444, attr, ctypes.c_size_t(size), ctypes.c_uint(0))
+    if ruleset < 0:
+        return 0
+    read = 1 | 4 | 8  # execute, read_file, read_dir
+    file_rights = 1 | 2 | 4 | (1 << 14) | (1 << 15)  # rights that apply to a file, not a folder
+    rules = [(path, read) for path in (*read_roots, *SYSTEM_READ)]
+    rules += [(WORKDIR, handled), (os.devnull, 2 | 4 | (1 << 15))]
+    try:
+        for path, access in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    access &= file_rights
+                rule = ctypes.create_string_buffer(struct.pack("=Qi", access & handled, fd), 12)
+                syscall(445, ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint(0))
+            finally:
+                os.close(fd)
+        no_new_privs()
+        return abi if syscall(446, ctypes.c_int(ruleset), ctypes.c_uint(0)) == 0 else 0
+    finally:
+        os.close(ruleset)
+
+
+def no_new_privs():
+    LIBC.prctl(ctypes.c_int(38), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+
+# x86-64 syscall numbers refused with EPERM: processes, exec, tracing, namespaces,
+# mounts, modules, keys, io_uring, ids, clocks, device nodes, ...
+DENIED = (57, 58, 59, 322, 101, 310, 311, 272, 308, 165, 166, 155, 161, 169, 246, 320, 175, 313, 176,
+          321, 298, 250, 248, 249, 160, 425, 426, 427, 304, 303, 323, 434, 424, 438, 129, 297, 200,
+          112, 109, 105, 106, 113, 114, 117, 119, 116, 122, 123, 126, 167, 168, 164, 227, 305, 159,
+          170, 171, 172, 173, 163, 179, 133, 259, 103, 300, 428, 429, 430, 431, 432, 433, 442, 153,
+          134, 212, 180)
+SOCKETS = (41, 53)  # socket, socketpair
+CLONE, CLONE3, KILL, TGKILL, PRLIMIT64 = 56, 435, 62, 234, 302
+
+
+def seccomp():
+    """A seccomp filter refusing what DENIED lists; x86-64 Linux only. Returns whether it is in force."""
+    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
+        return False
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill_process = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
+    clone_thread, pid = 0x00010000, os.getpid()
+
+    def op(code, k, jt=0, jf=0):
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    prog = [op(ld, 4), op(jeq, 0xC000003E, 1, 0), op(ret, kill_process),  # arch must be x86-64
+            op(ld, 0), op(jge, 0x40000000, 0, 1), op(ret, enosys),  # no x32 syscalls
+            # clone: threads only
+            op(jeq, CLONE, 0, 4), op(ld, 16), op(jset, clone_thread, 0, 1), op(ret, allow), op(ret, eperm),
+            # clone3 hides its flags in memory: ENOSYS makes glibc fall back to clone
+            op(jeq, CLONE3, 0, 1), op(ret, enosys),
+            # prlimit64: reading is fine, setting is not
+            op(jeq, PRLIMIT64, 0, 6), op(ld, 32), op(jeq, 0, 0, 3), op(ld, 36), op(jeq, 0, 0, 1),
+            op(ret, allow), op(ret, eperm)]
+    for number in (KILL, TGKILL):  # signals to this process only
+        prog += [op(jeq, number, 0, 6), op(ld, 16), op(jeq, pid, 0, 3), op(ld, 20), op(jeq, 0, 0, 1),
+                 op(ret, allow), op(ret, eperm)]
+    for number in DENIED + (() if CONFIG["network"] else SOCKETS):
+        prog += [op(jeq, number, 0, 1), op(ret, eperm)]
+    prog.append(op(ret, allow))
+    code = b"".join(prog)
+    buffer = ctypes.create_string_buffer(code, len(code))
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    program = Program(len(prog), ctypes.addressof(buffer))
+    no_new_privs()
+    return LIBC.prctl(ctypes.c_int(22), ctypes.c_ulong(2), ctypes.byref(program),
+                      ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+
+
+def refuse_fork_exec():
+    """_posixsubprocess.fork_exec raises no audit event: replace it."""
+    import _posixsubprocess
+
+    def fork_exec(*args, **kwargs):
+        raise PermissionError("sandbox: starting processes is not allowed")
+
+    _posixsubprocess.fork_exec = fork_exec
+
+
+# Audit events refused outright, and those whose path arguments are checked:
+# event -> ((path index, dir_fd index or None, "r" or "w"), ...)
+REFUSED = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+           "os.forkpty", "os.kill", "os.killpg", "signal.pthread_kill", "resource.setrlimit",
+           "resource.prlimit", "pty.spawn", "os.startfile", "webbrowser.open", "sys.remote_exec"}
+PATHS = {"os.remove": ((0, 1, "w"),), "os.rmdir": ((0, 1, "w"),), "os.mkdir": ((0, 2, "w"),),
+         "os.rename": ((0, 2, "w"), (1, 3, "w")), "os.link": ((0, 2, "r"), (1, 3, "w")),
+         "os.symlink": ((1, 2, "w"),), "os.chmod": ((0, 2, "w"),), "os.chown": ((0, 3, "w"),),
+         "os.utime": ((0, 3, "w"),), "os.truncate": ((0, None, "w"),), "os.chflags": ((0, None, "w"),),
+         "os.lchflags": ((0, None, "w"),), "os.lchmod": ((0, None, "w"),), "os.setxattr": ((0, None, "w"),),
+         "os.removexattr": ((0, None, "w"),), "os.getxattr": ((0, None, "r"),),
+         "os.listxattr": ((0, None, "r"),), "os.listdir": ((0, None, "r"),), "os.scandir": ((0, None, "r"),),
+         "os.chdir": ((0, None, "cd"),), "glob.glob": ((0, None, "r"),), "glob.glob/2": ((0, 3, "r"),),
+         "shutil.rmtree": ((0, None, "w"),), "shutil.copyfile": ((0, None, "r"), (1, None, "w")),
+         "shutil.copymode": ((1, None, "w"),), "shutil.copystat": ((1, None, "w"),),
+         "shutil.copytree": ((0, None, "r"), (1, None, "w")), "shutil.move": ((0, None, "w"), (1, None, "w")),
+         "shutil.chown": ((0, None, "w"),), "shutil.make_archive": ((0, None, "w"), (2, None, "r")),
+         "shutil.unpack_archive": ((0, None, "r"), (1, None, "w")), "pathlib.Path.glob": ((0, None, "r"),),
+         "pathlib.Path.rglob": ((0, None, "r"),)}
+DEVICES = frozenset({"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"})
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+def install_audit_hook(read_roots):
+    sep, realpath, fsdecode, fspath = os.sep, os.path.realpath, os.fsdecode, os.fspath
+    readable = (WORKDIR, *read_roots)
+    writable = (WORKDIR,)
+    refused_prefixes = ("ctypes.",) + (() if CONFIG["network"] else ("socket.",))
+
+    def inside(path, roots):
+        return path in DEVICES or any(path == root or path.startswith(root + sep) for root in roots)
+
+    def resolve(path, dir_fd):
+        if path is None:
+            path = "."
+        path = fsdecode(fspath(path))
+        if isinstance(dir_fd, int) and dir_fd >= 0 and not os.path.isabs(path):
+            path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+        return realpath(path)
+
+    def check(path, dir_fd, access, event):
+        if isinstance(path, int):  # an open file descriptor
+            return
+        where = resolve(path, dir_fd)
+        roots = readable if access == "r" else writable
+        if not inside(where, roots):
+            verb = {"r": "reading", "w": "writing", "cd": "changing directory to"}[access]
+            raise PermissionError(f"sandbox: {verb} {where} is not allowed ({event}); "
+                                  f"only the working folder {WORKDIR} is")
+
+    def hook(event, args):
+        if event == "open":
+            path, mode, flags = args
+            if isinstance(flags, int) and flags & WRITE_FLAGS or mode and any(c in mode for c in "wax+"):
+                check(path, None, "w", event)
+            else:
+                check(path, None, "r", event)
+            return
+        spec = PATHS.get(event)
+        if spec is not None:
+            for index, fd_index, access in spec:
+                if index < len(args):
+                    dir_fd = args[fd_index] if fd_index is not None and fd_index < len(args) else None
+                    check(args[index], dir_fd, access, event)
+            return
+        if event in REFUSED or event.startswith(refused_prefixes):
+            raise PermissionError(f"sandbox: {event} is not allowed")
+
+    sys.addaudithook(hook)
+
+
+class Interrupted(BaseException):
+    """Raised into user code by the timeout alarm (a BaseException: ``except Exception`` misses it)."""
+
+
+class Capture(io.TextIOBase):
+    """A stdout that keeps the first and the last ``limit`` characters written."""
+
+    encoding, errors = "utf-8", "strict"  # what libraries look at to choose their characters
+
+    def __init__(self, limit):
+        self.limit, self.head, self.head_len, self.tail, self.total = limit, [], 0, "", 0
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.total += len(text)
+        if self.head_len < self.limit:
+            piece = text[: self.limit - self.head_len]
+            self.head.append(piece)
+            self.head_len += len(piece)
+        self.tail = (self.tail + text[-self.limit:])[-self.limit:]
+        return len(text)
+
+    def text(self):
+        return cut("".join(self.head), self.tail, self.total, self.limit)
+
+
+def cut(head, tail, total, limit, mark=None):
+    """``head`` and ``tail`` of a text of ``total`` characters, joined by a cut mark once it is
+    longer than ``limit``; at most ``limit`` characters of the text are kept."""
+    if total <= limit:
+        return head
+    keep_head = limit // 2
+    keep_tail = limit - keep_head
+    head, tail = head[:keep_head], tail[-keep_tail:] if keep_tail else ""
+    mark = mark if mark is not None else CONFIG.get("cut_mark", DEFAULT_CUT_MARK)
+    return head + mark.format(n=total - len(head) - len(tail)) + tail
+
+
+def error_line(error):
+    if isinstance(error, SyntaxError):
+        return f"{type(error).__name__}: {error.msg} (line {error.lineno})"
+    lines = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
+
+
+def names_in(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= names_in(const)
+    return names
+
+
+class Worker:
+    """The code's namespace, and the runner of its cells."""
+
+    def __init__(self):
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        if CONFIG["preload"]:
+            self.namespace.update(CHEAP)
+        self.loaded = set()
+        self.armed = False
+        signal.signal(signal.SIGALRM, self.on_alarm)
+
+    def on_alarm(self, signum, frame):
+        if self.armed:
+            raise Interrupted
+
+    def load_heavy(self, names):
+        """Import numpy or sympy the first time a cell names it (0.1-0.3 s each, once)."""
+        for module in sorted({HEAVY[name] for name in names if name in HEAVY} - self.loaded):
+            try:
+                value = __import__(module)
+            except Exception:  # not installed, or unusable under the limits
+                value = None
+            self.loaded.add(module)
+            if value is not None:
+                for name, target in HEAVY.items():
+                    if target == module:
+                        self.namespace.setdefault(name, value)
+
+    def run(self, source):
+        out = Capture(CONFIG["max_output"])
+        status, text = "ok", None
+        try:
+            self.armed = True
+            signal.setitimer(signal.ITIMER_REAL, CONFIG["timeout"])
+            try:
+                tree = ast.parse(source, "<cell>")
+                last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                body = compile(tree, "<cell>", "exec")
+                tail = compile(ast.Expression(last.value), "<cell>", "eval") if last else None
+                if CONFIG["preload"]:
+                    names = names_in(body) | (names_in(tail) if tail else set())
+                    self.load_heavy({name.split(".")[0] for name in names})
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+                    exec(body, self.namespace)
+                    if tail is not None:
+                        value = eval(tail, self.namespace)
+                        if value is not None and out.total == 0:
+                            out.write(repr(value))
+            finally:
+                self.armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except Interrupted:
+            status, text = "timeout", f"TimeoutError: the code ran longer than {CONFIG['timeout']:g} s and was stopped"
+        except SystemExit as stop:
+            if stop.code not in (None, 0):
+                status, text = "error", error_line(stop)
+        except BaseException as error:
+            status, text = "error", error_line(error)
+        if text is None:
+            return {"status": status, "output": out.text()}
+        return {"status": status, "output": cut(text, text, len(text), CONFIG["max_output"])}
+
+
+def send(fd, message):
+    data = (json.dumps(message) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def main(argv=None):
+    global LIBC, WORKDIR
+    argv = sys.argv if argv is None else argv
+    CONFIG.update(json.loads(argv[1]))
+    sys.argv = [""]
+    WORKDIR = os.path.realpath(os.getcwd())
+    LIBC = ctypes.CDLL(None, use_errno=True)
+    LIBC.syscall.restype = ctypes.c_long
+    reader, fd_out = take_protocol_fds()
+    read_roots = python_roots()
+    active = {"rlimits": True, "nproc": set_limits()}
+    active["network_namespace"] = not CONFIG["network"] and private_network()
+    active["landlock"] = landlock(read_roots)
+    active["seccomp"] = seccomp()
+    refuse_fork_exec()
+    worker = Worker()
+    if CONFIG["audit_hook"]:
+        install_audit_hook(read_roots)
+    active["audit_hook"] = CONFIG["audit_hook"]
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)  # stderr was a pipe for start-up errors only
+    os.close(null)
+    LIBC = None  # no ready-made libc functions for the code to find
+    send(fd_out, {"hello": os.getpid(), "protections": active})
+    for line in reader:
+        request = json.loads(line)
+        reply = worker.run(request["code"])
+        reply["id"] = request["id"]
+        send(fd_out, reply)
+
+
+if __name__ == "__main__":
+    main()

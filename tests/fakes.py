@@ -1,0 +1,199 @@
+"""Stand-ins shared by the test tiers: a fake engine that declares the real one's interface, a fake clock.
+
+``FakeEngine`` declares ``aimo_gguf.engine.BatchEngine``, the Protocol the solver
+drives and the real ``Engine`` declares too; ``tests/cli/test_engine_contract.py``
+runs the same contract test against both. Its ``generate`` simulates continuous
+batching step by step: up to ``batch_size`` requests are active, pulled lazily
+from the caller's iterable when a slot is free; a cancelled request ends at the
+next step; each active request advances one step per step and finishes after
+``steps(problem, sample)`` of them (or one per token with ``steps="tokens"``) with ``reply(problem, sample)`` as its text
+(cut to ``max_tokens`` characters, one token each, and then ``length``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+from aimo_gguf.engine import (
+    FINISH_CANCELLED,
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_TOO_LONG,
+    BatchEngine,
+    Completion,
+    EngineStats,
+    LoadInfo,
+    Request,
+)
+from aimo_gguf.problems import Problem
+
+TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+Reply = Callable[[int, int], str]
+
+
+def boxed(answer: int | None) -> str:
+    return "I do not know." if answer is None else f"So the answer is \\boxed{{{answer}}}."
+
+
+def problems_of(n: int, *, answers: list[int | None] | None = None) -> list[Problem]:
+    answers = answers if answers is not None else [None] * n
+    return [Problem(id=f"p{i}", problem=f"What is {i} + 1?", answer=answers[i]) for i in range(n)]
+
+
+def fake_info(*, batch_size: int = 1, n_ctx_seq: int = 4096, n_gpu_layers_requested: int = 0) -> LoadInfo:
+    return LoadInfo(model_path="fake.gguf", description="fake 0B Q0", n_layers=2, n_params=0, size_bytes=0,
+                    n_gpu_layers_requested=n_gpu_layers_requested, n_gpu_layers=0, gpu_offload_supported=False,
+                    n_ctx_seq=n_ctx_seq, n_seq_max=batch_size, kv_unified=False, kv_type="f16",
+                    share_prompts=False, threads=1, notes=(), load_seconds=0.0)
+
+
+class FakeEngine(BatchEngine):
+    """Canned replies, continuous batching of ``batch_size``, ``steps`` steps per sample."""
+
+    def __init__(
+        self,
+        reply: Reply,
+        *,
+        batch_size: int = 1,
+        n_ctx_seq: int = 4096,
+        chat_template: str | None = TEMPLATE,
+        steps: Callable[[int, int], int] | str | None = None,  # steps a sample takes; default 1;
+        # "tokens": one step per character of its reply, at most max_tokens, as the real engine does
+        n_gpu_layers_requested: int = 0,
+    ) -> None:
+        self.reply = reply
+        self.batch_size = batch_size
+        self.n_ctx_seq = n_ctx_seq
+        self._chat_template = chat_template
+        self.per_token = steps == "tokens"
+        self.steps_of = (lambda p, s: 1) if steps is None or self.per_token else steps
+        self.pulled: list[Request] = []  # every request taken from the caller's iterable
+        self.finished: list[Completion] = []
+        self.max_active = 0
+        self.steps = 0
+        self.closed = False
+        self.stats = EngineStats()
+        self.info = fake_info(batch_size=batch_size, n_ctx_seq=n_ctx_seq,
+                              n_gpu_layers_requested=n_gpu_layers_requested)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._chat_template
+
+    @property
+    def bos_token(self) -> str:
+        return "<s>"
+
+    @property
+    def eos_token(self) -> str:
+        return "</s>"
+
+    def __enter__(self) -> FakeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        return [ord(c) for c in text]  # one token per character: prompt lengths are easy to control
+
+    def pulled_for(self, problem_index: int) -> list[Request]:
+        return [r for r in self.pulled if r.key[0] == problem_index]
+
+    def _key(self, request: Request) -> tuple[int, int]:
+        key = request.key
+        return key if isinstance(key, tuple) and len(key) == 2 else (0, 0)
+
+    def _done(self, request: Request, text: str, reason: str) -> Completion:
+        completion = Completion(request, text, list(range(len(text))), reason)
+        self.stats.finish_reasons[reason] += 1
+        self.stats.generated_tokens += len(text)
+        self.finished.append(completion)
+        return completion
+
+    def _finish(self, request: Request) -> Completion:
+        text = self.reply(*self._key(request))
+        if len(text) > request.max_tokens:
+            return self._done(request, text[: request.max_tokens], FINISH_LENGTH)
+        return self._done(request, text, FINISH_EOS)
+
+    def generate(self, requests: Iterable[Request], *, on_step: Callable[[], None] | None = None
+                 ) -> Iterator[Completion]:
+        source = iter(requests)
+        active: deque[list] = deque()  # [request, steps left]
+        exhausted = False
+        while True:
+            finished: list[Completion] = []
+            for entry in list(active):  # like the real engine: cancelled sequences end first
+                if entry[0].cancelled:
+                    active.remove(entry)
+                    finished.append(self._done(entry[0], "", FINISH_CANCELLED))
+            while len(active) < self.batch_size and not exhausted:  # admission, lazily
+                request = next(source, None)
+                if request is None:
+                    exhausted = True
+                    break
+                self.pulled.append(request)
+                if request.cancelled:
+                    finished.append(self._done(request, "", FINISH_CANCELLED))
+                elif len(request.prompt) == 0 or len(request.prompt) >= self.n_ctx_seq:
+                    finished.append(self._done(request, "", FINISH_TOO_LONG))
+                else:
+                    self.stats.prompt_tokens += len(request.prompt)
+                    if self.per_token:
+                        n = min(len(self.reply(*self._key(request))), request.max_tokens)
+                    else:
+                        n = self.steps_of(*self._key(request))
+                    active.append([request, max(1, n)])
+            self.max_active = max(self.max_active, len(active))
+            yield from finished
+            if not active:
+                if exhausted:
+                    return
+                continue
+            self.steps += 1
+            self.stats.steps += 1
+            done = []
+            for entry in list(active):
+                entry[1] -= 1
+                if entry[1] == 0:
+                    active.remove(entry)
+                    done.append(self._finish(entry[0]))
+            yield from done
+            if on_step is not None:
+                on_step()
+
+
+class Clock:
+    """A fake monotonic clock: tests move it; the solver and the adapter read it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedEngine(FakeEngine):
+    """A FakeEngine whose every step takes ``step`` seconds of the fake clock."""
+
+    def __init__(self, reply, clock: Clock, step: float, **kw) -> None:
+        super().__init__(reply, **kw)
+        self.clock = clock
+        self.step = step
+
+    def generate(self, requests, *, on_step=None):
+        def tick():
+            self.clock.now += self.step
+            if on_step is not None:
+                on_step()
+
+        yield from super().generate(requests, on_step=tick)

@@ -1,0 +1,108 @@
+"""aimo-gguf convert and scripts/convert.sh: a real Hugging Face checkpoint to checked GGUF files.
+
+The checkpoint is made from the embedded SmolLM2 GGUF (transformers reads a
+GGUF with ``gguf_file=`` and writes a model folder), since the Hub cannot be
+reached from CI. The converter is llama.cpp's own, from the sdist of the
+installed llama-cpp-python (fetched with pip once into the aimo-gguf cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from aimo_gguf import convert as conv
+from aimo_gguf.errors import InputError, ModelError
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["INFO:x:loading", "ERROR:hf-to-gguf:Model FooForCausalLM is not supported"],
+     "Model FooForCausalLM is not supported"),
+    (["Traceback (most recent call last):", '  File "x.py", line 1', "KeyError: 'vocab_size'"], "'vocab_size'"),
+    (["OSError: [Errno 28] No space left on device"], "[Errno 28] No space left on device"),
+    (["something odd", ""], "something odd"),
+    ([], "it printed nothing"),
+])
+def test_converter_error_is_its_last_error_line(lines, message):
+    assert conv._converter_error(lines) == message
+
+
+def test_quant_lists_are_split_upper_cased_and_deduplicated():
+    assert conv._type_list("q4_k_m, Q8_0,,q4_k_m") == ["Q4_K_M", "Q8_0"]
+    assert conv._type_list("") == []
+    assert conv._type_list(("q5_k_m",)) == ["Q5_K_M"]
+
+
+def test_extract_converter_takes_only_the_converter_of_an_sdist(tmp_path):
+    src = tmp_path / "llama_cpp_python-9.9.9" / "vendor" / "llama.cpp"
+    for rel in ["convert_hf_to_gguf.py", "conversion/__init__.py", "gguf-py/gguf/__init__.py", "LICENSE",
+                "src/llama.cpp", "ggml/big.c"]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(tmp_path / "llama_cpp_python-9.9.9", arcname="llama_cpp_python-9.9.9")
+    out = conv.extract_converter(sdist, tmp_path / "cache" / "llama.cpp-9.9.9")
+    found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert found == ["LICENSE", "conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    assert [p.name for p in out.parent.iterdir()] == ["llama.cpp-9.9.9"]  # no staging folder left
+
+
+def test_an_sdist_without_converter_is_refused(tmp_path):
+    (tmp_path / "p" / "README").parent.mkdir()
+    (tmp_path / "p" / "README").write_text("x")
+    sdist = tmp_path / "x.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(tmp_path / "p", arcname="p")
+    with pytest.raises(ModelError, match="carries no vendor/llama.cpp/convert_hf_to_gguf.py"):
+        conv.extract_converter(sdist, tmp_path / "out")
+
+
+def test_llama_cpp_dir_must_hold_the_converter(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
+    with pytest.raises(InputError, match="LLAMA_CPP_DIR must name a llama.cpp checkout"):
+        conv.find_converter()
+    (tmp_path / "convert_hf_to_gguf.py").write_text("")
+    assert conv.find_converter() == tmp_path
+
+
+def test_cache_dir_honours_aimo_gguf_cache_then_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert conv.cache_dir() == tmp_path / "xdg" / "aimo-gguf"
+    monkeypatch.setenv("AIMO_GGUF_CACHE", str(tmp_path / "mine"))
+    assert conv.cache_dir() == tmp_path / "mine"
+
+
+def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".convert-{dead.pid}-abc"
+    live = tmp_path / f".convert-{os.getpid()}-def"
+    for d in (stale, live):
+        d.mkdir()
+        (d / "x.gguf").write_bytes(b"half")
+    assert conv.remove_stale_staging(tmp_path) == [stale]
+    assert live.exists() and not stale.exists()
+
+
+def test_verify_manifest_finds_missing_resized_and_changed_files(tmp_path):
+    for name, data in [("a.gguf", b"aaaa"), ("b.gguf", b"bbbb"), ("c.gguf", b"cccc")]:
+        (tmp_path / name).write_bytes(data)
+    entries = [{"file": n, "bytes": 4, "sha256": hashlib.sha256(d).hexdigest()}
+               for n, d in [("a.gguf", b"aaaa"), ("b.gguf", b"bbbb"), ("c.gguf", b"cccc"), ("d.gguf", b"dddd")]]
+    manifest = tmp_path / "m.manifest.json"
+    manifest.write_text(json.dumps({"files": entries}))
+    assert conv.verify_manifest(manifest) == ["d.gguf: missing"]
+    (tmp_path / "b.gguf").write_bytes(b"bbbbb")
+    (tmp_path / "c.gguf").write_bytes(b"cccC")
+    assert conv.verify_manifest(manifest) == [
+        "b.gguf: 5 bytes, the manifest says 4", "c.gguf: sha256 differs from the manifest", "d.gguf: missing"]
+    manifest.write_text("[1, 2]")
+    with pytest.raises(InputError, match="not an aimo-gguf manifest"):
+        conv.verify_manifest(manifest)

@@ -1,0 +1,93 @@
+"""The run journal behind --resume: round trips, settings checks, torn lines, locks, foreign files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aimo_gguf.config import RunConfig
+from aimo_gguf.errors import InputError
+from aimo_gguf.journal import Journal, fingerprint
+from aimo_gguf.solver import ProblemResult
+
+
+def _result(i: int, answer: int) -> ProblemResult:
+    return ProblemResult(index=i, id=f"p{i}", answer=answer, votes=1, valid=1, samples=1, fallback=False,
+                         too_long=False, early_stopped=False, majority=True, correct=None, seconds=1.0)
+
+
+def test_journal_round_trip_and_settings_check(tmp_path):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(samples=2), "m.gguf")
+    with Journal(path, settings, resume=False) as j:
+        j.append(_result(0, 11))
+        j.append(_result(1, 22))
+    with Journal(path, settings, resume=True) as j:
+        assert {k: v["answer"] for k, v in j.entries.items()} == {"p0": 11, "p1": 22}
+        j.append(_result(2, 33))
+    assert len(path.read_text().splitlines()) == 4
+    with pytest.raises(InputError, match=r"other settings \(samples: 2, now 3\)"):
+        Journal(path, fingerprint(RunConfig(samples=3), "m.gguf"), resume=True)
+    with Journal(path, settings, resume=False) as j:  # without --resume: a new journal...
+        assert j.entries == {}
+    assert len(path.read_text().splitlines()) == 4  # ...which replaces the old one only at its first entry
+    with Journal(path, settings, resume=False) as j:
+        j.append(_result(5, 55))
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_journal_torn_in_its_header_starts_over(tmp_path, capsys):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    path.write_text('{"journal": 1, "sett')
+    with Journal(path, settings, resume=True) as j:
+        assert j.entries == {}
+        j.append(_result(0, 5))
+    with Journal(path, settings, resume=True) as j:
+        assert list(j.entries) == ["p0"]
+
+
+def test_an_unwritable_journal_warns_once_and_the_run_goes_on(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "j.jsonl").mkdir()  # a folder where the file should be: every open fails
+    with Journal(folder / "j.jsonl", fingerprint(RunConfig(), "m.gguf"), resume=False) as j:
+        j.append(_result(0, 1))
+        j.append(_result(1, 2))
+    assert capsys.readouterr().err.count("cannot write the journal") == 1
+
+
+def test_resume_fingerprint_covers_tir_and_the_model_file(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(10))
+    plain, tir = fingerprint(RunConfig(), model), fingerprint(RunConfig(tir=True), model)
+    assert plain != tir and plain["model_bytes"] == 14
+    assert fingerprint(RunConfig(batch_size=64, threads=1), model) == plain  # speed settings do not matter
+
+
+def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    with Journal(path, settings, resume=False) as j:
+        j.append(_result(0, 5))
+    with path.open("a") as f:
+        f.write('{"id": "p1", "answ')  # killed mid-write
+    with Journal(path, settings, resume=True) as j:
+        assert list(j.entries) == ["p0"]
+        j.append(_result(2, 7))
+    assert "ignoring the unfinished last line" in capsys.readouterr().err
+    with Journal(path, settings, resume=True) as j:
+        assert list(j.entries) == ["p0", "p2"]
+
+
+def test_a_corrupt_middle_line_or_a_foreign_file_is_refused(tmp_path):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    path.write_text(json.dumps({"journal": 1, "settings": settings}) + "\nnot json\n" + '{"id": "a", "answer": 1}\n')
+    with pytest.raises(InputError, match="line 2: not JSON"):
+        Journal(path, settings, resume=True)
+    path.write_text('{"hello": 1}\n')
+    with pytest.raises(InputError, match="is not an aimo-gguf journal"):
+        Journal(path, settings, resume=True)
+

@@ -1,0 +1,352 @@
+"""The sandbox that runs model-written Python: results, limits, walls, pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aimo_gguf.sandbox import (
+    OUTPUT_CUT_MARK,
+    Protections,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    SandboxPool,
+    ToolResult,
+    protections,
+)
+
+FAST = SandboxLimits(timeout=2.0)
+
+
+def children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def wait_gone(pids: set[int], timeout: float = 5.0) -> set[int]:
+    """The pids among ``pids`` still alive (zombies count as gone) after up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+        time.sleep(0.02)
+    return alive
+
+
+@pytest.fixture(scope="module")
+def box():
+    """One preloaded sandbox shared by the tests that leave it usable."""
+    with Sandbox(FAST) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def fresh():
+    with Sandbox(FAST, preload=False) as sandbox:
+        yield sandbox
+
+
+def test_print_output(box: Sandbox) -> None:
+    result = box.run("print('hello', 6 * 7)")
+    assert result == ToolResult(True, "hello 42\n", "ok", result.seconds)
+    assert 0 < result.seconds < 1
+
+
+def test_state_persists_between_calls(box: Sandbox) -> None:
+    box.run("counter = 1\ndef bump():\n    global counter\n    counter += 1")
+    box.run("bump()")
+    assert box.run("print(counter)").output == "2\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "output"),
+    [
+        ("a = 3\na * 2", "6"),
+        ("'x' + 'y'", "'xy'"),
+        ("print('shown')\n5", "shown\n"),  # something was printed: the value is not shown
+        ("None", ""),
+        ("a = 3", ""),
+        ("", ""),
+        ("Fraction(1, 3) + Fraction(1, 6)", "Fraction(1, 2)"),
+        ("math.comb(10, 3), list(itertools.permutations(range(2)))", "(120, [(0, 1), (1, 0)])"),
+    ],
+)
+def test_trailing_expression(box: Sandbox, code: str, output: str) -> None:
+    result = box.run(code)
+    assert (result.ok, result.output) == (True, output)
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [
+        ("1 / 0", "ZeroDivisionError: division by zero"),
+        ("print('lost')\nundefined_name_zz", "NameError: name 'undefined_name_zz' is not defined"),
+        ("def f(:\n    pass", "SyntaxError: invalid syntax (line 1)"),
+        ("{}['k']", "KeyError: 'k'"),
+        ("raise ValueError('bad\\nthing')", "thing"),
+        ("import sys; sys.exit(3)", "SystemExit: 3"),
+    ],
+)
+def test_error_gives_last_line(box: Sandbox, code: str, line: str) -> None:
+    result = box.run(code)
+    assert (result.ok, result.status, result.output) == (False, "error", line)
+
+
+def test_exit_zero_is_ok(box: Sandbox) -> None:
+    assert box.run("print('bye'); raise SystemExit").output == "bye\n"
+
+
+def test_output_cut_keeps_head_and_tail() -> None:
+    with Sandbox(SandboxLimits(max_output=100), preload=False) as sandbox:
+        result = sandbox.run("print('A' * 5000 + 'Z' * 5000)")
+    assert result.ok
+    assert result.output.startswith("A" * 50) and result.output.endswith("Z" * 49 + "\n")
+    assert OUTPUT_CUT_MARK.format(n=10001 - 100) in result.output
+    assert len(result.output) < 100 + len(OUTPUT_CUT_MARK) + 10
+
+
+def test_preloaded_heavy_modules(box: Sandbox) -> None:
+    result = box.run("sympy.factorint(2**32 + 1), int(np.arange(5).sum()), sp is sympy")
+    assert result.output == "({641: 1, 6700417: 1}, 10, True)"
+
+
+def test_heavy_modules_load_only_when_named() -> None:
+    with Sandbox(FAST) as sandbox:
+        assert sandbox.run("import sys\n'sympy' in sys.modules, 'numpy' in sys.modules").output == "(False, False)"
+        assert sandbox.run("sp.Rational(1, 3) * 3").output == "1"
+        assert sandbox.run("'sympy' in sys.modules, 'np' in dir()").output == "(True, False)"
+
+
+def test_bare_namespace_without_preload(fresh: Sandbox) -> None:
+    assert fresh.run("math").output == "NameError: name 'math' is not defined"
+    assert fresh.run("import math; math.isqrt(99)").output == "9"
+
+
+def test_files_inside_the_working_folder(box: Sandbox) -> None:
+    code = ("import os, tempfile\nopen('note.txt', 'w').write('hi')\nos.mkdir('sub')\n"
+            "os.rename('note.txt', 'sub/n.txt')\nprint(open('sub/n.txt').read(), tempfile.gettempdir() == os.getcwd())")
+    assert box.run(code).output == "hi True\n"
+    assert (box.workdir / "sub" / "n.txt").read_text() == "hi"
+
+
+def test_endless_loop_is_interrupted_and_state_kept() -> None:
+    with Sandbox(SandboxLimits(timeout=0.5), preload=False) as sandbox:
+        sandbox.run("kept = 7")
+        pid = sandbox.pid
+        result = sandbox.run("while True:\n    try:\n        pass\n    except Exception:\n        pass")
+        assert (result.ok, result.status) == (False, "timeout")
+        assert result.output == "TimeoutError: the code ran longer than 0.5 s and was stopped"
+        assert 0.5 <= result.seconds < 1.0
+        assert sandbox.run("kept").output == "7"
+        assert sandbox.pid == pid
+
+
+def test_code_that_will_not_stop_is_killed_and_worker_replaced() -> None:
+    # Code that ignores the interrupt (here: the alarm signal) is killed; a fresh
+    # worker answers the next call, and the variables of the old one are gone.
+    with Sandbox(SandboxLimits(timeout=0.5), preload=False) as sandbox:
+        sandbox.run("kept = 7")
+        pid = sandbox.pid
+        result = sandbox.run("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass")
+        assert (result.ok, result.status) == (False, "timeout")
+        assert "was killed" in result.output and "restarted" in result.output
+        assert result.seconds < 2.0
+        assert not wait_gone({pid})
+        assert sandbox.run("print('again')").output == "again\n"
+        assert sandbox.pid != pid
+        assert sandbox.run("kept").output == "NameError: name 'kept' is not defined"
+
+
+def test_huge_allocation_raises_memory_error(box: Sandbox) -> None:
+    box.run("survivor = 1")
+    result = box.run("x = bytearray(10**10)")
+    assert (result.ok, result.status, result.output) == (False, "error", "MemoryError")
+    assert box.run("survivor").output == "1"
+
+
+def test_dead_worker_is_replaced(fresh: Sandbox) -> None:
+    result = fresh.run("import os\nos._exit(3)")
+    assert (result.ok, result.status) == (False, "crashed")
+    assert "exited with code 3" in result.output
+    assert fresh.run("1 + 1").output == "2"
+
+
+def test_cpu_limit_kills_the_worker() -> None:
+    with Sandbox(SandboxLimits(timeout=5.0, cpu_seconds=1), preload=False) as sandbox:
+        result = sandbox.run("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass")
+        assert (result.status, result.seconds < 3) == ("crashed", True)
+        assert "CPU time (1 s)" in result.output
+        assert sandbox.run("'back'").output == "'back'"
+
+
+REFUSED = [
+    "open('/tmp/x_outside_sandbox', 'w')",
+    "import os\nopen(os.path.expanduser('~/evil_sandbox'), 'w')",
+    "import os\nopen(os.path.expanduser('~/.bashrc')).read()",
+    f"open({str(Path(__file__).resolve())!r}).read()",
+    "import os\nos.listdir(os.path.expanduser('~'))",
+    "import os\nos.remove('/tmp')",
+    "import os\nos.chdir('/')",
+    "import socket\nsocket.socket()",
+    "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)",
+    "import os\nos.system('touch /tmp/x_outside_sandbox')",
+    "import subprocess\nsubprocess.run(['touch', '/tmp/x_outside_sandbox'])",
+    "import os\nos.popen('touch /tmp/x_outside_sandbox').read()",
+    "import os\nos.execv('/bin/sh', ['sh', '-c', 'touch /tmp/x_outside_sandbox'])",
+    "import os\nos.fork()",
+    "import os\nos.kill(os.getppid(), 0)",
+    "import ctypes\nctypes.CDLL(None).system(b'touch /tmp/x_outside_sandbox')",
+    "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))",
+    "import _posixsubprocess\n_posixsubprocess.fork_exec()",
+]
+
+
+@pytest.mark.parametrize("code", REFUSED)
+def test_refused(box: Sandbox, code: str) -> None:
+    result = box.run(code)
+    assert (result.ok, result.status) == (False, "error"), result
+    assert result.output.startswith("PermissionError: "), result.output
+    assert not Path("/tmp/x_outside_sandbox").exists()
+    assert not Path("~/evil_sandbox").expanduser().exists()
+
+
+KERNEL_REFUSED = [
+    ("landlock", "open('/tmp/x_outside_sandbox', 'w')"),
+    ("landlock", "import os\nopen(os.path.expanduser('~/.bashrc')).read()"),
+    ("landlock", "import os\nos.listdir(os.path.expanduser('~'))"),
+    ("seccomp", "import os\nos.fork()"),
+    ("seccomp", "import os\nos.setsid()"),
+    ("seccomp", "import os\nos.kill(os.getppid(), 0)"),
+    ("seccomp", "import socket\nsocket.socket()"),
+    ("seccomp", "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))"),
+]
+
+
+@pytest.fixture(scope="module")
+def kernel_only():
+    """A sandbox without the audit hook: only the kernel walls stand."""
+    with Sandbox(FAST, preload=False, audit_hook=False) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize(("wall", "code"), KERNEL_REFUSED)
+def test_kernel_walls_without_audit_hook(kernel_only: Sandbox, wall: str, code: str) -> None:
+    if not getattr(kernel_only.protections, wall):
+        pytest.skip(f"{wall} is not available on this machine")
+    result = kernel_only.run(code)
+    assert (result.ok, result.status) == (False, "error"), result
+    assert "PermissionError" in result.output or "ValueError: not allowed" in result.output
+    assert not Path("/tmp/x_outside_sandbox").exists()
+
+
+def test_kernel_walls_stop_process_creation_through_libc(kernel_only: Sandbox) -> None:
+    if not kernel_only.protections.seccomp:
+        pytest.skip("seccomp is not available on this machine")
+    result = kernel_only.run("import ctypes\nctypes.CDLL(None).system(b'touch /tmp/x_outside_sandbox')")
+    assert result.ok and result.output != "0"
+    assert not Path("/tmp/x_outside_sandbox").exists()
+
+
+def test_fork_bomb_is_contained(fresh: Sandbox) -> None:
+    before = children()
+    result = fresh.run("import os\nwhile True:\n    os.fork()")
+    assert (result.ok, result.output) == (False, "PermissionError: sandbox: os.fork is not allowed")
+    assert children() == before
+    assert fresh.run("'alive'").output == "'alive'"
+
+
+def test_fork_bomb_is_contained_by_the_kernel_alone(kernel_only: Sandbox) -> None:
+    if not kernel_only.protections.seccomp:
+        pytest.skip("seccomp is not available on this machine")
+    before = children()
+    result = kernel_only.run("import os\nwhile True:\n    os.fork()")
+    assert (result.ok, result.output) == (False, "PermissionError: [Errno 1] Operation not permitted")
+    assert children() == before
+
+
+def test_network_can_be_allowed() -> None:
+    with Sandbox(SandboxLimits(network=True), preload=False) as sandbox:
+        result = sandbox.run("import socket\ns = socket.socket()\ns.close()\n'made'")
+        assert result.output == "'made'"
+        assert not sandbox.protections.network_namespace
+
+
+def test_protections_on_this_machine() -> None:
+    found = protections()
+    assert isinstance(found, Protections)
+    assert found.audit_hook and found.rlimits
+    assert set(found.active()) >= {"audit_hook", "rlimits"}
+    if os.getuid() == 0:
+        assert not found.nproc  # the kernel exempts root from RLIMIT_NPROC
+
+
+def test_close_kills_worker_and_removes_folder() -> None:
+    before = children()
+    sandbox = Sandbox(FAST)
+    workdir, pid = sandbox.workdir, sandbox.pid
+    assert workdir.is_dir() and pid in children()
+    sandbox.run("open('f.txt', 'w').write('x')")
+    sandbox.close()
+    assert not workdir.exists()
+    assert not wait_gone({pid})
+    assert children() <= before
+    with pytest.raises(SandboxError):
+        sandbox.run("1")
+    sandbox.close()  # twice is fine
+
+
+def test_pool_runs_keys_concurrently() -> None:
+    with SandboxPool(FAST, workers=2, preload=False) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(key, "import time\ntime.sleep(1)\nprint('done')") for key in ("a", "b")]
+        results = [future.result(timeout=10) for future in futures]
+        elapsed = time.monotonic() - started
+    assert [r.output for r in results] == ["done\n", "done\n"]
+    assert elapsed < 1.8
+
+
+def test_pool_same_key_in_order_with_state() -> None:
+    with SandboxPool(FAST, workers=4, preload=False) as pool:
+        futures = [pool.submit("k", "seen = []")]
+        futures += [pool.submit("k", f"seen.append({i})") for i in range(20)]
+        futures.append(pool.submit("k", "seen"))
+        other = pool.submit("other", "seen")
+        assert futures[-1].result(timeout=10).output == repr(list(range(20)))
+        assert other.result(timeout=10).output == "NameError: name 'seen' is not defined"
+
+
+def test_pool_release_closes_the_worker() -> None:
+    before = children()
+    with SandboxPool(FAST, preload=False) as pool:
+        pid_a = int(pool.submit("a", "import os\nx = 1\nos.getpid()").result(timeout=10).output)
+        pid_b = int(pool.submit("b", "import os\nx = 2\nos.getpid()").result(timeout=10).output)
+        assert children() - before == {pid_a, pid_b}
+        pool.release("a")
+        assert pool.keys == ["b"]
+        assert not wait_gone({pid_a})
+        assert psutil.pid_exists(pid_b)
+        assert pool.submit("a", "x").result(timeout=10).output == "NameError: name 'x' is not defined"
+        assert pool.submit("b", "x").result(timeout=10).output == "2"
+    assert not wait_gone(children() - before)
+    with pytest.raises(SandboxError):
+        pool.submit("a", "1")
+
+
+def test_pool_release_stops_a_running_call() -> None:
+    before = children()
+    with SandboxPool(SandboxLimits(timeout=30), preload=False) as pool:
+        pool.submit("a", "1").result(timeout=10)
+        running = pool.submit("a", "while True: pass")
+        waiting = pool.submit("a", "print('never')")
+        time.sleep(0.2)
+        started = time.monotonic()
+        pool.release("a")
+        assert running.result(timeout=5).status == "crashed"
+        assert waiting.cancelled()
+        assert time.monotonic() - started < 2
+    assert not wait_gone(children() - before)

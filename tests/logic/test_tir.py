@@ -1,0 +1,114 @@
+"""Tool-integrated reasoning: code blocks detected, run in the sandbox, their output decoded
+back into the same sequence while the others go on."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+import pytest
+
+from aimo_gguf.sandbox import ToolResult
+from aimo_gguf.tir import PythonTool, ToolStats, code_to_run, tir_answer
+from aimo_gguf.voting import Tally
+
+LIMITS = dict(min_answer=0, max_answer=99999, modulo=None)
+
+
+@pytest.mark.parametrize("text, code", [
+    ("Let me compute.\n```python\nprint(6*7)\n```", "print(6*7)"),
+    ("```python3\nx = 1\nprint(x)\n```\n", "x = 1\nprint(x)"),
+    ("```python\nprint(1)\n```\nand then ```", None),  # the block closed earlier
+    ("```python\nprint(1)\n", None),  # still open
+    ("no code here ```", None),
+    ("```pythonic stuff```", None),
+    ("```python\n```", ""),
+])
+def test_code_to_run_finds_the_block_the_text_just_closed(text, code):
+    assert code_to_run(text) == code
+
+
+def _ok(output: str) -> ToolResult:
+    return ToolResult(True, output, "ok", 0.01)
+
+
+def _err(output: str) -> ToolResult:
+    return ToolResult(False, output, "error", 0.01)
+
+
+def test_tir_answer_prefers_a_box_after_the_last_output():
+    text = "```python\nprint(41)\n```\n```output\n41\n```\nSo the answer is \\boxed{42}."
+    assert tir_answer(text, [_ok("41")], **LIMITS) == 42
+
+
+def test_tir_answer_ignores_a_box_before_the_last_output():
+    text = "Guess \\boxed{7}.\n```python\nprint(3**4)\n```\n```output\n81\n```\nDone."
+    assert tir_answer(text, [_ok("81")], **LIMITS) == 81  # the last successful output's integer
+
+
+def test_tir_answer_skips_failed_outputs_and_range_checks():
+    text = "```python\n1/0\n```\n```output\nZeroDivisionError: division by zero\n```\n"
+    # the last *successful* output counts, even if a later call failed
+    assert tir_answer(text, [_ok("12"), _err("ZeroDivisionError: division by zero")], **LIMITS) == 12
+    assert tir_answer(text, [_err("ZeroDivisionError: division by zero")], **LIMITS) is None
+    assert tir_answer("```output\n-5\n```\n", [_ok("-5")], **LIMITS) is None  # out of range
+    assert tir_answer("```output\n1,234\n```\n", [_ok("1,234")], **LIMITS) == 1234
+
+
+def test_tir_answer_without_tool_use_is_the_usual_extraction():
+    assert tir_answer("The final answer is 17.", [], **LIMITS) == 17
+
+
+class FakePool:
+    def __init__(self, result: ToolResult) -> None:
+        self.result = result
+        self.submitted: list[tuple] = []
+        self.futures: list[Future] = []
+
+    def submit(self, key, code):
+        self.submitted.append((key, code))
+        f = Future()
+        self.futures.append(f)
+        return f
+
+
+def test_python_tool_runs_each_closed_block_once_and_formats_its_output():
+    pool, stats = FakePool(_ok("42")), ToolStats()
+    tool = PythonTool(pool, "k", max_calls=2, stats=stats, prefix="<prompt>")
+    text = bytearray(b"Compute:\n```python\nprint(6*7)\n")
+    assert not tool.wants_call(text, b"\n")  # no backtick: not even looked at
+    text += b"```"
+    assert tool.wants_call(text, b"```")
+    tool.start(text.decode())
+    assert pool.submitted == [("k", "print(6*7)")]
+    assert tool.poll() is None  # still running
+    pool.futures[0].set_result(_ok("42"))
+    assert tool.poll() == "\n```output\n42\n```\n"
+    assert not tool.wants_call(text + b"\n```output\n42\n```\n", b"```\n")  # the output block is not code
+    assert stats.calls == 1 and stats.ok == 1 and stats.samples_with_tools == 1 and tool.all_ok
+
+
+def test_python_tool_sees_a_block_the_prompt_opened_and_stops_at_max_calls():
+    pool, stats = FakePool(_ok("")), ToolStats()
+    tool = PythonTool(pool, 0, max_calls=1, stats=stats, prefix="...\n```python\nx = 2\n")
+    assert tool.wants_call(bytearray(b"```"), b"```")
+    tool.start("```")
+    assert pool.submitted == [(0, "x = 2")]
+    pool.futures[0].set_result(ToolResult(True, "", "ok", 0.0))
+    assert tool.poll() == "\n```output\n(no output)\n```\n"
+    assert not tool.wants_call(bytearray(b"```\n```python\nprint(1)\n```"), b"```")  # max_calls reached
+
+
+def test_weighted_votes_pick_the_backed_answer_and_stop_with_the_weight_in_mind():
+    t = Tally(4, max_weight=2.0)
+    t.add(0, 5, 1.0)
+    t.add(1, 5, 1.0)
+    t.add(2, 9, 2.0)  # code-backed
+    assert t.winner() == 5  # 2.0 against 2.0: the tie goes to the answer of the lowest sample index
+    t.add(3, 9, 2.0)
+    assert t.winner() == 9 and t.counts == {5: 2, 9: 2}  # two backed votes outweigh two plain ones
+    t2 = Tally(4, max_weight=2.0)
+    t2.add(0, 9, 2.0)
+    t2.add(1, 5, 1.0)
+    assert t2.winner() == 9
+    assert not t2.decided()  # 2 > 1 + 2 * 2 is false
+    assert Tally(3, max_weight=1.0).max_weight == 1.0
