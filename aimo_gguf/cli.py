@@ -25,8 +25,10 @@ class OneLineUsageError(click.UsageError):
     """A usage error (bad flag, bad value, missing argument) shown as one ``Error:`` line."""
 
     def show(self, file=None) -> None:
-        hint = f" Try '{self.ctx.command_path} -h'." if self.ctx is not None else ""
-        click.echo(f"Error: {self.format_message()}{hint}", err=True)
+        message = self.format_message().rstrip()
+        if self.ctx is not None:
+            message += ("" if message.endswith((".", "!", "?")) else ".") + f" Try '{self.ctx.command_path} -h'."
+        click.echo(f"Error: {message}", err=True)
 
 
 def _one_line(error: click.UsageError) -> click.UsageError:

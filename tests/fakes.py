@@ -121,9 +121,28 @@ class FakeEngine(BatchEngine):
 
     def _finish(self, request: Request) -> Completion:
         text = self.reply(*self._key(request))
+        if request.tool is not None:
+            text = self._run_tool(request.tool, text)
         if len(text) > request.max_tokens:
             return self._done(request, text[: request.max_tokens], FINISH_LENGTH)
         return self._done(request, text, FINISH_EOS)
+
+    @staticmethod
+    def _run_tool(tool, text: str) -> str:
+        """What the engine does with a reply that closes a code block: pause, run, inject the output."""
+        import time
+
+        start = text.find("```python")
+        end = text.find("```", start + 9) + 3 if start >= 0 else -1
+        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), b"```"):
+            return text
+        tool.start(text[:end])
+        deadline = time.monotonic() + 30
+        output = tool.poll()
+        while output is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+            output = tool.poll()
+        return text[:end] + (output or "") + text[end:]
 
     def generate(self, requests: Iterable[Request], *, on_step: Callable[[], None] | None = None
                  ) -> Iterator[Completion]:

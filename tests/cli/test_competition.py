@@ -1,5 +1,4 @@
-"""Competition mode on the fake engine and a fake clock: time budgets, early stopping on votes,
---resume, and the AIMO3 adapter."""
+"""Competition mode on the fake engine and a fake clock: time budgets, early stopping on votes, --resume."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from aimo_gguf import runner
 from aimo_gguf.config import RunConfig
 from aimo_gguf.errors import InputError
 from aimo_gguf.journal import Journal, default_journal, fingerprint
-from aimo_gguf.kaggle import KaggleSolver, _scalar
 from aimo_gguf.solver import ProblemResult, solve
 
 
@@ -121,45 +119,3 @@ def test_a_margin_as_long_as_the_limit_is_refused():
         RunConfig(time_limit=10, time_margin=10)
     assert RunConfig(time_limit=1).margin == pytest.approx(0.1)  # the automatic margin fits short limits
     assert RunConfig(time_limit=18000).margin == 60.0
-
-
-def test_scalar_accepts_polars_pandas_lists_and_plain_values():
-    import pandas as pd
-
-    pl = pytest.importorskip("polars")
-    assert _scalar(pl.Series("id", ["abc"])) == "abc"
-    assert _scalar(pd.Series(["xyz"])) == "xyz"
-    assert _scalar(["q"]) == "q" and _scalar("plain") == "plain"
-    with pytest.raises(ValueError):
-        _scalar(pl.Series("id", ["a", "b"]))
-
-
-class BrokenEngine(FakeEngine):
-    def generate(self, requests, on_step=None):
-        raise RuntimeError("CUDA error: out of memory")
-
-
-def test_predict_never_raises_and_answers_the_fallback(capsys):
-    pl = pytest.importorskip("polars")
-    s = KaggleSolver(engine=BrokenEngine(lambda p, q: ""), total_seconds=60, safety_seconds=1, fallback_answer=7,
-                     samples=1, batch_size=1)
-    frame = s.predict(pl.Series("id", ["x1"]), pl.Series("problem", ["What is 1+1?"]))
-    assert frame.to_dicts() == [{"id": "x1", "answer": 7}]
-    frame = s.predict(pl.Series("id", ["a", "b"]), "two rows is wrong")
-    assert frame["answer"].to_list() == [7]
-    assert s.stats.failures == 2 and "CUDA error: out of memory" in capsys.readouterr().err
-
-
-def test_predict_spreads_the_budget_over_the_problems_to_come(clock):
-    engine = TimedEngine(lambda p, s: boxed(12), clock, step=1.0, batch_size=2)
-    s = KaggleSolver(engine=engine, total_seconds=110, safety_seconds=10, n_problems=4, samples=2, batch_size=2,
-                     clock=clock)
-    shares = []
-    for i in range(4):
-        before = s.seconds_left() / s.problems_left
-        frame = s.predict(f"id{i}", f"problem {i}")
-        shares.append(before)
-        assert frame["answer"].to_list() == [12]
-    assert shares[0] == pytest.approx(25.0) and shares[1] > 25.0  # unused time flows to the later problems
-    assert s.stats.answered == 4 and s.stats.fallbacks == 0
-

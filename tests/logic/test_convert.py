@@ -54,6 +54,44 @@ def test_extract_converter_takes_only_the_converter_of_an_sdist(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["llama.cpp-9.9.9"]  # no staging folder left
 
 
+def _sdist(tmp_path, extra=None):
+    src = tmp_path / "llama_cpp_python-9.9.9" / "vendor" / "llama.cpp"
+    for rel in ["convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(tmp_path / "llama_cpp_python-9.9.9", arcname="llama_cpp_python-9.9.9")
+        for info, data in extra or ():
+            tar.addfile(info, data)
+    return sdist
+
+
+def test_extraction_works_where_extractall_has_no_filter(tmp_path, monkeypatch):
+    """Python 3.10.0 to 3.10.11 (which python_requires admits) have no extractall(filter=...)."""
+    real = tarfile.TarFile.extractall
+
+    def old_extractall(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+        if kwargs:
+            raise TypeError(f"extractall() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        return real(self, path, members, numeric_owner=numeric_owner)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
+    out = conv.extract_converter(_sdist(tmp_path), tmp_path / "cache" / "llama.cpp-9.9.9")
+    assert (out / "convert_hf_to_gguf.py").read_text() == "convert_hf_to_gguf.py"
+
+
+def test_extraction_writes_no_link_and_nothing_outside_its_folder(tmp_path):
+    import io
+
+    link = tarfile.TarInfo("llama_cpp_python-9.9.9/vendor/llama.cpp/gguf-py/evil")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    climb = tarfile.TarInfo("llama_cpp_python-9.9.9/vendor/llama.cpp/gguf-py/../../../../escaped")
+    climb.size = 1
+    out = conv.extract_converter(_sdist(tmp_path, [(link, None), (climb, io.BytesIO(b"x"))]), tmp_path / "c" / "x")
+    assert not (out / "gguf-py" / "evil").exists() and not list(tmp_path.rglob("escaped"))
+
+
 def test_an_sdist_without_converter_is_refused(tmp_path):
     (tmp_path / "p" / "README").parent.mkdir()
     (tmp_path / "p" / "README").write_text("x")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +93,53 @@ def test_a_corrupt_middle_line_or_a_foreign_file_is_refused(tmp_path):
     with pytest.raises(InputError, match="is not an aimo-gguf journal"):
         Journal(path, settings, resume=True)
 
+
+
+# --- what --resume may change, and who may write ------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [
+    b"id,problem\na,What is 1 + 1?\nb,What is 2 + 2?",  # a CSV without its last newline
+    b"just one line, no newline",
+    b'{"journal": 1, "settings": [1, 2]}\n{"id": "a", "ans',  # a header of the wrong shape
+    b'["journal", 1]\n',
+])
+def test_resume_on_a_file_that_is_not_a_journal_changes_nothing(tmp_path, content):
+    path = tmp_path / "other.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="is not an aimo-gguf journal"):
+        Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=True)
+    assert path.read_bytes() == content
+
+
+def test_a_run_that_fails_to_start_leaves_no_empty_journal(tmp_path):
+    path = tmp_path / "j.jsonl"
+    Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False).close()
+    assert not path.exists()
+
+
+def test_a_second_writer_is_refused_and_told_who_holds_the_journal(tmp_path):
+    path = tmp_path / "j.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from aimo_gguf.config import RunConfig; "
+         "from aimo_gguf.journal import Journal, fingerprint; "
+         f"j = Journal({str(path)!r}, fingerprint(RunConfig(), 'm.gguf'), resume=False); "
+         "print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError, match=rf"in use by process {holder.pid}"):
+            Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    with Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False) as j:  # free again once it is gone
+        j.append(_result(0, 1))
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_a_second_journal_in_the_same_process_is_refused_too(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False):
+        with pytest.raises(InputError, match="in use by another process"):
+            Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False)

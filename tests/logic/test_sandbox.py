@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -350,3 +355,51 @@ def test_pool_release_stops_a_running_call() -> None:
         assert waiting.cancelled()
         assert time.monotonic() - started < 2
     assert not wait_gone(children() - before)
+
+
+def test_release_returns_at_once_and_tears_down_on_the_reaper_thread(monkeypatch) -> None:
+    closed_on = []
+    real_close = Sandbox.close
+
+    def slow_close(self):
+        closed_on.append(threading.current_thread().name)
+        time.sleep(0.5)  # a kill, a wait and an rmtree that take long
+        real_close(self)
+
+    monkeypatch.setattr(Sandbox, "close", slow_close)
+    with SandboxPool(FAST, preload=False) as pool:
+        pool.submit("a", "1").result(timeout=10)
+        started = time.monotonic()
+        pool.release("a")
+        assert time.monotonic() - started < 0.1  # the decode thread does not wait
+    assert closed_on and all(name.startswith("sandbox-reaper") for name in closed_on)
+
+
+def test_folders_left_by_a_killed_run_are_removed_by_the_next(tmp_path, monkeypatch) -> None:
+    """SIGKILL of a --tir run leaves its workers' folders; the next pool removes those whose owner is dead,
+    and leaves a live owner's alone."""
+    script = ("import time; from aimo_gguf.sandbox import SandboxPool, SandboxLimits; "
+              "pool = SandboxPool(SandboxLimits(timeout=5), preload=False); "
+              "pool.submit('k', 'open(\"mark\", \"w\").write(\"x\")').result(timeout=20); "
+              "print('ready', flush=True); time.sleep(60)")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    killed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True)
+    alive = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    try:
+        assert killed.stdout.readline().strip() == "ready" and alive.stdout.readline().strip() == "ready"
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        left = {p.name for p in tmp_path.glob("aimo-sandbox-*")}
+        assert len(left) == 2  # the killed run's folder outlived it
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        with SandboxPool(FAST, preload=False):
+            pass
+        remaining = [p.name for p in tmp_path.glob("aimo-sandbox-*")]
+        assert remaining == [f for f in left if f.startswith(f"aimo-sandbox-{alive.pid}-")]
+    finally:
+        for proc in (killed, alive):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -15,7 +15,7 @@ from aimo_gguf.engine import (
     Request,
     SamplingParams,
 )
-from aimo_gguf.engine.llama import eog_tokens_of
+from aimo_gguf.engine.llama import eog_tokens_of, supports_gpu_offload
 from aimo_gguf.models import default_model_path
 
 GREEDY = SamplingParams(temperature=0)
@@ -167,10 +167,16 @@ def test_full_kv_decode_is_recovered(engine, monkeypatch, n_prompts):
 
 
 def test_stop_strings_eos_and_budget(model_path):
-    with Engine(model_path, ctx=256, batch_size=2, threads=2, stop=[","]) as eng:
+    # What the model writes may change with llama.cpp; what a stop string does may not: the greedy
+    # text with the stop string is the text without it, cut where the stop string first appears.
+    with Engine(model_path, ctx=256, batch_size=2, threads=2) as eng:
+        (free,) = eng.generate(greedy_requests(eng, ["Count from 1 to 10:"], max_tokens=64))
+    stop = next(c for c in (",", " ", "e") if c in free.text)
+    with Engine(model_path, ctx=256, batch_size=2, threads=2, stop=[stop]) as eng:
         done = list(eng.generate(greedy_requests(eng, ["Count from 1 to 10:"], max_tokens=64)))
     assert done[0].finish_reason == FINISH_STOP
-    assert done[0].text == "To find the number of ways to choose 10 items from a set of 10"
+    assert done[0].text == free.text[: free.text.index(stop)]
+    assert len(done[0].tokens) < len(free.tokens)
     with Engine(model_path, ctx=256, batch_size=2, threads=2) as eng:
         done = list(eng.generate(greedy_requests(eng, ["The capital of France is"], max_tokens=64)))
     assert done[0].finish_reason == FINISH_EOS
@@ -205,6 +211,7 @@ def test_sampled_tokens_depend_on_seed_not_on_batch(model_path):
     assert len({tuple(t) for t in four.values()}) > 1
 
 
+@pytest.mark.skipif(supports_gpu_offload(), reason="this llama-cpp-python build can offload to a GPU")
 def test_gpu_layers_on_a_cpu_build_fall_back_to_cpu(model_path):
     with Engine(model_path, n_gpu_layers=40, ctx=64, batch_size=1, threads=2) as eng:
         info = eng.info
