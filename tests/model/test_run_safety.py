@@ -18,6 +18,7 @@ import pytest
 from conftest import time_limit
 
 from aimo_gguf.engine import (
+    DEFAULT_MAX_PREEMPTIONS,
     FINISH_KV_FULL,
     FINISH_LENGTH,
     Engine,
