@@ -39,14 +39,18 @@ def _one_line(error: click.UsageError) -> click.UsageError:
     return one
 
 
-class AimoCommand(click.Command):
-    """Turns library errors and click's usage errors into one line and an exit code."""
+class _OneLineUsage:
+    """Click's usage errors (a bad value, a missing argument, an unknown flag) as one line."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as e:
             raise _one_line(e) from None
+
+
+class AimoCommand(_OneLineUsage, click.Command):
+    """Turns library errors and click's usage errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -58,14 +62,8 @@ class AimoCommand(click.Command):
             raise _one_line(e) from None
 
 
-class AimoGroup(click.Group):
+class AimoGroup(_OneLineUsage, click.Group):
     """The command group: an unknown command is one line too."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as e:
-            raise _one_line(e) from None
 
     def resolve_command(self, ctx, args):
         try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aimo_gguf.errors import InputError
 
 
 @dataclass(slots=True)
@@ -41,7 +40,7 @@ class Tally:
 
     def __post_init__(self) -> None:
         if self.n_samples < 0:
-            raise InputError(f"n_samples must be >= 0, got {self.n_samples}")
+            raise ValueError(f"n_samples must be >= 0, got {self.n_samples}")
 
     @classmethod
     def new(cls, n_samples: int) -> Tally:
@@ -50,11 +49,15 @@ class Tally:
 
     def add(self, sample_index: int, answer: int | None, weight: float = 1.0) -> None:
         """Record that sample ``sample_index`` finished with ``answer`` (None: no valid answer),
-        its vote weighing ``weight`` (at most ``max_weight``)."""
+        its vote weighing ``weight`` (at most ``max_weight``).
+
+        A sample index out of range, or added twice, is a bug in the caller, not
+        bad user input: ValueError, which no CLI turns into a friendly line.
+        """
         if not 0 <= sample_index < self.n_samples:
-            raise InputError(f"sample index {sample_index} outside 0..{self.n_samples - 1}")
+            raise ValueError(f"sample index {sample_index} outside 0..{self.n_samples - 1}")
         if sample_index in self._seen:
-            raise InputError(f"sample {sample_index} was already added")
+            raise ValueError(f"sample {sample_index} was already added")
         self._seen.add(sample_index)
         self.finished += 1
         if answer is None:

@@ -14,12 +14,9 @@ the model tier that loads a model fails: the tier would be a lie.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,19 +62,12 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@contextmanager
-def time_limit(seconds: int, what: str):
-    """Fail (not hang) when the block runs longer than ``seconds``: a regression test of a hang."""
-    def expire(signum, frame):
-        raise AssertionError(f"{what} did not end within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+@pytest.fixture
+def problems_csv(tmp_path):
+    """Three tiny problems, two with their answers, ids out of order."""
+    path = tmp_path / "problems.csv"
+    path.write_text("id,problem,answer\nb,What is 2 + 2?,4\na,What is 3 + 3?,6\nc,What is 1 + 1?,\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture
@@ -98,24 +88,3 @@ def small_disk(tmp_path):
     yield make
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def make_hub_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: str, monkeypatch) -> Path:
-    """A Hugging Face cache at ``root`` holding ``repo_id`` at ``commit`` with ``files``, used offline."""
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for name, data in files.items():
-        sha = hashlib.sha256(data).hexdigest()
-        (repo / "blobs" / sha).write_bytes(data)
-        os.symlink(f"../../blobs/{sha}", snapshot / name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(root))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return root

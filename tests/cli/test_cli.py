@@ -8,37 +8,10 @@ sample; ``-t 1`` keeps them fast on a machine whose few cores are shared.
 from __future__ import annotations
 
 import pytest
+from helpers import assert_one_line_error
 
 from aimo_gguf import __version__
 from aimo_gguf.cli import cli
-
-
-@pytest.fixture
-def problems_csv(tmp_path):
-    path = tmp_path / "problems.csv"
-    path.write_text(
-        "id,problem,answer\n"
-        "b,What is 2 + 2?,4\n"
-        "a,What is 3 + 3?,6\n"
-        "c,What is 1 + 1?,\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    """exit 2, a SystemExit (no traceback), and one ``Error: ...`` line on stderr with ``fragments``."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("Error: "), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    assert result.stdout == ""
-    return line
 
 
 def test_missing_problems_file(runner, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_hub_cache
+from helpers import make_hub_cache
 
 from aimo_gguf.cli import cli
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from aimo_gguf.errors import InputError
+from aimo_gguf.errors import AimoError
 from aimo_gguf.voting import Tally, majority_vote
 
 
@@ -109,18 +109,19 @@ def test_default_constructor_matches_new() -> None:
 
 @pytest.mark.parametrize("index", [-1, 3])
 def test_add_rejects_out_of_range_index(index: int) -> None:
-    with pytest.raises(InputError):
+    with pytest.raises(ValueError) as error:
         Tally.new(3).add(index, 1)
+    assert not isinstance(error.value, AimoError)  # a programming error, not a user's
 
 
 def test_add_rejects_duplicate_index() -> None:
     tally = tally_of(3, [(1, 4)])
-    with pytest.raises(InputError):
+    with pytest.raises(ValueError, match="already added"):
         tally.add(1, 4)
     assert tally.counts == {4: 1}
     assert tally.finished == 1
 
 
 def test_negative_sample_count_is_rejected() -> None:
-    with pytest.raises(InputError):
+    with pytest.raises(ValueError):
         Tally.new(-1)

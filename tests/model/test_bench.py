@@ -11,6 +11,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from aimo_gguf.bench import (
     bench,
@@ -20,19 +21,6 @@ from aimo_gguf.bench.report import TABLE_COLUMNS
 from aimo_gguf.cli import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert result.stdout == ""
-    return lines[0]
 
 
 def table_rows(table: str) -> list[list[str]]:

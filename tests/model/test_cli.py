@@ -11,30 +11,11 @@ import csv
 import json
 
 import pytest
+from helpers import gpu_offload_supported
 
 from aimo_gguf.cli import cli
 
-
-def _gpu_offload_supported() -> bool:
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
 FAST = ["--samples", "1", "--max-tokens", "8", "-b", "4", "--temperature", "0", "-t", "1"]
-
-
-@pytest.fixture
-def problems_csv(tmp_path):
-    path = tmp_path / "problems.csv"
-    path.write_text(
-        "id,problem,answer\n"
-        "b,What is 2 + 2?,4\n"
-        "a,What is 3 + 3?,6\n"
-        "c,What is 1 + 1?,\n",
-        encoding="utf-8",
-    )
-    return path
 
 
 def read_csv(path):
@@ -106,7 +87,7 @@ def test_run_prints_tables_when_not_quiet(runner, tmp_path, problems_csv):
 
 
 @pytest.mark.model
-@pytest.mark.skipif(_gpu_offload_supported(), reason="this llama-cpp-python build can offload to a GPU")
+@pytest.mark.skipif(gpu_offload_supported(), reason="this llama-cpp-python build can offload to a GPU")
 def test_run_gpu_layers_on_cpu_build_falls_back(runner, tmp_path, problems_csv):
     summary = tmp_path / "s.json"
     result = runner.invoke(

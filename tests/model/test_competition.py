@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,16 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import clean_env
 
 from aimo_gguf.journal import default_journal
 from aimo_gguf.kaggle import KaggleSolver
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
-    return env
 
 
 def _write_problems(path: Path, n: int) -> Path:
@@ -44,7 +37,7 @@ def test_a_short_time_limit_ends_in_time_with_every_row(tmp_path):
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "aimo_gguf", "run", str(problems), "-o", str(out), "--summary",
                            str(summary), "-q", "-t", "2", "-n", "4", "-b", "16", "--max-tokens", "512",
-                           "--time-limit", "12", "--time-margin", "1"], capture_output=True, text=True, env=_env())
+                           "--time-limit", "12", "--time-margin", "1"], capture_output=True, text=True, env=clean_env())
     wall = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     assert wall < 12 + 1.5  # the process, interpreter start included, ends within the limit
@@ -58,7 +51,7 @@ def test_a_short_time_limit_ends_in_time_with_every_row(tmp_path):
 def _greedy_run(problems, out, *extra, **popen):
     cmd = [sys.executable, "-m", "aimo_gguf", "run", str(problems), "-o", str(out), "-q", "-t", "2", "-n", "1",
            "-b", "4", "--max-tokens", "40", "--temperature", "0", *extra]
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 @pytest.mark.model

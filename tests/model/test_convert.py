@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_hub_cache
+from helpers import (
+    CONVERT_SCRIPT,
+    clean_env,
+    make_hub_cache,
+    one_error_line,
+    run_convert_script,
+)
 
 from aimo_gguf import convert as conv
 from aimo_gguf.cli import cli
@@ -26,12 +32,6 @@ from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.errors import ModelError
 from aimo_gguf.memory import read_shape
 from aimo_gguf.models import default_model_path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-SCRIPT = ROOT / "scripts" / "convert.sh"
-
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 
@@ -58,9 +58,8 @@ def hf_checkpoint(tmp_path_factory) -> Path:
 def converted(hf_checkpoint, tmp_path_factory):
     """scripts/convert.sh on the checkpoint: F16, Q8_0 and Q4_K_M."""
     out = tmp_path_factory.mktemp("converted") / "models"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
-    env["PYTHON"] = sys.executable
-    done = subprocess.run([str(SCRIPT), str(hf_checkpoint), "--quant", "Q8_0,Q4_K_M", "--outtype", "f16",
+    env = clean_env(PYTHON=sys.executable)
+    done = subprocess.run([str(CONVERT_SCRIPT), str(hf_checkpoint), "--quant", "Q8_0,Q4_K_M", "--outtype", "f16",
                            "--outdir", str(out), "-t", "2"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     return out, done
@@ -121,23 +120,9 @@ def test_q8_0_agrees_with_f16_on_95_percent_of_next_tokens(converted, runner):
     assert q4_text["top1_agreement"] < q8_text["top1_agreement"]
 
 
-def _run_script(*args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
-    env["PYTHON"] = sys.executable
-    env.update(env_extra or {})
-    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env)
-
-
-def _one_error_line(done) -> str:
-    assert done.returncode == 2, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
-    return errors[0]
-
-
 @pytest.mark.slow
 def test_bad_type_is_refused_before_any_work(hf_checkpoint, tmp_path):
-    line = _one_error_line(_run_script(hf_checkpoint, "--quant", "Q4_K_M,Q9_X", "--outdir", tmp_path / "m"))
+    line = one_error_line(run_convert_script(hf_checkpoint, "--quant", "Q4_K_M,Q9_X", "--outdir", tmp_path / "m"))
     assert "unknown file type 'Q9_X'" in line
     assert not (tmp_path / "m").exists()
 
@@ -158,7 +143,7 @@ def test_unsupported_architecture_is_one_line(hf_checkpoint, tmp_path):
     config = json.loads((hf_checkpoint / "config.json").read_text())
     config["architectures"] = ["FooBarForCausalLM"]
     model = _copy_checkpoint(hf_checkpoint, tmp_path / "foo", config=config)
-    line = _one_error_line(_run_script(model, "--outdir", tmp_path / "m"))
+    line = one_error_line(run_convert_script(model, "--outdir", tmp_path / "m"))
     assert "architecture FooBarForCausalLM is not supported" in line
     assert not list((tmp_path / "m").glob("*")) if (tmp_path / "m").exists() else True
 
@@ -166,16 +151,16 @@ def test_unsupported_architecture_is_one_line(hf_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_missing_tokenizer_and_config_are_one_line(hf_checkpoint, tmp_path):
     model = _copy_checkpoint(hf_checkpoint, tmp_path / "notok", skip={"tokenizer.json"})
-    assert "has no tokenizer" in _one_error_line(_run_script(model, "--outdir", tmp_path / "m"))
+    assert "has no tokenizer" in one_error_line(run_convert_script(model, "--outdir", tmp_path / "m"))
     model = _copy_checkpoint(hf_checkpoint, tmp_path / "noconf", skip={"config.json"})
-    assert "has no config.json" in _one_error_line(_run_script(model, "--outdir", tmp_path / "m"))
+    assert "has no config.json" in one_error_line(run_convert_script(model, "--outdir", tmp_path / "m"))
 
 
 @pytest.mark.slow
 def test_existing_outputs_need_force(hf_checkpoint, tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "SmolLM2-135M-Instruct-F16.gguf").write_bytes(b"keep me")
-    line = _one_error_line(_run_script(hf_checkpoint, "--outdir", tmp_path / "m"))
+    line = one_error_line(run_convert_script(hf_checkpoint, "--outdir", tmp_path / "m"))
     assert "already exists: pass --force" in line
     assert (tmp_path / "m" / "SmolLM2-135M-Instruct-F16.gguf").read_bytes() == b"keep me"
 
@@ -184,9 +169,8 @@ def test_existing_outputs_need_force(hf_checkpoint, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_an_interrupted_conversion_leaves_no_model(hf_checkpoint, tmp_path, sig):
     out = tmp_path / "m"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
-    env["PYTHON"] = sys.executable
-    proc = subprocess.Popen([str(SCRIPT), str(hf_checkpoint), "--outdir", str(out), "--quant", "Q8_0"],
+    env = clean_env(PYTHON=sys.executable)
+    proc = subprocess.Popen([str(CONVERT_SCRIPT), str(hf_checkpoint), "--outdir", str(out), "--quant", "Q8_0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the F16 file is being written
@@ -221,7 +205,7 @@ def _tmpfs(path: Path, size: str):
 def test_full_disk_is_refused_up_front(hf_checkpoint, tmp_path):
     disk = _tmpfs(tmp_path / "disk", "8m")
     try:
-        line = _one_error_line(_run_script(hf_checkpoint, "--outdir", disk))
+        line = one_error_line(run_convert_script(hf_checkpoint, "--outdir", disk))
         assert "not enough disk space" in line
     finally:
         subprocess.run(["umount", str(disk)])

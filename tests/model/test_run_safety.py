@@ -15,7 +15,7 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from conftest import time_limit
+from helpers import clean_env, time_limit
 
 from aimo_gguf.engine import (
     DEFAULT_MAX_PREEMPTIONS,
@@ -32,10 +32,6 @@ from aimo_gguf.models import default_model_path
 GREEDY = SamplingParams(temperature=0)
 
 
-def env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
-
-
 def write_problems(path: Path, n: int) -> Path:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -46,7 +42,7 @@ def write_problems(path: Path, n: int) -> Path:
 
 
 def aimo(*args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "aimo_gguf", *args], env=env(), stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "aimo_gguf", *args], env=clean_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -86,23 +82,15 @@ def test_sigterm_writes_every_row_and_exits_143(tmp_path):
 # --- 4. write errors --------------------------------------------------------------------------------------
 
 
-def test_a_trace_file_that_fails_warns_once_and_the_run_goes_on(tmp_path):
+@pytest.mark.parametrize(("flag", "warning"), [("--traces", "cannot write the traces"),
+                                             ("--journal", "cannot write the journal")])
+def test_a_trace_file_or_journal_that_fails_warns_once_and_the_run_goes_on(tmp_path, flag, warning):
     problems = write_problems(tmp_path / "p.csv", 3)
     out = tmp_path / "sub.csv"
-    proc = aimo("run", str(problems), "-o", str(out), "--traces", "/dev/full", *FAST)
+    proc = aimo("run", str(problems), "-o", str(out), flag, "/dev/full", *FAST)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "Traceback" not in err and err.count("cannot write the traces") == 1
-    assert len(out.read_text().splitlines()) == 4
-
-
-def test_a_journal_that_fails_warns_once_and_the_run_goes_on(tmp_path):
-    problems = write_problems(tmp_path / "p.csv", 3)
-    out = tmp_path / "sub.csv"
-    proc = aimo("run", str(problems), "-o", str(out), "--journal", "/dev/full", *FAST)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err and err.count("cannot write the journal") == 1
+    assert "Traceback" not in err and err.count(warning) == 1
     assert len(out.read_text().splitlines()) == 4
 
 

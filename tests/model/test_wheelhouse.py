@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT, clean_env
 
 
 @pytest.mark.slow
 def test_cpu_wheelhouse_installs_offline_and_runs(tmp_path):
     out = tmp_path / "wheelhouse"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
+    env = clean_env()
     done = subprocess.run([str(ROOT / "scripts" / "kaggle_wheelhouse.sh"), "--cpu", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,0 +1,93 @@
+"""Helpers the test tiers share: what a one-line error looks like, a hang guard, the convert script."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERT_SCRIPT = ROOT / "scripts" / "convert.sh"
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A CliRunner result: exit 2, a SystemExit (no traceback), nothing on stdout, and one
+    ``Error: ...`` line on stderr holding every fragment. Returns the line."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("Error: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert result.stdout == ""
+    return line
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    """A finished subprocess: exit 2, no traceback, exactly one ``Error:`` line on stderr. Returns it."""
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    return errors[0]
+
+
+def clean_env(**extra: str) -> dict:
+    """This process's environment without AIMO_GGUF_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIMO_GGUF_")}
+    env.update(extra)
+    return env
+
+
+def run_convert_script(*args, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """scripts/convert.sh with this interpreter."""
+    env = clean_env(PYTHON=sys.executable, **(env_extra or {}))
+    return subprocess.run([str(CONVERT_SCRIPT), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+@contextmanager
+def time_limit(seconds: int, what: str):
+    """Fail (not hang) when the block runs longer than ``seconds``: a regression test of a hang."""
+    def expire(signum, frame):
+        raise AssertionError(f"{what} did not end within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def gpu_offload_supported() -> bool:
+    from aimo_gguf.engine.llama import supports_gpu_offload
+
+    return supports_gpu_offload()
+
+
+def make_hub_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: str, monkeypatch) -> Path:
+    """A Hugging Face cache at ``root`` holding ``repo_id`` at ``commit`` with ``files``, used offline."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, data in files.items():
+        sha = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / sha).write_bytes(data)
+        os.symlink(f"../../blobs/{sha}", snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return root
