@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
-
 @dataclass(slots=True)
 class Tally:
     """Votes of one problem's finished samples."""

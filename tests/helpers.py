@@ -30,6 +30,13 @@ def assert_one_line_error(result, *fragments: str) -> str:
     return line
 
 
+def table_rows(table: str) -> list[list[str]]:
+    """The body rows of a markdown table (header and separator dropped)."""
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines[1].startswith("|---"), table
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
 def one_error_line(done: subprocess.CompletedProcess) -> str:
     """A finished subprocess: exit 2, no traceback, exactly one ``Error:`` line on stderr. Returns it."""
     assert done.returncode == 2, done.stderr

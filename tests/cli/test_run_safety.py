@@ -14,6 +14,7 @@ import os
 import signal
 
 import pytest
+from helpers import assert_one_line_error
 
 from aimo_gguf.cli import cli
 
@@ -27,16 +28,6 @@ def files(tmp_path):
     model = tmp_path / "model.gguf"
     model.write_bytes(b"GGUF" + bytes(60))
     return problems, model
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 # --- 2. no output may name an input or another output -----------------------------------------------
@@ -58,7 +49,7 @@ def test_an_output_naming_another_file_of_the_run_is_refused(runner, files, tmp_
     os.link(problems, tmp_path / "hard.csv")
     args = [a.format(problems=problems, model=model, tmp=tmp_path) for a in flags]
     result = runner.invoke(cli, ["run", str(problems), "-m", str(model), *args])
-    one_line_error(result, fragment)
+    assert_one_line_error(result, fragment)
     assert problems.read_text() == PROBLEMS and model.read_bytes().startswith(b"GGUF")
 
 
@@ -69,21 +60,21 @@ def test_an_output_naming_another_file_of_the_run_is_refused(runner, files, tmp_
 def test_an_unwritable_output_fails_before_the_model_loads(runner, files, flag):
     problems, model = files
     result = runner.invoke(cli, ["run", str(problems), "-m", str(model), flag, "/proc/aimo-gguf-test/out"])
-    one_line_error(result, "cannot write", "/proc/aimo-gguf-test/out")
+    assert_one_line_error(result, "cannot write", "/proc/aimo-gguf-test/out")
 
 
 @pytest.mark.parametrize("flag", ["-o", "--summary"])
 def test_a_device_is_not_a_submission(runner, files, flag):
     problems, model = files
     result = runner.invoke(cli, ["run", str(problems), "-m", str(model), flag, "/dev/null"])
-    one_line_error(result, "not a regular file")
+    assert_one_line_error(result, "not a regular file")
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
 def test_an_output_that_is_a_folder_is_refused(runner, files, tmp_path):
     problems, model = files
     result = runner.invoke(cli, ["run", str(problems), "-m", str(model), "-o", str(tmp_path)])
-    one_line_error(result)
+    assert_one_line_error(result)
 
 
 # --- 9. non-finite numbers ----------------------------------------------------------------------------
@@ -94,7 +85,7 @@ def test_an_output_that_is_a_folder_is_refused(runner, files, tmp_path):
 def test_non_finite_numbers_are_refused(runner, files, flag, value):
     problems, model = files
     result = runner.invoke(cli, ["run", str(problems), "-m", str(model), flag, value])
-    one_line_error(result, f"{flag} must be a finite number")
+    assert_one_line_error(result, f"{flag} must be a finite number")
 
 
 def test_the_summary_json_never_holds_infinity(tmp_path):
@@ -119,7 +110,7 @@ def test_the_summary_json_never_holds_infinity(tmp_path):
 ])
 def test_usage_errors_are_one_error_line(runner, tmp_path, args, fragment):
     result = runner.invoke(cli, [a.format(tmp=tmp_path) for a in args])
-    line = one_line_error(result, fragment)
+    line = assert_one_line_error(result, fragment)
     assert "-h'" in line  # where to look next
 
 

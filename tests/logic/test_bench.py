@@ -12,6 +12,7 @@ import json
 import sys
 
 import pytest
+from helpers import table_rows
 
 from aimo_gguf import bench as bench_module
 from aimo_gguf.bench import (
@@ -30,13 +31,6 @@ from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def table_rows(table: str) -> list[list[str]]:
-    """The body rows of the markdown table (header and separator dropped)."""
-    lines = [line for line in table.splitlines() if line.startswith("|")]
-    assert lines[1].startswith("|---"), table
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def made_result() -> BenchResult:

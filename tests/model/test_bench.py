@@ -11,7 +11,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, table_rows
 
 from aimo_gguf.bench import (
     bench,
@@ -21,13 +21,6 @@ from aimo_gguf.bench.report import TABLE_COLUMNS
 from aimo_gguf.cli import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def table_rows(table: str) -> list[list[str]]:
-    """The body rows of the markdown table (header and separator dropped)."""
-    lines = [line for line in table.splitlines() if line.startswith("|")]
-    assert lines[1].startswith("|---"), table
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
 TINY = ["--batch-sizes", "1,2", "--max-tokens", "4", "--problems", "2", "-t", "1"]
