@@ -2,8 +2,15 @@
 
 Kaggle and most schedulers stop a job with SIGTERM, whose default action
 kills the process on the spot. ``stop_signals()`` turns SIGINT and SIGTERM
-into a ``Stopped`` exception in the main thread, once: a second signal while
-the results are being written is noted, not raised, so the writing finishes.
+into a ``Stopped`` exception in the main thread while it is armed.
+
+A signal can land while the main thread runs a Python callback from C (llama.cpp's
+log callback, called all through a model load): an exception raised there
+is swallowed by ctypes. So the handler also records the signal, and the run
+calls ``check()`` at safe points (after the load, after every engine step),
+which raises ``Stopped`` for a signal that was recorded but not raised. Once
+the run has its answers and starts writing them it ``disarm()``s: later
+signals are only recorded, and the writing finishes.
 """
 
 from __future__ import annotations
@@ -30,37 +37,38 @@ class Stopped(BaseException):
 
 
 class StopState:
-    """Which signal stopped the run (None: none did)."""
+    """The first stop signal received (None: none was), and whether one still raises."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._armed = True
+        self.armed = True
 
     @property
     def name(self) -> str | None:
         return None if self.signum is None else signal.Signals(self.signum).name
 
-    @property
-    def exit_code(self) -> int | None:
-        return None if self.signum is None else EXIT_CODES.get(self.signum, 128 + self.signum)
-
     def stop(self, signum: int) -> None:
-        """Record ``signum``; raise Stopped the first time only."""
+        """The signal handler: record the signal, and raise while armed."""
         if self.signum is None:
             self.signum = signum
-        if self._armed:
-            self._armed = False
-            raise Stopped(signum)
+        if self.armed:
+            raise Stopped(self.signum)
+
+    def check(self) -> None:
+        """A safe point: raise for a signal that arrived (and may have been swallowed) while armed."""
+        if self.armed and self.signum is not None:
+            raise Stopped(self.signum)
 
     def disarm(self) -> None:
         """From now on signals are only recorded: the results are being written."""
-        self._armed = False
+        self.armed = False
 
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopState]:
-    """Within the block, SIGINT and SIGTERM raise ``Stopped`` once. Outside the main thread
-    (where Python cannot install handlers) nothing changes but Ctrl-C's own KeyboardInterrupt."""
+    """Within the block, SIGINT and SIGTERM raise ``Stopped`` while the state is armed. Outside the
+    main thread (where Python cannot install handlers) nothing changes but Ctrl-C's own
+    KeyboardInterrupt."""
     state = StopState()
     if threading.current_thread() is not threading.main_thread():
         yield state

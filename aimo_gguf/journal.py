@@ -82,6 +82,7 @@ class Journal:
         self._written = 0
         self._broken = False
         self._created = False
+        self._opened = False
         self._open()
         try:
             if resume:
@@ -93,26 +94,40 @@ class Journal:
     # --- opening and reading --------------------------------------------------------------------------
 
     def _open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._created = not self.path.exists()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as e:
-            self._fd = None
-            self._warn(f"cannot write the journal {self.path} ({e.strerror or e}): going on without it "
-                       f"(--resume will not see this run)")
-            return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = lock_holder(self._fd)
+        for _ in range(5):  # a run that closes as we open may unlink the file it created: open again
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._created = not self.path.exists()
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            except OSError as e:
+                self._fd = None
+                self._warn(f"cannot write the journal {self.path} ({e.strerror or e}): going on without it "
+                           f"(--resume will not see this run)")
+                return
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = lock_holder(self._fd)
+                os.close(self._fd)
+                self._fd = None
+                who = f"process {holder}" if holder else "another run"
+                raise InputError(f"the journal {self.path} is in use by {who} (another run writing the same "
+                                 f"output?): wait for it, or give this run its own --output or --journal") from None
+            except OSError:
+                pass  # a file system without locks: go on unlocked
+            if self._still_the_path():
+                self._opened = True
+                return
             os.close(self._fd)
             self._fd = None
-            who = f"process {holder}" if holder else "another process"
-            raise InputError(f"the journal {self.path} is in use by {who} (another run writing the same output?): "
-                             f"wait for it, or give this run its own --output or --journal") from None
+        self._warn(f"cannot hold the journal {self.path} (it keeps being replaced): going on without it")
+
+    def _still_the_path(self) -> bool:
+        try:
+            here, there = os.fstat(self._fd), os.stat(self.path)
         except OSError:
-            pass  # a file system without locks: go on unlocked
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def _read(self, settings: dict) -> None:
         if self._fd is None:
@@ -192,6 +207,11 @@ class Journal:
     def written(self) -> int:
         """Problems this run added."""
         return self._written
+
+    @property
+    def intact(self) -> bool:
+        """Every problem this run finished is in the file (it opened, and no write failed)."""
+        return self._opened and not self._broken
 
     def close(self) -> None:
         """Release the lock; a journal this run created and never wrote is removed."""

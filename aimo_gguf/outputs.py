@@ -24,8 +24,11 @@ from .errors import InputError
 
 
 def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file: the same inode (hard links) or the same resolved path."""
+    """Whether two paths name one file: the same inode (hard links) or the same resolved path.
+    A character device (``/dev/null``, ``/dev/stdout``) is no file of the run's to destroy."""
     try:
+        if a.is_char_device() or b.is_char_device():
+            return False
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
     except OSError:
@@ -64,15 +67,16 @@ def check_writable(path: str | Path, what: str, *, replace: bool = True) -> Path
         raise InputError(f"cannot write {what} to {path}: it is a folder")
     if replace and path.exists() and not path.is_file():
         raise InputError(f"cannot write {what} to {path}: it is not a regular file")
-    folder = path.parent
     try:
+        if not replace and path.exists():  # appended to in place: the file itself must take writes
+            with path.open("ab"):
+                pass
+            return path
+        folder = path.parent
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".aimo-gguf-probe-")
         os.close(fd)
         os.unlink(probe)
-        if not replace and path.exists():
-            with path.open("ab"):
-                pass
     except OSError as e:
         raise InputError(f"cannot write {what} to {path}: {e.strerror or e}") from None
     return path

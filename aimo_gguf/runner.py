@@ -120,13 +120,17 @@ def run(
                     from .loading import load_engine
 
                     engine = stack.enter_context(load_engine(config, model_path, verbose=verbose))
+                stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
                 outcome.solve(engine, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
-                              clock=clock)
+                              clock=clock, safe_point=stop.check)
+                stop.disarm()  # every answer is in: from here on nothing may cut the writing short
         except (KeyboardInterrupt, Stopped) as e:
-            stop.disarm()  # a second signal must not cut the writing short
+            stop.disarm()
             outcome.stopped(e.name if isinstance(e, Stopped) else "SIGINT")
         stop.disarm()
-        return outcome.write(output, summary, journal=log.path if log is not None and log.written else None)
+        if stop.signum is not None and not outcome.summary.interrupted:
+            print(f"aimo-gguf: {stop.name} arrived after the last problem: writing the results", file=sys.stderr)
+        return outcome.write(output, summary, journal=log)
 
 
 def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
@@ -156,7 +160,7 @@ class _Outcome:
         self.t_start = time.perf_counter()
 
     def solve(self, engine: BatchEngine, log: Journal | None, tracer: TraceWriter | None, *, progress: bool,
-              on_result, deadline: float | None, clock: Clock) -> None:
+              on_result, deadline: float | None, clock: Clock, safe_point=None) -> None:
         config, summary = self.config, self.summary
         self.deadline = deadline
         self.engine = engine
@@ -171,8 +175,14 @@ class _Outcome:
         todo = self._take_journaled(log.entries if log is not None else {})
         bar = _ProgressBar(len(self.problems), engine, summary, enabled=progress)
         self.tool_stats = ToolStats() if config.tir else None
-        solver = Solver(engine, config, traces=tracer, on_step=bar.refresh if bar.enabled else None,
-                        deadline=deadline, tool_stats=self.tool_stats, clock=clock)
+
+        def on_step() -> None:
+            if safe_point is not None:
+                safe_point()
+            bar.refresh()
+
+        solver = Solver(engine, config, traces=tracer, on_step=on_step, deadline=deadline,
+                        tool_stats=self.tool_stats, clock=clock)
         self.t_start = time.perf_counter()
         try:
             for result in solver.solve([self.problems[i] for i in todo]):
@@ -185,8 +195,10 @@ class _Outcome:
                     on_result(result)
                 bar.advance()
         finally:
-            bar.close()
-            self._collect(engine)
+            try:
+                bar.close()
+            finally:
+                self._collect(engine)
 
     def _take_journaled(self, earlier: dict) -> list[int]:
         """Answers from an earlier run's journal; returns the positions still to solve."""
@@ -246,7 +258,7 @@ class _Outcome:
         print(f"aimo-gguf: stopped by {signal_name}: writing the finished answers and the fallback for the rest",
               file=sys.stderr, flush=True)
 
-    def write(self, output, summary_path, *, journal: Path | None) -> RunResult:
+    def write(self, output, summary_path, *, journal: Journal | None) -> RunResult:
         """The submission (input order, fallbacks for the unanswered) and the summary."""
         s, config = self.summary, self.config
         missing = sum(a is None for a in self.answers)
@@ -261,10 +273,16 @@ class _Outcome:
             try:
                 write_submission(output, rows)
             except OutputError as e:
-                hint = f"; the answers are in the journal {journal}: rerun with --resume" if journal else ""
+                keeps = journal is not None and journal.intact and (journal.written or journal.entries)
+                hint = f"; the answers are in the journal {journal.path}: rerun with --resume" if keeps else ""
                 failure = OutputError(f"{e}{hint}")
         if summary_path is not None:
-            write_json_atomic(summary_path, s.to_dict())
+            try:
+                write_json_atomic(summary_path, s.to_dict())
+            except OutputError as e:
+                if failure is None:
+                    raise
+                print(f"aimo-gguf: warning: {e}", file=sys.stderr)  # the submission's error matters more
         if failure is not None:
             raise failure
         self.results.sort(key=lambda r: r.index)

@@ -166,7 +166,9 @@ class Scheduler:
         if len(self.running) == 1:
             self._release(self.running[0], FINISH_KV_FULL)
             return
-        victim = max(self.running, key=lambda s: s.order)
+        # The youngest sequence that holds cells: one still waiting for a shared prompt frees nothing.
+        holders = [s for s in self.running if s.state is not SeqState.WAITING] or self.running
+        victim = max(holders, key=lambda s: s.order)
         request = victim.request
         times = self._preempted.get(request, 0) + 1
         if times > self.max_preemptions:

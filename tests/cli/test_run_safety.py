@@ -126,7 +126,11 @@ def test_a_stop_signal_writes_the_finished_answers_and_fallbacks(tmp_path, signu
     from aimo_gguf import runner
 
     caught = []
-    previous = signal.signal(signum, lambda n, f: caught.append(n))
+
+    def ours(n, f):
+        caught.append(n)
+
+    previous = signal.signal(signum, ours)
     seen = []
 
     def on_result(result):
@@ -139,6 +143,7 @@ def test_a_stop_signal_writes_the_finished_answers_and_fallbacks(tmp_path, signu
         out = tmp_path / "sub.csv"
         result = runner.run(problems_of(6), output=out, summary=tmp_path / "s.json", progress=False, samples=1,
                             batch_size=1, fallback_answer=99, engine=engine, on_result=on_result)
+        assert signal.getsignal(signum) is ours  # run() gave the handler back
     finally:
         signal.signal(signum, previous)
     assert caught == []  # run() handled it
@@ -149,4 +154,3 @@ def test_a_stop_signal_writes_the_finished_answers_and_fallbacks(tmp_path, signu
     assert rows[0] == "id,answer" and len(rows) == 7
     assert rows[1:3] == ["p0,10", "p1,11"] and rows[-1] == "p5,99"
     assert json.loads((tmp_path / "s.json").read_text())["stopped_by"] == name
-    assert signal.getsignal(signum) is previous or signal.getsignal(signum) == previous  # handlers restored

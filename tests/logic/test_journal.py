@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -141,5 +142,14 @@ def test_a_second_writer_is_refused_and_told_who_holds_the_journal(tmp_path):
 def test_a_second_journal_in_the_same_process_is_refused_too(tmp_path):
     path = tmp_path / "j.jsonl"
     with Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False):
-        with pytest.raises(InputError, match="in use by another process"):
+        with pytest.raises(InputError, match="in use by another run"):
             Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False)
+
+
+def test_devices_are_not_files_of_the_run_to_protect():
+    from aimo_gguf.outputs import check_distinct, check_writable
+
+    check_distinct({"--traces": "/dev/null", "--journal": "/dev/null"}, outputs={"--traces", "--journal"})
+    before = set(os.listdir("/dev"))
+    check_writable("/dev/null", "traces", replace=False)  # opened, not probed beside in /dev
+    assert set(os.listdir("/dev")) == before

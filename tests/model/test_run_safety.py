@@ -79,6 +79,30 @@ def test_sigterm_writes_every_row_and_exits_143(tmp_path):
     assert s["interrupted"] is True and s["stopped_by"] == "SIGTERM" and s["problems_done"] >= 3
 
 
+def test_a_signal_during_the_model_load_stops_the_run(tmp_path, monkeypatch):
+    """A signal that lands while llama.cpp is calling back into Python (its log, all through a load)
+    cannot raise there; it is raised at the next safe point, and the run stops as it should."""
+    from aimo_gguf.engine import llama
+    from aimo_gguf.runner import run
+
+    real = llama.on_log
+    sent = []
+
+    def on_log(level, text):
+        if not sent:
+            sent.append(1)
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs inside this C callback
+        real(level, text)
+
+    monkeypatch.setattr(llama, "on_log", on_log)
+    problems = write_problems(tmp_path / "p.csv", 5)
+    out = tmp_path / "sub.csv"
+    result = run(problems, output=out, progress=False, samples=1, max_tokens=8, threads=2)
+    assert sent and result.summary.interrupted and result.summary.stopped_by == "SIGTERM"
+    assert result.exit_code == 143 and result.summary.problems_done == 0
+    assert len(out.read_text().splitlines()) == 6  # every row: the fallback
+
+
 # --- 4. write errors --------------------------------------------------------------------------------------
 
 
@@ -118,7 +142,7 @@ def test_a_submission_that_cannot_be_written_is_one_line_and_the_journal_keeps_t
 
 @pytest.mark.slow
 def test_a_second_run_on_the_same_output_stops_and_names_the_first(tmp_path):
-    problems = write_problems(tmp_path / "p.csv", 40)
+    problems = write_problems(tmp_path / "p.csv", 400)  # the first run is still going when the second starts
     out = tmp_path / "sub.csv"
     first = aimo("run", str(problems), "-o", str(out), *FAST)
     try:
