@@ -169,7 +169,7 @@ def _compare_text(ref_path: Path, q_path: Path, body: str, label: str, *, ctx: i
 
     def engine(path: Path) -> Engine:
         return Engine(path, n_gpu_layers=n_gpu_layers, ctx=ctx, batch_size=1, threads=threads,
-                      token_budget=min(ctx, 512))
+                      token_budget=min(ctx, 512), max_outputs=min(ctx, 512))
 
     say = (lambda m: print(f"aimo-gguf: {m}", file=sys.stderr)) if progress else (lambda m: None)
     with tempfile.TemporaryDirectory(prefix="aimo-gguf-compare-") as tmp:

@@ -96,6 +96,8 @@ class Engine(BatchEngine):
         stop: Sequence[str] = (),
         ignore_eos: bool = False,  # never end on EOS: the end-of-generation tokens are masked
         max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,  # then a sequence the KV cannot hold ends as kv_full
+        max_outputs: int | None = None,  # logits rows per decode: None = one per sequence (generate);
+        # logits() of a whole text needs more (compare passes the token budget)
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -142,14 +144,19 @@ class Engine(BatchEngine):
 
         try:
             model = self._model
+            like = model.meta("aimo_gguf.synthetic_like") if model.meta("aimo_gguf.synthetic") == "true" else None
+            if like is not None:
+                notes.append(f"{path.name} is synthetic: random weights with the shapes of {like} "
+                             f"(aimo-gguf synth); its speed and memory are real, its answers mean nothing")
             n_layers = model.n_layers
             n_ctx_train = model.n_ctx_train
             if ctx > n_ctx_train > 0:
                 notes.append(f"context {ctx} is longer than the model was trained for ({n_ctx_train})")
+            self.max_outputs = max(batch_size, max_outputs or batch_size)
             self._context = llama.LlamaContext(
                 model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
                 n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,
-                kv_unified=kv_unified)
+                kv_unified=kv_unified, n_outputs_max=self.max_outputs)
             self.n_ctx_seq = self._context.n_ctx_seq
             token_budget = min(token_budget, self._context.n_batch)
             self._batch = llama.LlamaBatch(token_budget)
@@ -201,6 +208,12 @@ class Engine(BatchEngine):
         for owner in (self._batch, self._context, self._model):
             if owner is not None:
                 owner.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass  # interpreter shutdown: llama_cpp may already be gone
 
     def __enter__(self) -> Engine:
         return self
@@ -255,8 +268,9 @@ class Engine(BatchEngine):
         context, batch = self._context, self._batch
         context.seq_rm(0)
         out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
-        for start in range(0, len(tokens), self.token_budget):
-            chunk = tokens[start:start + self.token_budget]
+        step = min(self.token_budget, self.max_outputs)
+        for start in range(0, len(tokens), step):
+            chunk = tokens[start:start + step]
             for i, t in enumerate(chunk):
                 batch.token[i] = t
                 batch.pos[i] = start + i

@@ -51,7 +51,12 @@ def on_log(level: int, text: bytes) -> None:
 
 @llama_cpp.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    on_log(level, text)
+    # An exception here would be printed and dropped by ctypes: a stop signal that lands in this
+    # callback is recorded by its handler (aimo_gguf.interrupt) and raised at the next safe point.
+    try:
+        on_log(level, text)
+    except BaseException:  # noqa: BLE001
+        pass
 
 
 llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
@@ -162,6 +167,12 @@ class LlamaModel(_Owner):
         raw = llama_cpp.llama_model_chat_template(self.ptr, None)
         return raw.decode("utf-8", "replace") if raw else None
 
+    def meta(self, key: str) -> str | None:
+        """A metadata value of the GGUF as text (``"true"`` for a true bool), or None when absent."""
+        buf = ctypes.create_string_buffer(512)
+        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, 512)
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
     @property
     def bos(self) -> int:
         return llama_cpp.llama_vocab_bos(self._vocab)
@@ -210,9 +221,13 @@ class LlamaContext(_Owner):
     """One llama.cpp context of ``n_seq_max`` sequences over a model, with its KV memory."""
 
     def __init__(self, model: LlamaModel, *, n_seq_max: int, n_ctx: int, n_batch: int, n_ubatch: int,
-                 threads: int, flash_attn: str, kv_type: str, kv_unified: bool) -> None:
+                 threads: int, flash_attn: str, kv_type: str, kv_unified: bool, n_outputs_max: int = 0) -> None:
         params = llama_cpp.llama_context_default_params()
         params.n_seq_max = n_seq_max
+        # The logits rows one decode may return (0 = n_batch). The compute buffer holds that
+        # many rows of the whole vocabulary: 512 x 152k floats is 300 MiB that one logits row
+        # per sequence never uses.
+        params.n_outputs_max = n_outputs_max
         params.kv_unified = kv_unified
         params.n_ctx = n_ctx
         params.n_batch = n_batch
@@ -231,6 +246,7 @@ class LlamaContext(_Owner):
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens for {n_seq_max} sequences"
                              f"{last_error()}: lower --batch-size or --ctx")
         self._ptr = ptr
+        self._model = model  # a context must be freed before its model: keep the model alive
         self._mem = llama_cpp.llama_get_memory(ptr)
         self.n_vocab = model.n_vocab
         self.n_ctx = llama_cpp.llama_n_ctx(ptr)  # KV cells of all sequences together
