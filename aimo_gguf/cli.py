@@ -346,6 +346,51 @@ def quantize_command(src, dst, type_, threads, imatrix, allow_requantize, force)
     click.echo(out)
 
 
+@cli.command("synth", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.option("--like",
+              help="A model of the registry or another known shape (see aimo-gguf synth --list), "
+                   "or a Hugging Face config.json (or the folder holding it).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The GGUF file to write.")
+@click.option("--type", "type_", default=None,
+              help="llama.cpp file type of the result [default: Q4_K_M; MXFP4_MOE for gpt-oss].")
+@config_options(only=("threads",))
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--dry-run", is_flag=True, help="Print the shapes, parameters and sizes; write nothing.")
+@click.option("--list", "list_shapes", is_flag=True, help="List the shapes --like knows by name.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def synth_command(like, output, type_, threads, seed, force, dry_run, list_shapes, quiet) -> None:
+    """Write a GGUF with random weights and the exact shapes of a real model.
+
+    Speed and memory depend on shapes and types, not weight values: the file
+    measures what the real model costs (aimo-gguf bench, info) without a
+    download. Its metadata marks it synthetic; run says so when it is used.
+
+    \b
+    Examples:
+      aimo-gguf synth --like Qwen2.5-Math-7B-Instruct -o models/synth-qwen7b.gguf
+      aimo-gguf synth --like gpt-oss-20b -o models/synth-gpt-oss-20b.gguf
+      aimo-gguf synth --like ./my-model/config.json -o m.gguf --type Q8_0
+    """
+    import json
+
+    from .synth import describe, known_shapes, spec_like, synth
+
+    if list_shapes:
+        for name in known_shapes():
+            click.echo(name)
+        return
+    if like is None:
+        raise click.UsageError("Missing option '--like'.")
+    spec = spec_like(like)
+    if dry_run:
+        click.echo(json.dumps(describe(spec, type_), indent=2))
+        return
+    if output is None:
+        raise click.UsageError("Missing option '-o' / '--output'.")
+    click.echo(synth(like, output, type=type_, threads=threads, seed=seed, force=force, progress=not quiet))
+
+
 @cli.command("convert", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("source")
 @click.option("--quant", default="Q4_K_M", show_default=True,

@@ -37,7 +37,9 @@ class RunConfig:
     """Settings of one run; see each field's help."""
 
     model: str | None = _opt(None, "GGUF model file [default: the embedded SmolLM2-135M-Instruct Q4_1].")
-    n_gpu_layers: int = _opt(0, "Layers to offload to the GPU (-1 = all). Falls back to fewer, then to CPU.")
+    n_gpu_layers: int | str = _opt(
+        0, "Layers to offload to the GPU (-1 = all), or 'auto': the most that fit the GPU's free memory "
+           "(or --max-memory) with this batch and context. Falls back to fewer, then to CPU.", accepts_auto=True)
     threads: int | None = _opt(None, "CPU threads [default: physical cores].")
     ctx: int = _opt(
         DEFAULT_CTX,
@@ -94,7 +96,8 @@ class RunConfig:
             (self.samples >= 1, f"--samples must be at least 1, got {self.samples}"),
             (self.max_tokens >= 1, f"--max-tokens must be at least 1, got {self.max_tokens}"),
             (self.ctx == 0 or self.ctx >= 16, f"--ctx must be 0 (automatic) or at least 16, got {self.ctx}"),
-            (self.n_gpu_layers >= -1, f"--n-gpu-layers must be -1 (all) or more, got {self.n_gpu_layers}"),
+            (self.n_gpu_layers == "auto" or (isinstance(self.n_gpu_layers, int) and self.n_gpu_layers >= -1),
+             f"--n-gpu-layers must be 'auto', -1 (all) or more, got {self.n_gpu_layers}"),
             (self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
             (self.temperature >= 0, f"--temperature must be 0 or more, got {self.temperature}"),
             (0 < self.top_p <= 1, f"--top-p must be in (0, 1], got {self.top_p}"),

@@ -1,7 +1,8 @@
 """``aimo-gguf info``: what a GGUF file is and what a configuration of it needs.
 
-Everything comes from the file's header (no weights are loaded), so it answers
-in a moment even for a model larger than this machine's memory.
+Everything comes from the file's header and a simulated load (llama.cpp's
+``no_alloc``: no weights are read, nothing is allocated), so it answers in a
+moment even for a model larger than this machine's memory.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import RunConfig
-from .memory import MemoryEstimate, ModelShape, estimate, format_bytes, read_shape
+from .memory import MemoryEstimate, ModelShape, format_bytes, measure, read_shape
 from .models import resolve_model
 
 
@@ -23,12 +24,12 @@ class ModelInfo:
     ctx: int  # context of one sequence
     batch_size: int
     kv_type: str
-    n_gpu_layers_requested: int
+    n_gpu_layers_requested: int | str
     estimate: MemoryEstimate
 
     def to_dict(self) -> dict:
         shape = asdict(self.shape)
-        for bulky in ("block_bytes", "kv_elements", "swa_layers"):
+        for bulky in ("block_bytes", "kv_elements", "swa_layers", "block_repack"):
             shape.pop(bulky)
         est = self.estimate
         return {
@@ -57,13 +58,20 @@ class ModelInfo:
             ("configuration", f"{self.batch_size} sequences x {self.ctx} tokens, KV {self.kv_type}, "
                               f"{est.n_gpu_layers} of {s.n_layers + 1} layers on the GPU"),
             ("KV per sequence", format_bytes(est.kv_per_sequence)),
-            ("GPU", f"{format_bytes(est.gpu)} (weights {format_bytes(est.weights_gpu)}, KV {format_bytes(est.kv_gpu)})"),
-            ("CPU", f"{format_bytes(est.cpu)} (weights {format_bytes(est.weights_cpu)}, KV {format_bytes(est.kv_cpu)}, "
-                    f"logits and overhead {format_bytes(est.output + est.overhead)})"),
+            ("GPU", f"{format_bytes(est.gpu)} (weights {format_bytes(est.weights_gpu)}, KV {format_bytes(est.kv_gpu)}, "
+                    f"compute {format_bytes(est.compute_gpu)})"),
+            ("CPU", f"{format_bytes(est.cpu)} (weights {format_bytes(est.weights_cpu)} mapped + "
+                    f"{format_bytes(est.repack_cpu)} repacked, KV {format_bytes(est.kv_cpu)}, "
+                    f"compute {format_bytes(est.compute_cpu)}, logits and samplers "
+                    f"{format_bytes(est.output + est.samplers)}, vocabulary and runtime "
+                    f"{format_bytes(est.vocab + est.overhead)})"),
         ]
+        if s.synthetic_like:
+            rows.insert(2, ("synthetic", f"random weights with the shapes of {s.synthetic_like} (aimo-gguf synth)"))
         width = max(len(k) for k, _ in rows)
-        note = "plus llama.cpp's compute buffer, not estimated: keep headroom on a GPU"
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + f"\n{'':<{width}}  ({note})"
+        source = ("compute buffers and vocabulary from a simulated llama.cpp load" if est.source == "llama.cpp"
+                  else "compute buffers from a formula: this llama.cpp cannot simulate a load")
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + f"\n{'':<{width}}  ({source})"
 
 
 def describe(
@@ -73,11 +81,12 @@ def describe(
     **options,
 ) -> ModelInfo:
     """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
-    from .loading import resolve_batch_size
+    from .loading import resolve_batch_size, resolve_gpu_layers
 
     config = config or RunConfig(model=None if model is None else str(model), **options)
     path = resolve_model(config.model)
-    batch = resolve_batch_size(config, path)
+    layers = resolve_gpu_layers(config, path)
+    batch = resolve_batch_size(config, path, n_gpu_layers=layers)
     return ModelInfo(
         path=str(path),
         shape=read_shape(str(path)),
@@ -85,6 +94,6 @@ def describe(
         batch_size=batch,
         kv_type=config.kv_type,
         n_gpu_layers_requested=config.n_gpu_layers,
-        estimate=estimate(read_shape(str(path)), ctx=config.sequence_ctx, batch_size=batch,
-                          n_gpu_layers=config.n_gpu_layers, kv_type=config.kv_type),
+        estimate=measure(path, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
+                         kv_type=config.kv_type, flash_attn=config.flash_attn, kv_unified=config.kv_unified),
     )

@@ -9,11 +9,15 @@ from .config import RunConfig
 from .errors import InputError
 from .prompts import RAW_PROMPT_STOPS
 
+GPU_RUNTIME_RESERVE = 512 * 2**20  # CUDA's own context and the driver: not in llama.cpp's accounting
 
-def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False) -> dict:
-    """The Engine keyword arguments a RunConfig stands for (model path aside)."""
+
+def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, n_gpu_layers: int | None = None
+                  ) -> dict:
+    """The Engine keyword arguments a RunConfig stands for (model path aside); ``n_gpu_layers``
+    overrides the config's (its 'auto' resolved)."""
     return dict(
-        n_gpu_layers=config.n_gpu_layers,
+        n_gpu_layers=config.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
         ctx=config.sequence_ctx,
         batch_size=batch_size,
         threads=config.threads,
@@ -27,31 +31,77 @@ def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False) 
     )
 
 
-def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = False) -> int:
+def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = False) -> int:
+    """``config.n_gpu_layers``, with 'auto' replaced by the most layers whose memory estimate fits
+    the GPU's free memory (NVML) or ``--max-memory``, for the batch and context asked for (a batch
+    of 1 with ``--batch-size auto``, which then fills what is left)."""
+    if config.n_gpu_layers != "auto":
+        return config.n_gpu_layers
+    from .engine.llama import supports_gpu_offload
+    from .memory import format_bytes, most_gpu_layers, parse_size, read_shape
+
+    if not supports_gpu_offload():
+        if not quiet:
+            print("aimo-gguf: --n-gpu-layers auto: this llama-cpp-python build cannot offload: 0 layers (CPU)",
+                  file=sys.stderr)
+        return 0
+    if config.max_memory is not None:
+        budget, where = parse_size(config.max_memory), "--max-memory"
+    else:
+        from .devices import gpu_memory
+
+        memory = gpu_memory()
+        if memory is None:
+            raise InputError("--n-gpu-layers auto needs the GPU's free memory (install nvidia-ml-py) "
+                             "or --max-memory")
+        budget, where = max(0, memory[2] - GPU_RUNTIME_RESERVE), "the GPU's free memory"
+    batch = 1 if config.batch_size == "auto" else config.batch_size
+    shape = read_shape(str(model_path))
+    layers = most_gpu_layers(shape, ctx=config.sequence_ctx, batch_size=batch, max_memory=budget,
+                             kv_type=config.kv_type)
+    if not quiet:
+        shown = "all" if layers < 0 else str(layers)
+        print(f"aimo-gguf: --n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit "
+              f"{format_bytes(budget)} ({where}) with {batch} x {config.sequence_ctx} tokens", file=sys.stderr)
+    return layers
+
+
+def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = False,
+                       n_gpu_layers: int | None = None) -> int:
     """``config.batch_size``, with 'auto' replaced by the largest batch the memory budget holds."""
     if config.batch_size != "auto":
         return config.batch_size
     from .memory import format_bytes, largest_batch, parse_size, read_shape
 
+    layers = config.n_gpu_layers if n_gpu_layers is None else n_gpu_layers
+    if layers == "auto":
+        layers = resolve_gpu_layers(config, model_path, quiet=True)
     if config.max_memory is not None:
         budget = parse_size(config.max_memory)
-    elif config.n_gpu_layers == 0:
+    elif layers == 0:
         import psutil
 
         budget = int(0.8 * psutil.virtual_memory().available)
     else:
-        raise InputError("--batch-size auto with GPU layers needs --max-memory (the GPU memory to fill)")
+        from .devices import gpu_memory
+
+        memory = gpu_memory()
+        if memory is None:
+            raise InputError("--batch-size auto with GPU layers needs --max-memory (the GPU memory to fill)")
+        budget = max(0, memory[2] - GPU_RUNTIME_RESERVE)
     batch = largest_batch(read_shape(str(model_path)), ctx=config.sequence_ctx, max_memory=budget,
-                          n_gpu_layers=config.n_gpu_layers, kv_type=config.kv_type)
+                          n_gpu_layers=layers, kv_type=config.kv_type)
     if not quiet:
-        where = "GPU" if config.n_gpu_layers else "CPU"
+        where = "GPU" if layers else "CPU"
         print(f"aimo-gguf: --batch-size auto: {batch} sequences of {config.sequence_ctx} tokens fit "
               f"{format_bytes(budget)} of {where} memory", file=sys.stderr)
     return batch
 
 
 def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False):
-    """The Engine ``config`` describes, on ``model_path``."""
+    """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved)."""
     from .engine import Engine
 
-    return Engine(model_path, **engine_kwargs(config, resolve_batch_size(config, model_path), verbose=verbose))
+    layers = resolve_gpu_layers(config, model_path)
+    batch = resolve_batch_size(config, model_path, n_gpu_layers=layers)
+    return Engine(model_path, **engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers))

@@ -1,21 +1,30 @@
-"""How much memory a GGUF model needs, from its own metadata, before loading it.
+"""How much memory a GGUF model needs, before loading it.
 
-The estimate follows llama.cpp's allocations:
+Everything llama.cpp allocates for a run, measured on synthetic models of real
+shapes (Qwen2.5 0.5B, 1.5B and 7B, 152k vocabulary; see the README's Memory
+section), each part counted where llama.cpp puts it:
 
-- weights: the tensors' bytes as stored. Block ``i`` goes to the GPU when it is
-  one of the last ``n_gpu_layers`` blocks; the output head goes with
-  ``n_gpu_layers > n_layers``; token embeddings stay on the CPU.
+- weights: the tensors' bytes as stored (memory-mapped on the CPU). Block ``i``
+  goes to the GPU when it is one of the last ``n_gpu_layers`` blocks; the
+  output head goes with ``n_gpu_layers > n_layers``; token embeddings stay on
+  the CPU.
+- repacked weights (CPU): the CPU backend copies the tensors it has faster
+  kernels for (Q4_0, Q4_K, IQ4_NL, MXFP4 with AVX2 on x86; more types on ARM)
+  into a second, interleaved buffer. The mapped originals stay resident too:
+  a Q4_K_M 7B model takes 4.4 GiB mapped plus 2.9 GiB repacked.
 - KV cache: for each layer, ``(n_head_kv * key_length + n_head_kv * value_length)``
-  elements per cell, at the KV type's size. With one stream per sequence each
-  sequence has ``pad256(ctx)`` cells; sliding-window layers (Gemma 3, 2, ...)
-  hold only ``pad256(min(ctx, window + n_ubatch))``. A layer's KV lives with
-  its weights.
-- output buffer: one row of float logits per sequence, on the CPU.
-- a fixed runtime overhead (allocator, graph metadata, Python objects),
-  fitted on this machine.
-
-llama.cpp also reserves a compute buffer (tens to a few hundred MiB) that RSS
-on a CPU barely sees; it is not included, so leave headroom on a GPU.
+  elements per cell at the KV type's size; ``pad256(ctx)`` cells per sequence,
+  sliding-window layers ``pad256(min(ctx, window + n_ubatch))``. It lives with
+  its layer's weights.
+- the output buffer: one row of float logits per sequence (CPU).
+- the compute buffer: what one micro-batch of 512 tokens needs, on each
+  device. ``measure()`` takes llama.cpp's own figure (a ``no_alloc`` load and
+  context, nothing allocated); ``estimate()`` alone uses a formula fitted to it.
+- sampler chains (CPU): each sequence's chain keeps a candidates array of the
+  whole vocabulary (12 bytes a token).
+- the vocabulary and loader tables (CPU): measured by ``measure()``, else
+  about 174 bytes a token and 128 a merge.
+- a fixed runtime overhead (allocator, thread pools, Python objects).
 """
 
 from __future__ import annotations
@@ -31,10 +40,18 @@ from .errors import InputError, ModelError
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per element (blocks of 32)
 CELL_PAD = 256  # llama.cpp pads each sequence's KV cells to a multiple of this
 N_UBATCH = 512  # the engine's micro-batch (sliding-window caches keep this much beyond the window)
-RUNTIME_OVERHEAD = 16 * 2**20  # measured: RSS growth beyond weights + KV + logits, 1-23 MiB
+RUNTIME_OVERHEAD = 16 * 2**20  # measured: RSS growth beyond everything counted below, 13-20 MiB
+SAMPLER_BYTES_PER_TOKEN = 12  # llama_token_data (id, logit, p) of the chain's candidates array
+VOCAB_BYTES_PER_TOKEN = 174  # llama.cpp's vocabulary tables, measured with vocabulary-only loads
+VOCAB_BYTES_PER_MERGE = 128
+# Tensor types the CPU backend repacks (ggml-cpu/repack.cpp), by the feature that enables it, when the
+# tensor's second dimension is a multiple of the interleave (8 on x86, 4 or 8 on ARM).
+REPACK_TYPES = {"AVX2": {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}, "AVX512": {"Q2_K"},
+                "DOTPROD": {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0"}}
+NOT_REPACKED = ("token_embd.weight",)  # looked up by rows (get_rows), not multiplied: kept as mapped
 # Layers that use a sliding window, by architecture: every layer whose index
 # mod N is below N - 1 (llama.cpp's set_swa_pattern), unless the GGUF says.
-SWA_PATTERNS = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5, "olmo2": 4, "exaone4": 4}
+SWA_PATTERNS = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5, "olmo2": 4, "exaone4": 4, "gpt-oss": 2}
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "KIB": 2**10, "M": 1e6, "MB": 1e6, "MIB": 2**20,
@@ -60,6 +77,13 @@ class ModelShape:
     kv_elements: tuple[int, ...]  # K + V elements per cell, per layer
     swa_layers: tuple[bool, ...]  # which layers use the sliding window
     sliding_window: int  # 0 = none
+    block_repack: tuple[int, ...] = ()  # bytes of each block the CPU backend repacks (on this CPU)
+    output_repack: int = 0  # the same for the output head
+    n_embd: int = 0
+    n_ff: int = 0  # FFN width (per expert for a mixture of experts)
+    n_experts_used: int = 0  # experts active per token (0: a dense model)
+    n_merges: int = 0  # BPE merges of the tokenizer
+    synthetic_like: str | None = None  # written by aimo-gguf synth with the shapes of this model
 
     @property
     def weight_bytes(self) -> int:
@@ -68,9 +92,9 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a configuration needs, split between CPU and GPU."""
+    """Bytes a configuration needs, split between CPU and GPU (see the module docstring)."""
 
-    weights_cpu: int
+    weights_cpu: int  # weights on the CPU, memory-mapped
     weights_gpu: int
     kv_cpu: int
     kv_gpu: int
@@ -78,14 +102,21 @@ class MemoryEstimate:
     output: int  # logits buffer (CPU)
     overhead: int  # fixed runtime overhead (CPU)
     n_gpu_layers: int  # layers offloaded, after clamping -1 to all
+    repack_cpu: int = 0  # the CPU backend's repacked copies of the weights it keeps
+    compute_cpu: int = 0  # compute buffer (and pinned host staging) in RAM
+    compute_gpu: int = 0  # compute buffer on the GPU
+    samplers: int = 0  # the sequences' sampler chains (CPU)
+    vocab: int = 0  # the vocabulary and loader tables (CPU)
+    source: str = "arithmetic"  # "llama.cpp": compute and vocabulary from a simulated load
 
     @property
     def cpu(self) -> int:
-        return self.weights_cpu + self.kv_cpu + self.output + self.overhead
+        return (self.weights_cpu + self.repack_cpu + self.kv_cpu + self.output + self.compute_cpu + self.samplers
+                + self.vocab + self.overhead)
 
     @property
     def gpu(self) -> int:
-        return self.weights_gpu + self.kv_gpu
+        return self.weights_gpu + self.kv_gpu + self.compute_gpu
 
     @property
     def total(self) -> int:
@@ -95,17 +126,13 @@ class MemoryEstimate:
 @lru_cache(maxsize=8)
 def read_shape(path: str | Path) -> ModelShape:
     """Read the layer layout and tensor sizes of a GGUF file (header only, memory-mapped)."""
-    from gguf import GGUFReader
+    from .gguf_header import read_header
 
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as e:  # gguf raises ValueError, struct errors, OSError...
-        raise ModelError(f"cannot read GGUF metadata of {path}: {e}") from None
-    fields = reader.fields
+    header = read_header(path)
+    fields = header.fields
 
     def get(key, default=None):
-        f = fields.get(key)
-        return default if f is None else f.contents()
+        return fields.get(key, default)
 
     arch = get("general.architecture")
     if not arch:
@@ -133,21 +160,28 @@ def read_shape(path: str | Path) -> ModelShape:
         swa = tuple(n > 0 and i % n < n - 1 for i in range(n_layers))
 
     blocks = [0] * n_layers
-    output = other = 0
-    for tensor in reader.tensors:
+    repack = [0] * n_layers
+    output = other = output_repack = 0
+    repackable = _repackable_types()
+    for tensor in header.tensors:
+        n_bytes = tensor.n_bytes
+        packs = (tensor.type_name in repackable and tensor.name not in NOT_REPACKED
+                 and len(tensor.shape) > 1 and tensor.shape[1] % 8 == 0)
         m = _BLOCK.match(tensor.name)
         if m and int(m.group(1)) < n_layers:
-            blocks[int(m.group(1))] += int(tensor.n_bytes)
+            blocks[int(m.group(1))] += n_bytes
+            repack[int(m.group(1))] += n_bytes if packs else 0
         elif tensor.name.startswith(("output.", "output_norm.")):
-            output += int(tensor.n_bytes)
+            output += n_bytes
+            output_repack += n_bytes if packs else 0
         else:
-            other += int(tensor.n_bytes)
+            other += n_bytes
     tokens = fields.get("tokenizer.ggml.tokens")
-    n_vocab = len(tokens.data) if tokens is not None else int(get(f"{arch}.vocab_size", 0))
+    n_vocab = len(tokens) if tokens is not None else int(get(f"{arch}.vocab_size", 0))
     return ModelShape(
         name=str(get("general.name", Path(path).name)),
         file_type=_file_type_name(get("general.file_type")),
-        n_params=sum(int(math.prod(t.shape)) for t in reader.tensors),
+        n_params=sum(math.prod(t.shape) for t in header.tensors),
         file_bytes=Path(path).stat().st_size,
         has_chat_template="tokenizer.chat_template" in fields,
         architecture=arch,
@@ -160,7 +194,36 @@ def read_shape(path: str | Path) -> ModelShape:
         kv_elements=kv_elements,
         swa_layers=swa,
         sliding_window=window,
+        block_repack=tuple(repack),
+        output_repack=output_repack,
+        n_embd=n_embd,
+        n_ff=int(get(f"{arch}.expert_feed_forward_length", 0) or 0) or _first(get(f"{arch}.feed_forward_length", 0)),
+        n_experts_used=int(get(f"{arch}.expert_used_count", 0) or 0),
+        n_merges=len(fields.get("tokenizer.ggml.merges", ())),
+        synthetic_like=str(get("aimo_gguf.synthetic_like")) if get("aimo_gguf.synthetic") else None,
     )
+
+
+def _first(value) -> int:
+    return int(value[0] if isinstance(value, list) else value or 0)
+
+
+@lru_cache(maxsize=1)
+def _repackable_types() -> frozenset[str]:
+    """The tensor types this machine's CPU backend repacks (empty where llama.cpp does not repack)."""
+    try:
+        from .engine.llama import cpu_features
+
+        features = cpu_features()
+    except Exception:  # no llama.cpp to ask: assume no repacking
+        return frozenset()
+    if "REPACK" not in features:
+        return frozenset()
+    types: set[str] = set()
+    for feature, names in REPACK_TYPES.items():
+        if feature in features:
+            types |= names
+    return frozenset(types)
 
 
 def _file_type_name(value) -> str:
@@ -191,8 +254,14 @@ def estimate(
     batch_size: int,
     n_gpu_layers: int = 0,
     kv_type: str = "f16",
+    measured: dict | None = None,
 ) -> MemoryEstimate:
-    """Memory of ``batch_size`` sequences of ``ctx`` tokens each, with per-sequence KV."""
+    """Memory of ``batch_size`` sequences of ``ctx`` tokens each, with per-sequence KV.
+
+    ``measured``: llama.cpp's own compute and output buffers and the loader's
+    heap for this configuration (``aimo_gguf.engine.llama.simulate_buffers``);
+    without it they come from formulas fitted to such measurements.
+    """
     if kv_type not in KV_TYPE_BYTES:
         raise InputError(f"KV cache type must be one of {', '.join(KV_TYPE_BYTES)}, got {kv_type!r}")
     n_layers = shape.n_layers
@@ -203,6 +272,8 @@ def estimate(
     element = KV_TYPE_BYTES[kv_type]
     kv_cpu = kv_gpu = 0.0
     w_cpu, w_gpu = shape.input_bytes, 0
+    repack = 0
+    block_repack = shape.block_repack or (0,) * n_layers
     for i in range(n_layers):
         cells = cells_swa if shape.swa_layers[i] else cells_full
         kv = shape.kv_elements[i] * cells * element
@@ -212,20 +283,82 @@ def estimate(
         else:
             w_cpu += shape.block_bytes[i]
             kv_cpu += kv
+            repack += block_repack[i]
     if offloaded > n_layers:
         w_gpu += shape.output_bytes
     else:
         w_cpu += shape.output_bytes
+        repack += shape.output_repack
+    if measured:
+        compute_cpu, compute_gpu = _split_by_device(measured.get("compute", {}))
+        output = sum(measured.get("output", {}).values()) or shape.n_vocab * 4 * batch_size
+        vocab = sum(measured.get("host_heap", {}).values()) or _vocab_bytes(shape)
+    else:
+        compute = _compute_bytes(shape, batch_size)
+        cpu_share = first_gpu_block / n_layers if n_layers else 1.0
+        compute_gpu = compute if offloaded else 0
+        compute_cpu = int(compute * cpu_share) if offloaded else compute
+        output = shape.n_vocab * 4 * batch_size
+        vocab = _vocab_bytes(shape)
     return MemoryEstimate(
         weights_cpu=w_cpu,
         weights_gpu=w_gpu,
         kv_cpu=int(kv_cpu * batch_size),
         kv_gpu=int(kv_gpu * batch_size),
         kv_per_sequence=int(kv_cpu + kv_gpu),
-        output=shape.n_vocab * 4 * batch_size,
+        output=int(output),
         overhead=RUNTIME_OVERHEAD,
         n_gpu_layers=offloaded,
+        repack_cpu=repack,
+        compute_cpu=int(compute_cpu),
+        compute_gpu=int(compute_gpu),
+        samplers=shape.n_vocab * SAMPLER_BYTES_PER_TOKEN * batch_size,
+        vocab=int(vocab),
+        source="llama.cpp" if measured else "arithmetic",
     )
+
+
+def measure(path: str | Path, *, ctx: int, batch_size: int, n_gpu_layers: int = 0, kv_type: str = "f16",
+            flash_attn: str = "auto", kv_unified: bool = False, threads: int = 1,
+            max_outputs: int | None = None) -> MemoryEstimate:
+    """``estimate`` with llama.cpp's own figures for what the header cannot tell: a ``no_alloc``
+    load and context of this very configuration (about half a second; nothing is allocated).
+    ``max_outputs``: logits rows a decode may return (the engine's: one per sequence; a plain
+    ``llama_cpp.Llama`` context reserves 512). Falls back to the formulas where this llama.cpp
+    cannot simulate."""
+    from .engine.llama import simulate_buffers
+
+    shape = read_shape(str(path))
+    try:
+        measured = simulate_buffers(
+            path, n_gpu_layers=n_gpu_layers, n_seq_max=batch_size, n_ctx=ctx * batch_size,
+            n_batch=min(2048, ctx * batch_size), n_ubatch=min(N_UBATCH, ctx * batch_size),
+            n_outputs_max=max_outputs or batch_size, threads=threads, flash_attn=flash_attn, kv_type=kv_type, kv_unified=kv_unified)
+    except Exception:  # a simulation that fails is no reason to fail an estimate
+        measured = None
+    return estimate(shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type=kv_type,
+                    measured=measured)
+
+
+# Buffer types of host memory in llama.cpp's logs; every other one is a device's.
+_HOST_BUFFERS = ("CPU", "CUDA_Host", "ROCm_Host", "Vulkan_Host", "SYCL_Host", "CANN_Host")
+
+
+def _split_by_device(buffers: dict[str, int]) -> tuple[int, int]:
+    cpu = sum(v for k, v in buffers.items() if k.startswith(_HOST_BUFFERS) and not k[len("CPU"):].isdigit())
+    return cpu, sum(buffers.values()) - cpu
+
+
+def _compute_bytes(shape: ModelShape, batch_size: int) -> int:
+    """The compute buffer of one 512-token micro-batch: fitted to llama.cpp's own figures for
+    Qwen2.5 0.5B, 1.5B and 7B (within 1%); at least the logits of every sequence."""
+    ff = (shape.n_ff * max(1, shape.n_experts_used)) or 4 * shape.n_embd
+    activations = 4 * N_UBATCH * 0.92 * (3 * ff + 6 * shape.n_embd)
+    return int(max(activations, 1.1 * 4 * shape.n_vocab * batch_size))
+
+
+def _vocab_bytes(shape: ModelShape) -> int:
+    return VOCAB_BYTES_PER_TOKEN * shape.n_vocab + VOCAB_BYTES_PER_MERGE * shape.n_merges
 
 
 def largest_batch(
@@ -256,6 +389,16 @@ def largest_batch(
         else:
             hi = mid - 1
     return lo
+
+
+def most_gpu_layers(shape: ModelShape, *, ctx: int, batch_size: int, max_memory: int, kv_type: str = "f16") -> int:
+    """The most layers to offload (-1: all, the output head included; 0: none) whose GPU part of the
+    estimate fits ``max_memory``."""
+    for n in range(shape.n_layers + 1, 0, -1):
+        est = estimate(shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=n, kv_type=kv_type)
+        if est.gpu <= max_memory:
+            return -1 if n > shape.n_layers else n
+    return 0
 
 
 def parse_size(text: str) -> int:

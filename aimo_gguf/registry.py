@@ -19,10 +19,9 @@ from pathlib import Path
 from .errors import InputError
 from .memory import ModelShape, estimate, format_bytes, parse_size
 
-# A GPU loses memory to the CUDA context and llama.cpp's compute buffers;
-# the compute buffer grows with the vocabulary (the logits of a 512-token micro-batch).
+# A GPU loses memory to the CUDA context and the driver, beyond what llama.cpp allocates
+# (weights, KV cache, compute buffer: all in the estimate).
 GPU_RESERVE = 1 * 2**30
-MICRO_BATCH = 512
 DEFAULT_GPUS = ("16GB", "80GB")
 REGISTRY_FILE = "registry.json"
 
@@ -46,6 +45,7 @@ class Entry:
     bytes: int | None = None
     sliding_window: int = 0
     swa_every: int = 0  # layer i has the sliding window when i % swa_every < swa_every - 1
+    config: dict | None = None  # the model's Hugging Face config.json numbers (aimo-gguf synth)
 
     @property
     def size_bytes(self) -> int:
@@ -58,6 +58,7 @@ class Entry:
         """A ModelShape from the listed numbers: embeddings and head at the file's mean bits per
         weight, the rest spread evenly over the blocks."""
         n_params_guess = self.size_bytes * 8 / _bits(self.quant)
+        config = self.config or {}
         table = int(self.vocab * self.hidden * _bits(self.quant) / 8)
         output = 0 if self.tied_embeddings else table
         blocks = max(self.size_bytes - table - output, 0)
@@ -67,7 +68,9 @@ class Entry:
             has_chat_template=True, architecture="", n_layers=self.layers, n_ctx_train=self.ctx_train,
             n_vocab=self.vocab, block_bytes=(blocks // self.layers,) * self.layers, output_bytes=output,
             input_bytes=table, kv_elements=(2 * self.kv_heads * self.head_dim,) * self.layers,
-            swa_layers=swa, sliding_window=self.sliding_window,
+            swa_layers=swa, sliding_window=self.sliding_window, n_embd=self.hidden,
+            n_ff=int(config.get("intermediate_size", 4 * self.hidden)), n_experts_used=int(config.get(
+                "num_experts_per_tok", 0) or 0), n_merges=self.vocab,
         )
 
 
@@ -105,13 +108,12 @@ def load_registry(path: str | Path | None = None) -> list[Entry]:
 
 
 def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str = "f16") -> Fit:
-    """The most layers to offload so that weights, KV cache and reserve fit ``gpu_bytes``."""
+    """The most layers to offload so that weights, KV cache, compute buffer and reserve fit ``gpu_bytes``."""
     shape = entry.shape()
-    reserve = GPU_RESERVE + entry.vocab * MICRO_BATCH * 4
     best, used = 0, 0
     for n in range(entry.layers + 1, 0, -1):  # layers + 1 = every block and the output head
         e = estimate(shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=n, kv_type=kv_type)
-        need = e.weights_gpu + e.kv_gpu + reserve
+        need = e.gpu + GPU_RESERVE
         if need <= gpu_bytes:
             best, used = (-1 if n > entry.layers else n), need
             break

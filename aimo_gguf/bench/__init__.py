@@ -64,7 +64,7 @@ __all__ = [
 def bench(
     *,
     model: str | Path | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | str = 0,
     threads: int | None = None,
     batch_sizes: str | Iterable[int] = DEFAULT_BATCH_SIZES,
     max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -101,6 +101,12 @@ def bench(
     )
     config.threads = config.threads or default_threads()
     path = resolve_model(config.model)
+    if config.n_gpu_layers == "auto":
+        from ..loading import resolve_gpu_layers
+
+        config.n_gpu_layers = n_gpu_layers = resolve_gpu_layers(
+            RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=max_tokens, ctx=ctx, kv_type=kv_type,
+                      max_memory=max_memory, batch_size=max(sizes)), path)
     gpu_build = supports_gpu_offload()
     say = Progress(progress)
     work = synthetic_problems(problems)

@@ -222,7 +222,7 @@ def baseline_row(
     finally:
         llm.close()
     row.rss_growth_mb = row.peak_rss_mb - rss.before
-    _set_estimate(row, model, n_ctx_seq, 1, config.n_gpu_layers, config.kv_type)
+    _set_estimate(row, model, n_ctx_seq, 1, config.n_gpu_layers, config.kv_type, max_outputs=512)  # Llama's n_batch
     if row.generated_tokens != total and not row.error:
         row.error = f"generated {row.generated_tokens} tokens instead of {total}"
     _rates(row, len(problems))
@@ -268,14 +268,14 @@ def tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) ->
 
 
 
-def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str) -> None:
+def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str,
+                  max_outputs: int | None = None) -> None:
     """Fill the row's KV size and memory estimate from ``aimo_gguf.memory`` (left None if unknown)."""
     from .. import memory
 
     try:
-        est = memory.estimate(
-            memory.read_shape(str(model)), ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type=kv_type
-        )
+        est = memory.measure(model, ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type=kv_type,
+                             max_outputs=max_outputs)
     except AimoError:  # an unreadable header: the columns show "-"
         return
     row.kv_bytes = int(est.kv_cpu + est.kv_gpu)

@@ -14,6 +14,7 @@ import re
 import time
 
 from .. import __version__
+from ..devices import gpu_memory, gpu_name, nvml_handle
 from ..summary import rss_mb
 
 PROBE_INTERVAL = 0.05  # seconds between RSS / device-memory samples inside one row
@@ -77,7 +78,7 @@ class GpuProbe:
 
     @classmethod
     def open(cls, enabled: bool) -> GpuProbe | None:
-        handle = _nvml_handle() if enabled else None
+        handle = nvml_handle() if enabled else None
         return cls(handle) if handle is not None else None
 
     def sample(self, now: float | None = None, *, force: bool = False) -> None:
@@ -97,39 +98,11 @@ class GpuProbe:
         return self.peak_bytes / 2**20 if self.peak_bytes else None
 
 
-_nvml: dict = {}
-
-
-def _nvml_handle():
-    """NVML handle of the first visible GPU, or None (no pynvml, no driver, no GPU)."""
-    if "handle" not in _nvml:
-        handle = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-            index = int(visible) if visible.isdigit() else 0
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        except Exception:
-            handle = None
-        _nvml["handle"] = handle
-    return _nvml["handle"]
-
-
 def gpu_info(enabled: bool) -> dict:
-    handle = _nvml_handle() if enabled else None
-    if handle is None:
+    memory = gpu_memory() if enabled else None
+    if memory is None:
         return {"gpu": None, "gpu_memory_total_mib": None}
-    try:
-        import pynvml
-
-        name = pynvml.nvmlDeviceGetName(handle)
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20
-        return {"gpu": name, "gpu_memory_total_mib": round(total, 1)}
-    except Exception:
-        return {"gpu": None, "gpu_memory_total_mib": None}
+    return {"gpu": gpu_name(), "gpu_memory_total_mib": round(memory[0] / 2**20, 1)}
 
 
 def machine_info(gpu_build: bool) -> dict:

@@ -51,13 +51,10 @@ def default_threads() -> int:
 def gguf_block_count(path: Path) -> int | None:
     """Number of transformer blocks, read from the GGUF header (None if unreadable)."""
     try:
-        from gguf import GGUFReader
+        from ..gguf_header import read_header
 
-        reader = GGUFReader(str(path))
-        arch = reader.fields["general.architecture"]
-        name = bytes(arch.parts[arch.data[0]]).decode()
-        field_ = reader.fields[f"{name}.block_count"]
-        return int(field_.parts[field_.data[0]][0])
+        fields = read_header(path).fields
+        return int(fields[f"{fields['general.architecture']}.block_count"])
     except Exception:
         return None
 

@@ -19,6 +19,7 @@ never carries a line from an earlier engine.
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -38,11 +39,14 @@ GGML_KV_TYPES = dict(zip(KV_TYPES, (llama_cpp.GGML_TYPE_F16, llama_cpp.GGML_TYPE
 # --- the C log ---------------------------------------------------------------------------------------------
 
 _GGML_LOG_LEVEL_ERROR = 3
-_log = {"verbose": False, "errors": deque(maxlen=8)}
+_log = {"verbose": False, "errors": deque(maxlen=8), "capture": None}
 
 
 def on_log(level: int, text: bytes) -> None:
     """Where llama.cpp's log lines go: stderr when verbose, else kept when they are errors."""
+    capture = _log.get("capture")
+    if capture is not None:
+        capture.append(text.decode("utf-8", "replace"))
     if _log["verbose"]:
         print(text.decode("utf-8", "replace"), end="", file=sys.stderr, flush=True)
     elif level == _GGML_LOG_LEVEL_ERROR:
@@ -384,6 +388,89 @@ def perf_counters(ctx_ptr) -> dict[str, float]:
     perf = llama_cpp.llama_perf_context(ctx_ptr)
     return {"prompt_tokens": int(perf.n_p_eval), "prompt_ms": float(perf.t_p_eval_ms),
             "eval_tokens": int(perf.n_eval), "eval_ms": float(perf.t_eval_ms)}
+
+
+# --- llama.cpp's own accounting -----------------------------------------------------------------------------
+
+_BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|output|compute) buffer size =\s+([\d.]+) MiB")
+
+
+def cpu_features() -> frozenset[str]:
+    """The CPU features llama.cpp's CPU backend uses (``AVX2``, ``AVX512``, ``NEON``, ``REPACK``...)."""
+    text = (llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
+    return frozenset(m.group(1) for m in re.finditer(r"(\w+) = 1", text))
+
+
+def simulate_buffers(path: str | Path, *, n_gpu_layers: int, n_seq_max: int, n_ctx: int, n_batch: int,
+                     n_ubatch: int, n_outputs_max: int, threads: int, flash_attn: str, kv_type: str,
+                     kv_unified: bool) -> dict[str, dict[str, int]] | None:
+    """What llama.cpp itself reserves for a configuration, without allocating it.
+
+    The model is loaded with ``no_alloc`` (metadata only, allocations simulated)
+    and a context created over it; the compute and output buffers it would
+    allocate are read from the sizes it logs, per buffer type (``CPU``,
+    ``CUDA0``, ``CUDA_Host``...). The heap the load itself takes (the
+    vocabulary, graph metadata) is measured too where glibc can tell. Weights
+    and KV cache are not in these logs under ``no_alloc``: the caller counts
+    them from the header. None when this llama.cpp cannot simulate.
+    """
+    params = llama_cpp.llama_model_default_params()
+    if not hasattr(params, "no_alloc") or not hasattr(params, "load_mode"):
+        return None
+    params.no_alloc = True
+    params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # the memory-fit pass maps nothing
+    params.n_gpu_layers = n_gpu_layers
+    lines: list[str] = []
+    _log["capture"] = lines
+    heap_before = _heap_bytes()
+    model = ctx = None
+    try:
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            return None
+        heap = _heap_bytes() - heap_before if heap_before is not None else None
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_seq_max, cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_seq_max, n_ctx, n_batch, n_ubatch
+        cparams.n_outputs_max = n_outputs_max
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
+        cparams.type_k = cparams.type_v = GGML_KV_TYPES[kv_type]
+        cparams.kv_unified, cparams.swa_full, cparams.no_perf = kv_unified, False, True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            return None
+    finally:
+        _log["capture"] = None
+        if ctx:
+            llama_cpp.llama_free(ctx)
+        if model:
+            llama_cpp.llama_model_free(model)
+    found: dict[str, dict[str, int]] = {"compute": {}, "output": {}, "host_heap": {}}
+    for line in "".join(lines).splitlines():
+        m = _BUFFER_LINE.search(line)
+        if m and m.group(2) in ("compute", "output"):
+            found[m.group(2)][m.group(1)] = found[m.group(2)].get(m.group(1), 0) + int(float(m.group(3)) * 2**20)
+    if heap is not None:
+        found["host_heap"]["CPU"] = max(0, heap)
+    return found
+
+
+def _heap_bytes() -> int | None:
+    """Bytes glibc's malloc has handed out (mallinfo2), or None elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        info = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                     "fordblks", "keepcost")]
+
+    info.restype = MallInfo2
+    got = info()
+    return int(got.uordblks + got.hblkhd)
 
 
 def binding_version() -> str | None:

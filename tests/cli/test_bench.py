@@ -24,7 +24,7 @@ from aimo_gguf.cli import cli
         (["--max-tokens", "0"], "--max-tokens must be at least 1"),
         (["--samples", "0"], "--samples must be at least 1"),
         (["-t", "0"], "--threads must be at least 1"),
-        (["-ngl", "-2"], "--n-gpu-layers must be -1 (all) or more"),
+        (["-ngl", "-2"], "--n-gpu-layers must be 'auto', -1 (all) or more"),
     ],
 )
 def test_bad_values_one_line_exit_2(runner, args, fragment):

@@ -15,6 +15,7 @@ import pytest
 from helpers import table_rows
 
 from aimo_gguf import bench as bench_module
+from aimo_gguf import devices
 from aimo_gguf.bench import (
     BenchResult,
     BenchRow,
@@ -157,12 +158,12 @@ class _FakeNvml:
 
     def nvmlDeviceGetMemoryInfo(self, handle):
         self.used += 100 * 2**20
-        return type("Mem", (), {"used": self.used, "total": 80 * 2**30})()
+        return type("Mem", (), {"used": self.used, "total": 80 * 2**30, "free": 80 * 2**30 - self.used})()
 
 
 def test_gpu_probe_with_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
-    monkeypatch.setattr(probes, "_nvml", {})
+    monkeypatch.setattr(devices, "_nvml", {})
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert probes.gpu_info(True) == {"gpu": "Fake GPU", "gpu_memory_total_mib": 80 * 1024}
     probe = probes.GpuProbe.open(True)
@@ -173,7 +174,7 @@ def test_gpu_probe_with_nvml(monkeypatch):
 
 def test_gpu_probe_without_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    monkeypatch.setattr(probes, "_nvml", {})
+    monkeypatch.setattr(devices, "_nvml", {})
     assert probes.GpuProbe.open(True) is None
     assert probes.gpu_info(True) == {"gpu": None, "gpu_memory_total_mib": None}
 

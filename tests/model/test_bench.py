@@ -8,10 +8,12 @@ SmolLM2 model (tests marked ``model``) on tiny work: batch sizes 1 and 2,
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
-from helpers import assert_one_line_error, table_rows
+from helpers import assert_one_line_error, clean_env, table_rows
 
 from aimo_gguf.bench import (
     bench,
@@ -132,15 +134,19 @@ def test_bench_measures_a_quantized_kv_cache(tmp_path):
 
 
 @pytest.mark.model
-def test_bench_auto_batch_follows_the_budget_and_shows_the_estimate():
-    small = bench(batch_sizes="auto", max_memory="250MiB", max_tokens=4, problems=2, threads=1, baseline=False,
-                  progress=False)
-    large = bench(batch_sizes="auto", max_memory="600MiB", max_tokens=4, problems=2, threads=1, baseline=False,
-                  progress=False)
-    assert 1 <= small.rows[0].batch_size < large.rows[0].batch_size
-    for result in (small, large):
-        row = result.rows[0]
-        assert row.error is None
-        # the estimate stands beside the measured growth, within the 15% the README promises
-        assert abs(row.estimate_mb / row.rss_growth_mb - 1) < 0.15, (row.estimate_mb, row.rss_growth_mb)
-    assert "estimate MiB" in render_table(small)
+def test_bench_auto_batch_follows_the_budget_and_shows_the_estimate(tmp_path):
+    # A fresh process per budget: memory earlier tests freed in this one would hide part of the growth.
+    rows = []
+    for budget in ("250MiB", "600MiB"):
+        out = tmp_path / f"{budget}.json"
+        done = subprocess.run([sys.executable, "-m", "aimo_gguf", "bench", "--batch-sizes", "auto", "--max-memory",
+                               budget, "--max-tokens", "4", "--problems", "32", "-t", "1", "--no-baseline", "-q",
+                               "--json", str(out)], capture_output=True, text=True, env=clean_env())
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(out.read_text())["rows"]
+        rows.append(row)
+    assert 1 <= rows[0]["batch_size"] < rows[1]["batch_size"]
+    for row in rows:
+        assert row["error"] is None
+        # the estimate stands beside the measured growth, within the 10% the README promises
+        assert abs(row["estimate_mb"] / row["rss_growth_mb"] - 1) < 0.10, (row["estimate_mb"], row["rss_growth_mb"])

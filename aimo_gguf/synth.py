@@ -1,0 +1,396 @@
+"""``aimo-gguf synth``: a GGUF with random weights and the exact shapes of a real model.
+
+Speed and memory depend on a model's shapes and types, not on its weight
+values, so a random-weight file of the right shape measures what the real
+one costs (``aimo-gguf bench``, ``info``, the memory estimate) without a
+download. ``like`` is a registry model (``aimo-gguf models``) or a Hugging
+Face ``config.json``; the architectures are ``qwen2`` (Qwen2.5-Math,
+R1-Distill-Qwen, OpenMath-Nemotron, QwQ), ``llama`` and ``gpt-oss`` (mixture
+of experts with MXFP4 experts, sliding-window layers, attention sinks).
+
+How it is written:
+
+- every tensor llama.cpp's loader expects for the architecture, at its real
+  shape; matrices are F16 values drawn from N(0, 0.02) (tiled from one random
+  pool, so writing is as fast as the disk); norms are ones, biases zeros;
+  gpt-oss experts are written directly in MXFP4 (random 4-bit values under one
+  power-of-two scale), as the real checkpoints ship them;
+- the vocabulary is the embedded SmolLM2 tokenizer (a real BPE tokenizer and
+  chat template) padded with unused tokens to the real vocabulary size;
+- the metadata says what it is (``general.name`` "synthetic ...",
+  ``aimo_gguf.synthetic``), and ``run`` warns when it is used for answers;
+- the F16 file is then quantized through the binding (``aimo-gguf quantize``)
+  to ``type`` (default Q4_K_M; MXFP4_MOE for gpt-oss, which keeps the experts
+  MXFP4 and makes the rest Q8_0), and every output is written under a
+  temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, OutputError
+
+SYNTH_KEY = "aimo_gguf.synthetic"  # metadata: True in every file synth writes
+SYNTH_LIKE_KEY = "aimo_gguf.synthetic_like"  # metadata: the model whose shapes it has
+INIT_STD = 0.02  # the usual initializer scale
+POOL = 1 << 22  # random values drawn once, tiled over every tensor
+MXFP4_SCALE = 120  # E8M0 exponent byte of every MXFP4 block: 2^(120-127), values up to 6/128
+ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama",
+                 "GptOssForCausalLM": "gpt-oss"}
+DEFAULT_TYPES = {"qwen2": "Q4_K_M", "llama": "Q4_K_M", "gpt-oss": "MXFP4_MOE"}
+# Shapes worth measuring that the registry does not recommend (config.json numbers).
+EXTRA_SHAPES = {
+    "Qwen2.5-0.5B-Instruct": {
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": 896, "num_hidden_layers": 24,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936,
+        "tie_word_embeddings": True, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-06},
+    "Llama-3.2-1B-Instruct": {
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "num_hidden_layers": 16,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 8192,
+        "vocab_size": 128256, "tie_word_embeddings": True, "max_position_embeddings": 131072,
+        "rope_theta": 500000.0, "rms_norm_eps": 1e-05},
+}
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """The shapes of one model, as its config.json gives them."""
+
+    name: str
+    architecture: str  # llama.cpp's: qwen2, llama, gpt-oss
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int  # dense FFN width (the expert width for gpt-oss)
+    vocab: int
+    tied_embeddings: bool
+    ctx_train: int
+    rope_theta: float
+    rms_eps: float
+    experts: int = 0
+    experts_used: int = 0
+    sliding_window: int = 0
+    rope_scaling: dict | None = None
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the model (what a real checkpoint of this shape holds)."""
+        return sum(math.prod(shape) for _, shape, _ in tensors_of(self))
+
+
+def spec_from_config(config: dict, name: str) -> SynthSpec:
+    """A SynthSpec from a Hugging Face config.json."""
+    archs = config.get("architectures") or []
+    arch = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
+    if arch is None:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise InputError(f"{name}: architecture {archs or 'unknown'} is not one synth writes ({known})")
+    try:
+        hidden = int(config["hidden_size"])
+        heads = int(config["num_attention_heads"])
+        spec = SynthSpec(
+            name=name, architecture=arch, hidden=hidden, layers=int(config["num_hidden_layers"]), heads=heads,
+            kv_heads=int(config.get("num_key_value_heads", heads)),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            ffn=int(config["intermediate_size"]), vocab=int(config["vocab_size"]),
+            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+            ctx_train=int(config.get("max_position_embeddings", 4096)),
+            rope_theta=float(config.get("rope_theta", 10000.0)), rms_eps=float(config.get("rms_norm_eps", 1e-6)),
+            experts=int(config.get("num_local_experts", 0) or 0),
+            experts_used=int(config.get("num_experts_per_tok", 0) or 0),
+            sliding_window=int(config.get("sliding_window", 0) or 0) if arch == "gpt-oss" else 0,
+            rope_scaling=config.get("rope_scaling") if arch == "gpt-oss" else None,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{name}: config.json lacks a usable {e}") from None
+    if arch == "qwen2" and spec.heads * spec.head_dim != spec.hidden:
+        raise InputError(f"{name}: qwen2 needs heads x head_dim = hidden size")
+    if arch == "gpt-oss" and not (spec.experts and spec.experts_used):
+        raise InputError(f"{name}: a gpt-oss config needs num_local_experts and num_experts_per_tok")
+    if min(spec.hidden, spec.layers, spec.heads, spec.kv_heads, spec.ffn, spec.vocab) <= 0:
+        raise InputError(f"{name}: config.json has a size of zero or less")
+    return spec
+
+
+def spec_like(like: str | Path) -> SynthSpec:
+    """The shapes of ``like``: a registry model's name, or a config.json (or the folder holding one)."""
+    path = Path(like)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {path}: {e}") from None
+        name = config.get("_name_or_path") or path.parent.name or path.stem
+        return spec_from_config(config, str(name))
+    shapes = _shapes()
+    name = next((n for n in shapes if n.lower() == str(like).lower()), None)
+    if name is None:
+        raise InputError(f"{like!r} is neither a config.json nor a known model; known: {', '.join(sorted(shapes))}")
+    return spec_from_config(shapes[name], name)
+
+
+def _shapes() -> dict[str, dict]:
+    from .registry import load_registry
+
+    return {**EXTRA_SHAPES, **{e.name: e.config for e in load_registry() if e.config}}
+
+
+def known_shapes() -> list[str]:
+    """The names ``like`` takes besides a config.json."""
+    return sorted(_shapes())
+
+
+# --- the tensors ------------------------------------------------------------------------------------------
+
+F16, F32, MXFP4 = "f16", "f32", "mxfp4"
+
+
+def tensors_of(spec: SynthSpec) -> Iterator[tuple[str, tuple[int, ...], str]]:
+    """(name, numpy shape, kind) of every tensor, in llama.cpp's names; numpy shape = GGUF ne reversed."""
+    d, hd, v = spec.hidden, spec.head_dim, spec.vocab
+    q, kv = spec.heads * hd, spec.kv_heads * hd
+    yield "token_embd.weight", (v, d), F16
+    yield "output_norm.weight", (d,), F32
+    if not spec.tied_embeddings:
+        yield "output.weight", (v, d), F16
+    for i in range(spec.layers):
+        b = f"blk.{i}."
+        yield b + "attn_norm.weight", (d,), F32
+        yield b + "attn_q.weight", (q, d), F16
+        yield b + "attn_k.weight", (kv, d), F16
+        yield b + "attn_v.weight", (kv, d), F16
+        if spec.architecture in ("qwen2", "gpt-oss"):
+            yield b + "attn_q.bias", (q,), F32
+            yield b + "attn_k.bias", (kv,), F32
+            yield b + "attn_v.bias", (kv,), F32
+        yield b + "attn_output.weight", (d, q), F16
+        if spec.architecture == "gpt-oss":
+            e, f = spec.experts, spec.ffn
+            yield b + "attn_output.bias", (d,), F32
+            yield b + "attn_sinks.weight", (spec.heads,), F32
+            yield b + "post_attention_norm.weight", (d,), F32
+            yield b + "ffn_gate_inp.weight", (e, d), F16
+            yield b + "ffn_gate_inp.bias", (e,), F32
+            yield b + "ffn_gate_exps.weight", (e, f, d), MXFP4
+            yield b + "ffn_gate_exps.bias", (e, f), F32
+            yield b + "ffn_up_exps.weight", (e, f, d), MXFP4
+            yield b + "ffn_up_exps.bias", (e, f), F32
+            yield b + "ffn_down_exps.weight", (e, d, f), MXFP4
+            yield b + "ffn_down_exps.bias", (e, d), F32
+        else:
+            yield b + "ffn_norm.weight", (d,), F32
+            yield b + "ffn_gate.weight", (spec.ffn, d), F16
+            yield b + "ffn_up.weight", (spec.ffn, d), F16
+            yield b + "ffn_down.weight", (d, spec.ffn), F16
+
+
+def _nbytes(shape: tuple[int, ...], kind: str) -> int:
+    n = math.prod(shape)
+    return n * 2 if kind == F16 else n * 4 if kind == F32 else n // 32 * 17
+
+
+class _Values:
+    """Random tensor contents, tiled from one pool: N(0, INIT_STD) F16, or MXFP4 blocks."""
+
+    def __init__(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.f16 = (rng.standard_normal(POOL, dtype=np.float32) * INIT_STD).astype(np.float16)
+        self.bytes = rng.integers(0, 256, POOL, dtype=np.uint8)
+        self.rng = rng
+
+    def _tile(self, pool: np.ndarray, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=pool.dtype)
+        pos = 0
+        while pos < n:
+            start = int(self.rng.integers(0, len(pool) // 2))
+            take = min(n - pos, len(pool) - start)
+            out[pos:pos + take] = pool[start:start + take]
+            pos += take
+        return out
+
+    def make(self, name: str, shape: tuple[int, ...], kind: str) -> np.ndarray:
+        if kind == F32:
+            fill = 1.0 if "norm" in name else 0.0
+            return np.full(shape, fill, dtype=np.float32)
+        if kind == F16:
+            return self._tile(self.f16, math.prod(shape)).reshape(shape)
+        rows = math.prod(shape[:-1])
+        blocks = self._tile(self.bytes, rows * shape[-1] // 32 * 17).reshape(-1, 17)
+        blocks[:, 0] = MXFP4_SCALE  # the block's scale; the 16 bytes after it are 32 random FP4 values
+        return blocks.reshape(*shape[:-1], shape[-1] // 32 * 17)
+
+
+# --- the file -----------------------------------------------------------------------------------------------
+
+
+def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None) -> Path:
+    """Write the F16 (MXFP4 experts) GGUF of ``spec`` to ``path`` (not atomically: synth renames it)."""
+    import gguf
+
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), spec.architecture)
+    _metadata(writer, spec)
+    tensors = list(tensors_of(spec))
+    for name, shape, kind in tensors:
+        nbytes = _nbytes(shape, kind)
+        if kind == MXFP4:
+            byte_shape = (*shape[:-1], shape[-1] // 32 * 17)
+            writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
+        else:
+            writer.add_tensor_info(name, shape, np.dtype(np.float16 if kind == F16 else np.float32), nbytes)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    values = _Values(seed)
+    total = sum(_nbytes(s, k) for _, s, k in tensors)
+    done, last = 0, time.monotonic()
+    for name, shape, kind in tensors:
+        writer.write_tensor_data(values.make(name, shape, kind))
+        done += _nbytes(shape, kind)
+        if progress is not None and time.monotonic() - last >= 5:
+            last = time.monotonic()
+            progress(f"writing {path.name}: {done / 2**30:.1f} of {total / 2**30:.1f} GiB")
+    writer.close()
+    return path
+
+
+def _metadata(writer, spec: SynthSpec) -> None:
+    from gguf import LlamaFileType, RopeScalingType, TokenType
+
+    from .gguf_header import read_header
+    from .models import default_model_path
+
+    a = spec.architecture
+    writer.add_name(f"synthetic {spec.name}")
+    writer.add_string("general.description", "random weights with the shapes of " + spec.name
+                      + " (aimo-gguf synth): for measuring speed and memory; its answers mean nothing")
+    writer.add_bool(SYNTH_KEY, True)
+    writer.add_string(SYNTH_LIKE_KEY, spec.name)
+    writer.add_file_type(LlamaFileType.MOSTLY_F16)
+    writer.add_context_length(spec.ctx_train)
+    writer.add_embedding_length(spec.hidden)
+    writer.add_block_count(spec.layers)
+    writer.add_feed_forward_length(spec.ffn)
+    writer.add_head_count(spec.heads)
+    writer.add_head_count_kv(spec.kv_heads)
+    writer.add_rope_freq_base(spec.rope_theta)
+    writer.add_layer_norm_rms_eps(spec.rms_eps)
+    writer.add_key_length(spec.head_dim)
+    writer.add_value_length(spec.head_dim)
+    writer.add_vocab_size(spec.vocab)
+    if a == "llama":
+        writer.add_rope_dimension_count(spec.head_dim)
+    if a == "gpt-oss":
+        writer.add_expert_count(spec.experts)
+        writer.add_expert_used_count(spec.experts_used)
+        writer.add_expert_feed_forward_length(spec.ffn)
+        writer.add_sliding_window(spec.sliding_window)
+        scaling = spec.rope_scaling or {}
+        if scaling.get("rope_type") == "yarn":
+            writer.add_rope_scaling_type(RopeScalingType.YARN)
+            writer.add_rope_scaling_factor(float(scaling.get("factor", 1.0)))
+            writer.add_rope_scaling_orig_ctx_len(int(scaling.get("original_max_position_embeddings", spec.ctx_train)))
+    # The tokenizer: the embedded model's real BPE vocabulary, padded with unused tokens.
+    fields = read_header(default_model_path(), strings=("tokenizer.ggml.tokens", "tokenizer.ggml.merges")).fields
+    field = fields.__getitem__
+    tokens, types = list(field("tokenizer.ggml.tokens")), list(field("tokenizer.ggml.token_type"))
+    if spec.vocab < len(tokens):
+        raise InputError(f"{spec.name}: a vocabulary of {spec.vocab} is smaller than the tokenizer's {len(tokens)}")
+    pad = spec.vocab - len(tokens)
+    tokens += [f"<|synth_pad_{i}|>" for i in range(pad)]
+    types += [int(TokenType.UNUSED)] * pad
+    writer.add_tokenizer_model(field("tokenizer.ggml.model"))
+    writer.add_tokenizer_pre(field("tokenizer.ggml.pre"))
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(list(field("tokenizer.ggml.merges")))
+    writer.add_bos_token_id(int(field("tokenizer.ggml.bos_token_id")))
+    writer.add_eos_token_id(int(field("tokenizer.ggml.eos_token_id")))
+    writer.add_pad_token_id(int(field("tokenizer.ggml.padding_token_id")))
+    writer.add_add_bos_token(bool(field("tokenizer.ggml.add_bos_token")))
+    writer.add_chat_template(field("tokenizer.chat_template"))
+
+
+def f16_bytes(spec: SynthSpec) -> int:
+    """Bytes of the F16 file's tensors."""
+    return sum(_nbytes(s, k) for _, s, k in tensors_of(spec))
+
+
+def synth(
+    like: str | Path,
+    output: str | Path,
+    *,
+    type: str | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write a random-weight GGUF with the shapes of ``like`` to ``output``, quantized to ``type``."""
+    from .quantize import check_type, quantize
+
+    spec = spec_like(like)
+    name = check_type(type or DEFAULT_TYPES[spec.architecture])
+    output = Path(output)
+    if output.exists() and not force:
+        raise InputError(f"{output} already exists: delete it, choose another name, or pass --force")
+    if output.is_dir():
+        raise InputError(f"{output} is a folder: give a file name ending in .gguf")
+    say = _say if progress else (lambda text: None)
+    from .outputs import check_writable
+
+    check_writable(output, "the model")
+    need = f16_bytes(spec) * (1 if name == "F16" else 2)
+    free = shutil.disk_usage(output.parent).free
+    if need > free:
+        raise InputError(f"{spec.name} needs about {need / 2**30:.1f} GiB free in {output.parent} "
+                         f"({free / 2**30:.1f} GiB free)")
+    say(f"{spec.name}: {spec.architecture}, {spec.n_params / 1e9:.2f} B parameters, vocabulary {spec.vocab}; "
+        f"writing F16 then {name}")
+    staging = output.with_name(f".{output.name}.f16.part")
+    t0 = time.monotonic()
+    try:
+        write_f16(spec, staging, seed=seed, progress=say)
+        say(f"F16 written in {time.monotonic() - t0:.0f} s")
+        if name == "F16":
+            os.replace(staging, output)
+        else:
+            quantize(staging, output, type=name, threads=threads, force=force, allow_requantize=True,
+                     progress=progress)
+    except OSError as e:
+        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
+    finally:
+        staging.unlink(missing_ok=True)
+    say(f"{output} ({output.stat().st_size / 2**30:.2f} GiB) in {time.monotonic() - t0:.0f} s")
+    return output
+
+
+def describe(spec: SynthSpec, type: str | None = None) -> dict:
+    """The shapes, the parameters and the sizes synth would write (``--dry-run``)."""
+    from .convert import BITS_PER_WEIGHT
+
+    name = (type or DEFAULT_TYPES[spec.architecture]).upper()
+    f16 = f16_bytes(spec)
+    bits = BITS_PER_WEIGHT.get(name)
+    return {**asdict(spec), "n_params": spec.n_params, "type": name, "f16_bytes": f16,
+            "output_bytes_about": int(spec.n_params * bits / 8) if bits else None}
+
+
+def _say(text: str) -> None:
+    print(f"aimo-gguf synth: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,83 @@
+"""-ngl auto: the most layers that fit the GPU's free memory (or --max-memory), against fake devices."""
+
+from __future__ import annotations
+
+import pytest
+
+from aimo_gguf import devices, loading
+from aimo_gguf.config import RunConfig
+from aimo_gguf.engine import llama
+from aimo_gguf.errors import InputError
+from aimo_gguf.memory import estimate, read_shape
+from aimo_gguf.models import default_model_path
+
+MiB = 2**20
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A GPU build whose device reports ``free`` bytes free."""
+    state = {"free": 0}
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(devices, "gpu_memory", lambda: (80 * 2**30, 0, state["free"]))
+    return state
+
+
+@pytest.mark.parametrize("free_mib", [520, 600, 700, 900, 4000])
+def test_auto_offloads_what_the_free_memory_holds(gpu, free_mib):
+    gpu["free"] = free_mib * MiB
+    path = default_model_path()
+    config = RunConfig(n_gpu_layers="auto", batch_size=8, max_tokens=512)
+    layers = loading.resolve_gpu_layers(config, path, quiet=True)
+    budget = free_mib * MiB - loading.GPU_RUNTIME_RESERVE
+    shape = read_shape(str(path))
+    if layers != 0:
+        assert estimate(shape, ctx=config.sequence_ctx, batch_size=8, n_gpu_layers=layers).gpu <= budget
+    if layers != -1:  # one more layer would not fit
+        more = layers + 1
+        assert estimate(shape, ctx=config.sequence_ctx, batch_size=8, n_gpu_layers=more).gpu > budget
+    assert (layers == 0) == (free_mib == 520) and (layers == -1) == (free_mib >= 900)
+
+
+def test_max_memory_is_the_budget_when_given(gpu, capsys):
+    gpu["free"] = 10 * 2**30
+    config = RunConfig(n_gpu_layers="auto", batch_size=4, max_memory="200MiB")
+    layers = loading.resolve_gpu_layers(config, default_model_path())
+    assert 0 <= layers < 30
+    assert "--max-memory" in capsys.readouterr().err
+
+
+def test_a_cpu_build_offloads_nothing(monkeypatch, capsys):
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: False)
+    assert loading.resolve_gpu_layers(RunConfig(n_gpu_layers="auto"), default_model_path()) == 0
+    assert "cannot offload: 0 layers" in capsys.readouterr().err
+
+
+def test_without_nvml_auto_needs_max_memory(monkeypatch):
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(devices, "gpu_memory", lambda: None)
+    with pytest.raises(InputError, match="nvidia-ml-py"):
+        loading.resolve_gpu_layers(RunConfig(n_gpu_layers="auto"), default_model_path())
+
+
+def test_auto_layers_then_auto_batch_fill_the_rest(gpu):
+    gpu["free"] = 2 * 2**30
+    config = RunConfig(n_gpu_layers="auto", batch_size="auto", max_tokens=512)
+    layers = loading.resolve_gpu_layers(config, default_model_path(), quiet=True)
+    assert layers == -1  # with one sequence every layer fits
+    batch = loading.resolve_batch_size(config, default_model_path(), quiet=True, n_gpu_layers=layers)
+    shape = read_shape(str(default_model_path()))
+    budget = gpu["free"] - loading.GPU_RUNTIME_RESERVE
+    assert estimate(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=-1).gpu <= budget
+    assert estimate(shape, ctx=config.sequence_ctx, batch_size=batch + 1, n_gpu_layers=-1).gpu > budget
+
+
+def test_the_flag_takes_auto(runner, monkeypatch):
+    from aimo_gguf.cli import cli
+
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: False)
+    result = runner.invoke(cli, ["info", "-ngl", "auto", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"n_gpu_layers_requested": "auto"' in result.stdout
+    bad = runner.invoke(cli, ["info", "-ngl", "most"])
+    assert bad.exit_code == 2 and "'most' is neither a number nor 'auto'" in bad.stderr

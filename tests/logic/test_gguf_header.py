@@ -1,0 +1,46 @@
+"""The fast GGUF header reader agrees with the gguf package's GGUFReader, and fails in one line."""
+
+from __future__ import annotations
+
+import pytest
+from gguf import GGUFReader
+
+from aimo_gguf.errors import ModelError
+from aimo_gguf.gguf_header import LONG_STRING_ARRAY, StringArray, read_header
+from aimo_gguf.models import default_model_path
+
+
+def test_it_reads_what_gguf_reads():
+    path = default_model_path()
+    ours = read_header(path, strings=("tokenizer.ggml.merges",))
+    theirs = GGUFReader(str(path))
+    assert set(ours.fields) == set(theirs.fields) - {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
+    for key, field in theirs.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        value = ours.fields[key]
+        if isinstance(value, StringArray):
+            assert len(value) == len(field.data) > LONG_STRING_ARRAY  # counted, not decoded
+        elif isinstance(value, float):
+            assert value == pytest.approx(field.contents())
+        else:
+            assert value == field.contents(), key
+    assert ours.fields["tokenizer.ggml.merges"][:2] == theirs.fields["tokenizer.ggml.merges"].contents()[:2]
+    assert [(t.name, t.shape, t.type_name, t.n_bytes) for t in ours.tensors] == [
+        (t.name, tuple(int(d) for d in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in theirs.tensors]
+
+
+@pytest.mark.parametrize("content", [b"not a gguf", b"GGUF\x03\x00\x00\x00" + b"\xff" * 16, b"GGUF"])
+def test_a_broken_header_is_one_model_error(tmp_path, content):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match="cannot read the GGUF header"):
+        read_header(path)
+
+
+def test_a_truncated_file_is_a_model_error(tmp_path):
+    data = default_model_path().read_bytes()[:5000]
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(data)
+    with pytest.raises(ModelError):
+        read_header(path)
