@@ -51,7 +51,8 @@ class RunConfig:
         accepts_auto=True,
     )
     max_memory: str | None = _opt(
-        None, "Memory budget for --batch-size auto, e.g. 16GiB [CPU: 80% of available RAM; GPU: required]."
+        None, "Memory budget for --batch-size auto and -ngl auto, e.g. 16GiB [CPU: 80% of available RAM; "
+              "GPU: its free memory through NVML (nvidia-ml-py), else required]."
     )
     samples: int = _opt(DEFAULT_SAMPLES, "Samples per problem, majority-voted.")
     max_tokens: int = _opt(DEFAULT_MAX_TOKENS, "Most tokens generated per sample.")
@@ -85,6 +86,12 @@ class RunConfig:
     kv_unified: bool = _opt(False, "One KV buffer shared by all sequences (slower at large batch on CPU).")
     share_prompts: bool | None = _opt(
         None, "Samples of a problem copy its prompt's KV cache instead of decoding it [default: with --kv-unified]."
+    )
+    cache_prompts: bool | None = _opt(
+        None, "A slot keeps its prompt's KV cache for the next sample that starts the same way, which then "
+              "decodes only the rest (the chat template's start, or all but one token of the same problem) "
+              "[default: on, but with --kv-unified]. Off: a sample's tokens depend on its seed alone, "
+              "not on what ran in its slot before (bitwise)."
     )
     flash_attn: str = _opt("auto", "Flash attention: " + ", ".join(FLASH_ATTN_MODES) + ".", choices=FLASH_ATTN_MODES)
     kv_type: str = _opt("f16", "KV cache element type (the quantized ones need flash attention).", choices=KV_TYPES)

@@ -64,7 +64,7 @@ class RunSummary:
     finish_reasons: dict[str, int] = field(default_factory=dict)  # samples by how they ended
 
     prompt_tokens: int = 0  # prompt tokens decoded (a prompt shared by samples counts once)
-    shared_prompt_tokens: int = 0  # prompt tokens copied from a sibling sample's KV cache
+    shared_prompt_tokens: int = 0  # prompt tokens not decoded: copied from a sibling's KV or kept in the slot
     generated_tokens: int = 0
     load_seconds: float = 0.0
     run_seconds: float = 0.0  # from the first decode to the last answer

@@ -49,7 +49,7 @@ def fake_info(*, batch_size: int = 1, n_ctx_seq: int = 4096, n_gpu_layers_reques
     return LoadInfo(model_path="fake.gguf", description="fake 0B Q0", n_layers=2, n_params=0, size_bytes=0,
                     n_gpu_layers_requested=n_gpu_layers_requested, n_gpu_layers=0, gpu_offload_supported=False,
                     n_ctx_seq=n_ctx_seq, n_seq_max=batch_size, kv_unified=False, kv_type="f16",
-                    share_prompts=False, threads=1, notes=(), load_seconds=0.0)
+                    share_prompts=False, cache_prompts=False, threads=1, notes=(), load_seconds=0.0)
 
 
 class FakeEngine(BatchEngine):

@@ -92,7 +92,7 @@ class EngineStats:
     """Running counters of the engine, readable at any time."""
 
     prompt_tokens: int = 0  # prompt tokens decoded (a shared prefix counts once)
-    shared_prompt_tokens: int = 0  # prompt tokens taken from another sequence's KV instead
+    shared_prompt_tokens: int = 0  # prompt tokens not decoded: a sibling's KV copied, or kept in the slot
     generated_tokens: int = 0
     steps: int = 0  # llama_decode calls that succeeded
     sequence_steps: int = 0  # sequences in those decodes, summed: occupancy = sequence_steps / steps
@@ -122,6 +122,7 @@ class LoadInfo:
     kv_unified: bool
     kv_type: str
     share_prompts: bool  # samples of a problem copy its prompt's KV instead of decoding it
+    cache_prompts: bool  # a slot keeps its prompt's KV for the next request that starts the same way
     threads: int
     notes: tuple[str, ...]  # what the loader had to change, said once to the user
     load_seconds: float

@@ -95,6 +95,8 @@ class Engine(BatchEngine):
         max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,  # then a sequence the KV cannot hold ends as kv_full
         max_outputs: int | None = None,  # logits rows per decode: None = one per sequence (generate);
         # logits() of a whole text needs more (compare passes the token budget)
+        cache_prompts: bool | None = None,  # a slot keeps its prompt's cells for the next request that starts
+        # the same way; None = with one KV stream per sequence (a unified cache frees cells on release)
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -107,6 +109,9 @@ class Engine(BatchEngine):
             raise InputError(f"KV cache type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
         if kv_type != "f16" and flash_attn == "off":
             raise InputError(f"a {kv_type} KV cache needs flash attention: use --flash-attn auto or on")
+        if cache_prompts and kv_unified:
+            raise InputError("--cache-prompts needs one KV stream per sequence: drop --kv-unified "
+                             "(a unified cache frees a finished sample's cells for the others)")
         self._model: llama.LlamaModel | None = None
         self._context: llama.LlamaContext | None = None
         self._batch: llama.LlamaBatch | None = None
@@ -125,21 +130,28 @@ class Engine(BatchEngine):
             notes.append("GPU offload is not available (CPU build of llama-cpp-python, or no GPU): running on CPU")
             layers = 0
         ladder = layer_ladder(layers, gguf_block_count(path) if layers < 0 else None)
+        self.max_outputs = max(batch_size, max_outputs or batch_size)
         failure = None
-        for i, n in enumerate(ladder):
-            try:
-                self._model = llama.LlamaModel(path, n_gpu_layers=n)
-            except ModelError as e:
-                failure = failure or e
-                continue
-            layers = n
-            if i > 0:
-                notes.append(f"loading with {ladder[0]} GPU layers failed: loaded with {n}")
-            break
-        if self._model is None:
-            raise failure
-
         try:
+            for i, n in enumerate(ladder):
+                # The weights or, with them on the GPU, the KV cache and compute buffers may not fit:
+                # each failure tries fewer layers, down to the CPU alone.
+                try:
+                    self._model = llama.LlamaModel(path, n_gpu_layers=n)
+                    self._context = llama.LlamaContext(
+                        self._model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
+                        n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,
+                        kv_unified=kv_unified, n_outputs_max=self.max_outputs)
+                except ModelError as e:
+                    if n == 0 or i == len(ladder) - 1:
+                        raise  # on the CPU alone: the real reason, not a GPU one
+                    failure = failure or e
+                    self.close()
+                    continue
+                layers = n
+                if i > 0:
+                    notes.append(f"loading with {ladder[0]} GPU layers failed ({failure}): loaded with {n}")
+                break
             model = self._model
             like = model.meta("aimo_gguf.synthetic_like") if model.meta("aimo_gguf.synthetic") == "true" else None
             if like is not None:
@@ -149,11 +161,12 @@ class Engine(BatchEngine):
             n_ctx_train = model.n_ctx_train
             if ctx > n_ctx_train > 0:
                 notes.append(f"context {ctx} is longer than the model was trained for ({n_ctx_train})")
-            self.max_outputs = max(batch_size, max_outputs or batch_size)
-            self._context = llama.LlamaContext(
-                model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
-                n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,
-                kv_unified=kv_unified, n_outputs_max=self.max_outputs)
+            # Sliding-window layers drop a sequence's cells once they fall behind the window, and recurrent
+            # state cannot be cut at a position: a finished sample's prompt is not all there to reuse.
+            windowed = model.n_swa > 0 or model.is_recurrent
+            if cache_prompts and windowed:
+                notes.append("prompt reuse is off: this model's sliding-window or recurrent layers do not keep "
+                             "a finished sample's prompt")
             self.n_ctx_seq = self._context.n_ctx_seq
             token_budget = min(token_budget, self._context.n_batch)
             self._batch = llama.LlamaBatch(token_budget)
@@ -170,6 +183,8 @@ class Engine(BatchEngine):
         self.token_budget = token_budget
         self.ignore_eos = ignore_eos
         self.max_preemptions = max_preemptions
+        self.cache_prompts = not kv_unified and not windowed and cache_prompts is not False
+        self._slot_cache = [[] for _ in range(batch_size)] if self.cache_prompts else None
         self._stops = StopMatcher(stop)
         self.n_vocab = model.n_vocab
         self._eog = frozenset(model.eog_tokens)
@@ -189,6 +204,7 @@ class Engine(BatchEngine):
             kv_unified=kv_unified,
             kv_type=kv_type,
             share_prompts=self.share_prompts,
+            cache_prompts=self.cache_prompts,
             threads=threads,
             notes=tuple(notes),
             load_seconds=time.perf_counter() - t0,
@@ -264,6 +280,8 @@ class Engine(BatchEngine):
             raise InputError(f"{len(tokens)} tokens do not fit a context of {self.n_ctx_seq}")
         context, batch = self._context, self._batch
         context.seq_rm(0)
+        if self._slot_cache is not None:
+            self._slot_cache[0] = []
         out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
         step = min(self.token_budget, self.max_outputs)
         for start in range(0, len(tokens), step):
@@ -295,7 +313,8 @@ class Engine(BatchEngine):
             requests, n_slots=self.batch_size, n_ctx_seq=self.n_ctx_seq, n_ctx_total=context.n_ctx,
             kv_unified=self.kv_unified, share_prompts=self.share_prompts, token_budget=self.token_budget,
             stats=self.stats, tokenize=lambda text: model.tokenize(text, add_special=False, parse_special=False),
-            piece=model.piece, stops=self._stops, max_preemptions=self.max_preemptions)
+            piece=model.piece, stops=self._stops, max_preemptions=self.max_preemptions, slot_cache=self._slot_cache,
+            windowed=model.n_swa > 0)
         stats = self.stats
         step = on_step or (lambda: None)
         try:
@@ -346,22 +365,28 @@ class Engine(BatchEngine):
     # --- the parts of a step ------------------------------------------------------------------------------
 
     def _apply(self, plan: StepPlan, scheduler: Scheduler) -> None:
-        """Free what the scheduler released, give new sequences samplers, copy shared prompts."""
+        """Free what the scheduler released, trim reused slots, give new sequences samplers, copy shared
+        prompts."""
         self._release(scheduler.take_released())
+        context = self._context
+        for seq_id, keep in plan.trims:
+            if not context.seq_rm(seq_id, keep):  # cannot happen with reuse on: never on recurrent memory
+                raise EngineError(f"llama.cpp could not cut sequence {seq_id} at position {keep}")
         masked = self._masked
         for slot in plan.admitted:
             request = slot.request
             self._samplers[slot.seq_id] = llama.SamplerChain(request.sampling, request.seed, n_vocab=self.n_vocab,
                                                               masked=masked)
-        context = self._context
         for donor, seq_id, keep in plan.copies:
+            context.seq_rm(seq_id)  # a reused slot may still hold cells of its own
             context.seq_cp(donor, seq_id)
             context.seq_rm(seq_id, keep)
 
     def _release(self, slots: list[Slot]) -> None:
-        """Clear released sequences' KV cells and free their samplers."""
+        """Free released sequences' samplers and clear their KV cells (unless slots keep their prompts)."""
         for slot in slots:
-            self._context.seq_rm(slot.seq_id)
+            if self._slot_cache is None:
+                self._context.seq_rm(slot.seq_id)
             sampler = self._samplers[slot.seq_id]
             if sampler is not None:
                 sampler.close()

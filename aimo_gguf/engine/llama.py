@@ -157,6 +157,16 @@ class LlamaModel(_Owner):
         return llama_cpp.llama_model_n_params(self.ptr)
 
     @property
+    def n_swa(self) -> int:
+        """The sliding window of its windowed layers (0: none)."""
+        return llama_cpp.llama_model_n_swa(self.ptr)
+
+    @property
+    def is_recurrent(self) -> bool:
+        """Recurrent or hybrid memory: a sequence's state cannot be cut at a position."""
+        return bool(llama_cpp.llama_model_is_recurrent(self.ptr) or llama_cpp.llama_model_is_hybrid(self.ptr))
+
+    @property
     def size_bytes(self) -> int:
         return llama_cpp.llama_model_size(self.ptr)
 
@@ -240,8 +250,9 @@ class LlamaContext(_Owner):
         params.n_threads_batch = threads
         params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
         params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
-        # Sliding-window layers (Gemma 3, gpt-oss) keep only their window,
-        # not the whole context: the engine never rolls a sequence back.
+        # Sliding-window layers (Gemma 3, gpt-oss) keep only their window, not the whole
+        # context: no sequence is ever cut back on such a model (the engine turns prompt
+        # reuse off, and a sibling copies a prompt only from a donor still at its end).
         params.swa_full = False
         params.no_perf = True
         fresh_errors()
@@ -272,9 +283,10 @@ class LlamaContext(_Owner):
         rows = llama_cpp.llama_get_logits(self.ptr)
         return np.ctypeslib.as_array(rows, shape=(n_rows * self.n_vocab,)).reshape(n_rows, self.n_vocab)
 
-    def seq_rm(self, seq_id: int, start: int = -1) -> None:
-        """Drop the cells of sequence ``seq_id`` from position ``start`` on (-1: all of them)."""
-        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, start, -1)
+    def seq_rm(self, seq_id: int, start: int = -1) -> bool:
+        """Drop the cells of sequence ``seq_id`` from position ``start`` on (-1: all of them). False when
+        the memory cannot cut a sequence there (recurrent state): nothing was removed."""
+        return bool(llama_cpp.llama_memory_seq_rm(self._mem, seq_id, start, -1))
 
     def seq_cp(self, src: int, dst: int) -> None:
         """Give sequence ``dst`` every cell of sequence ``src``."""

@@ -17,6 +17,12 @@ What it decides:
 - Prompt sharing. Requests with the same ``prefix_key`` and prompt (the samples
   of one problem) wait for a sibling to decode the prompt, then copy its KV
   cells and decode only the last prompt token.
+- Prompt reuse. With ``slot_cache`` (one stream of KV per sequence), a finished
+  sequence leaves its prompt's cells in its slot; a new request takes the free
+  slot whose cached prompt shares the longest prefix with its own, keeps those
+  cells and decodes only the rest (the chat template's system part, or the
+  whole prompt of the problem's previous sample), as llama.cpp's own prompt
+  cache does for one sequence.
 - Tool calls. A sequence paused on a tool decodes nothing until its tool's
   output is there; that output is then decoded into it.
 - Preemption. When a decode finds no KV slot, every sequence's step is undone
@@ -45,13 +51,28 @@ from .api import (
 from .sequence import SeqState, Sequence, StopMatcher
 
 
+def common_prefix(a: list[int], b) -> int:
+    """The length of the longest common prefix of two token lists (slices compared in C)."""
+    b = b if isinstance(b, list) else list(b)
+    n = min(len(a), len(b))
+    lo, hi = 0, n
+    while lo < hi:  # a[:lo] == b[:lo]
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 @dataclass(slots=True)
 class StepPlan:
-    """What one step does. The engine applies it in this order: free ``released``'s KV and
-    samplers (``Scheduler.take_released``), make samplers for ``admitted``, copy ``copies``,
-    then decode ``batch``."""
+    """What one step does. The engine applies it in this order: free the released sequences'
+    samplers (and their KV unless the scheduler keeps it: ``Scheduler.keeps_kv``), trim ``trims``,
+    make samplers for ``admitted``, copy ``copies``, then decode ``batch``."""
 
     admitted: list[Sequence] = field(default_factory=list)  # new this step: each needs a sampler chain
+    trims: list[tuple[int, int]] = field(default_factory=list)  # (seq id, keep): drop its cells from keep on
     copies: list[tuple[int, int, int]] = field(default_factory=list)  # (donor seq id, seq id, keep): KV to copy
     batch: list[Sequence] = field(default_factory=list)  # sequences with tokens in this step, in batch order
     n_tokens: int = 0  # tokens in this step's batch
@@ -82,6 +103,8 @@ class Scheduler:
         piece: Callable[[int], bytes],
         stops: StopMatcher | None = None,
         max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,
+        slot_cache: list[list[int]] | None = None,
+        windowed: bool = False,
     ) -> None:
         self._source: Iterator[Request] = iter(requests)
         self._exhausted = False
@@ -98,6 +121,11 @@ class Scheduler:
         self.piece = piece
         self.stops = stops or StopMatcher(())
         self.max_preemptions = max_preemptions
+        # Per slot, the prompt tokens whose cells its stream still holds (None: slots are cleared on release).
+        self.slot_cache = slot_cache
+        # Sliding-window layers drop cells behind the window as a sequence goes on: a donor's prompt is
+        # whole only until it decodes its first generated token.
+        self.windowed = windowed
         self.reserved = 0  # KV cells promised to running sequences (counted with a unified cache)
         self._admitted = 0
         self._preempted: dict[Request, int] = {}  # request -> times put back
@@ -128,13 +156,19 @@ class Scheduler:
                     plan.waiting_on_tools += 1
         budget = self.token_budget
         n = 0
-        for seq in self.running:
+        for seq in self.running:  # the oldest first: a long prompt cannot starve running sequences
             take = seq.take(budget - n)
             if take:
                 n += take
-                if seq.wants_logits:
-                    seq.logit_index = n - 1
                 plan.batch.append(seq)
+        # In the batch, in slot order: with one KV stream per sequence, llama.cpp decodes a batch whose
+        # sequences come out of stream order about twice as slowly (measured: 174 vs 89 ms a step at 16).
+        plan.batch.sort(key=lambda s: s.seq_id)
+        row = 0
+        for seq in plan.batch:
+            row += seq.fed - seq.step_start
+            if seq.wants_logits:
+                seq.logit_index = row - 1
         plan.n_tokens = n
         return plan
 
@@ -186,15 +220,22 @@ class Scheduler:
         done, self._finished = self._finished, []
         return done
 
+    @property
+    def keeps_kv(self) -> bool:
+        """Released sequences keep their cells (prompt reuse): the engine frees only their samplers."""
+        return self.slot_cache is not None
+
     def take_released(self) -> list[Sequence]:
-        """Sequences released since the last call: the engine clears their KV and frees their samplers."""
+        """Sequences released since the last call: the engine frees their samplers (and clears their
+        KV unless ``keeps_kv``)."""
         released, self._released = self._released, []
         return released
 
     def close(self) -> list[Sequence]:
         """Generation stopped early (the caller closed it, Ctrl-C): every running sequence is released."""
         for seq in self.running[:]:
-            self._release(seq, None)
+            # Stopped anywhere in a step: which of its cells hold what is not known, so the slot keeps none.
+            self._release(seq, None, keep_prompt=False)
         return self.take_released()
 
     # --- parts ------------------------------------------------------------------------------------------
@@ -225,14 +266,37 @@ class Scheduler:
             if self.kv_unified and self.running and self.reserved + need > self.n_ctx_total:
                 break  # wait for cells to free up
             queue.popleft()
-            seq = self.free.popleft()
-            seq.start(request, max_new=max_new, order=self._admitted,
-                      wait_for_prefix=self.share_prompts and request.prefix_key is not None)
+            seq, keep = self._take_slot(request.prompt)
+            wait = self.share_prompts and request.prefix_key is not None and keep < n_prompt - 1
+            seq.start(request, max_new=max_new, order=self._admitted, wait_for_prefix=wait)
+            if self.slot_cache is not None:
+                plan.trims.append((seq.seq_id, keep))
+                seq.kept = keep
+                if keep and not wait:  # a waiting one may copy a sibling's prompt instead
+                    self.stats.shared_prompt_tokens += seq.reuse_prompt(keep)
             self._admitted += 1
             seq.reserved = need
             self.reserved += need
             self.running.append(seq)
             plan.admitted.append(seq)
+
+    def _take_slot(self, prompt) -> tuple[Sequence, int]:
+        """A free slot for ``prompt`` and how many of its prompt tokens the slot's cells already hold."""
+        # The lowest free slot, among those holding the longest prefix: running sequences stay packed at
+        # the low slots, and llama.cpp splits a batch wherever its slots have a gap (one ubatch per run).
+        if self.slot_cache is None:
+            best, keep = min(self.free, key=lambda s: s.seq_id), 0
+        else:
+            best, keep = self.free[0], -1
+            for seq in sorted(self.free, key=lambda s: s.seq_id):
+                common = common_prefix(self.slot_cache[seq.seq_id], prompt)
+                if common > keep:
+                    best, keep = seq, common
+        self.free.remove(best)
+        if self.slot_cache is None:
+            return best, 0
+        self.slot_cache[best.seq_id] = []  # its cells are the new sequence's from here on
+        return best, min(keep, len(prompt) - 1)  # the last prompt token is decoded again, for its logits
 
     def _attach_prefix(self, seq: Sequence, plan: StepPlan) -> None:
         """Copy the prompt's KV from a sibling that decoded it, or decode it if no sibling will."""
@@ -247,6 +311,8 @@ class Scheduler:
             if other.state is SeqState.PREFILL and other.fed < n_prompt - 1:
                 prefilling = True  # it will have the prompt soon: wait for it
                 continue
+            if self.windowed and other.pos > n_prompt:
+                continue  # its windowed layers no longer hold the start of the prompt's last window
             if other.request.prompt is prompt or other.request.prompt == prompt:
                 donor = other
                 break
@@ -256,7 +322,9 @@ class Scheduler:
             plan.copies.append((donor.seq_id, seq.seq_id, n_prompt - 1))
             self.stats.shared_prompt_tokens += seq.copy_prompt()
         elif not prefilling:
-            seq.state = SeqState.PREFILL  # nobody to copy from: decode the whole prompt
+            seq.state = SeqState.PREFILL  # nobody to copy from: decode the prompt (but what its slot kept)
+            if seq.kept:
+                self.stats.shared_prompt_tokens += seq.reuse_prompt(seq.kept)
 
     def _poll_tool(self, seq: Sequence) -> bool:
         """Feed a paused sequence its tool's output once it is there; False while it waits."""
@@ -274,10 +342,12 @@ class Scheduler:
         seq.reserved = need
         return True
 
-    def _release(self, seq: Sequence, reason: str | None) -> None:
+    def _release(self, seq: Sequence, reason: str | None, *, keep_prompt: bool = True) -> None:
         """Free ``seq``'s slot; with a reason it finished (a completion), without one it was put back."""
         self.running.remove(seq)
         self.reserved -= seq.reserved
+        if self.slot_cache is not None:
+            self.slot_cache[seq.seq_id] = list(seq.request.prompt[:seq.prompt_in_kv]) if keep_prompt else []
         if reason is not None:
             self._finished.append(seq.completion(reason))
             self._preempted.pop(seq.request, None)

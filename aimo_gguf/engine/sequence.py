@@ -54,7 +54,7 @@ class Sequence:
 
     __slots__ = (
         "seq_id", "request", "state", "feed", "fed", "pos", "generated", "text", "max_new", "injected",
-        "inject_from", "order", "reserved", "step_start", "logit_index",
+        "inject_from", "order", "reserved", "step_start", "logit_index", "kept",
     )
 
     def __init__(self, seq_id: int) -> None:
@@ -78,11 +78,26 @@ class Sequence:
         self.reserved = 0  # KV cells the scheduler counts for it (unified KV)
         self.step_start = 0
         self.logit_index = -1  # its row in this step's logits, -1 when it samples nothing
+        self.kept = 0  # prompt tokens its slot's cells held when it started (prompt reuse)
 
     @property
     def kv_need(self) -> int:
         """The most KV cells it can ever hold: prompt, tool output and generation budget."""
         return len(self.request.prompt) + self.injected + self.max_new
+
+    def reuse_prompt(self, keep: int) -> int:
+        """The slot's cells already hold the first ``keep`` prompt tokens: decode only the rest."""
+        self.fed = self.pos = keep
+        return keep
+
+    @property
+    def prompt_in_kv(self) -> int:
+        """How many of its prompt tokens its cells hold (the step's feed undone by a rewind counts out)."""
+        if self.state is SeqState.WAITING:
+            return 0
+        if self.state is SeqState.PREFILL and self.feed is self.request.prompt:
+            return self.fed
+        return len(self.request.prompt) if self.state is not SeqState.PREFILL else self.pos
 
     def copy_prompt(self) -> int:
         """Its prompt's KV was copied from a sibling: only the last prompt token is left to decode,

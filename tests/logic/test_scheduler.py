@@ -18,7 +18,7 @@ from aimo_gguf.engine.api import (
     EngineStats,
     Request,
 )
-from aimo_gguf.engine.scheduler import Scheduler, StepPlan
+from aimo_gguf.engine.scheduler import Scheduler, StepPlan, common_prefix
 from aimo_gguf.engine.sequence import SeqState, StopMatcher
 
 EOG = 0  # the driver's end-of-generation token
@@ -30,7 +30,8 @@ def request(key, n_prompt=4, max_tokens=3, *, prompt=None, prefix_key=None, tool
 
 
 def scheduler(requests, *, n_slots=2, n_ctx_seq=64, n_ctx_total=None, kv_unified=False, share_prompts=False,
-              token_budget=512, stops=(), max_preemptions=3, pulled=None) -> Scheduler:
+              token_budget=512, stops=(), max_preemptions=3, pulled=None, slot_cache=None, windowed=False
+              ) -> Scheduler:
     def source():
         for r in requests:
             if pulled is not None:
@@ -41,7 +42,8 @@ def scheduler(requests, *, n_slots=2, n_ctx_seq=64, n_ctx_total=None, kv_unified
                      n_ctx_total=n_ctx_total or n_ctx_seq * n_slots, kv_unified=kv_unified,
                      share_prompts=share_prompts, token_budget=token_budget, stats=EngineStats(),
                      tokenize=lambda text: [ord(c) for c in text], piece=lambda t: bytes([t % 256]),
-                     stops=StopMatcher(stops), max_preemptions=max_preemptions)
+                     stops=StopMatcher(stops), max_preemptions=max_preemptions, slot_cache=slot_cache,
+                     windowed=windowed)
 
 
 class Step:
@@ -52,6 +54,7 @@ class Step:
         self.batch = [s.request.key for s in plan.batch]
         self.taken = [s.fed - s.step_start for s in plan.batch]
         self.copies = list(plan.copies)
+        self.trims = list(plan.trims)
         self.n_tokens = plan.n_tokens
         self.waiting_on_tools = plan.waiting_on_tools
 
@@ -137,6 +140,43 @@ def test_prompts_are_chunked_to_the_token_budget():
     plan = sched.schedule()
     assert plan.n_tokens == 6 and [s.fed - s.step_start for s in plan.batch] == [4, 2]
     assert [s.request.key for s in plan.sampling] == [0]
+
+
+def test_the_batch_is_in_slot_order_whatever_order_the_slots_were_refilled_in():
+    # llama.cpp decodes a batch of one-stream-per-sequence KV as one ubatch only when its sequences
+    # come in stream order; out of order it splits it (measured: a step at 16 took twice as long).
+    lengths = {0: 9, 1: 2, 2: 6, 3: 1, 4: 5, 5: 7, 6: 4, 7: 3, 8: 8, 9: 6}
+    sched = scheduler([request(k, n_prompt=3, max_tokens=n) for k, n in lengths.items()], n_slots=4)
+    real = sched.schedule
+
+    def schedule():  # checked as the engine would see the plan
+        plan = real()
+        ids = [s.seq_id for s in plan.batch]
+        assert ids == sorted(ids)
+        rows = 0
+        for seq in plan.batch:  # a sampling sequence's logits row is its last token's place in the batch
+            rows += seq.fed - seq.step_start
+            assert seq.logit_index == (rows - 1 if seq.wants_logits else -1)
+        return plan
+
+    sched.schedule = schedule
+    driver = Driver(sched)
+    driver.run()
+    assert all(len(c.tokens) == lengths[c.request.key] for c in driver.completions)
+    refilled = [p.admitted for p in driver.plans[1:] if p.admitted]
+    assert len(refilled) >= 3  # slots were refilled as sequences ended out of order
+
+
+def test_a_new_request_takes_the_lowest_free_slot():
+    sched = scheduler([request(0, max_tokens=5), request(1, max_tokens=1), request(2, max_tokens=1),
+                       request(3, max_tokens=5), request(4, max_tokens=5)], n_slots=4)
+    plan = sched.schedule()
+    assert [s.seq_id for s in plan.admitted] == [0, 1, 2, 3]
+    sched.decoded(plan)
+    for seq in reversed(plan.sampling):  # 2 then 1 end: slot 2 is freed first
+        sched.accept(seq, 7, b"x", eog=False)
+    plan = sched.schedule()
+    assert [(s.request.key, s.seq_id) for s in plan.admitted] == [(4, 1)]  # slot 1, not 2: no gap at 1
 
 
 # --- cancel and too long ---------------------------------------------------------------------------------
@@ -279,6 +319,23 @@ def test_a_sibling_copies_only_from_a_donor_whose_prompt_is_in_the_cache():
     assert sched.schedule().copies == [(0, 1, 9)]
 
 
+@pytest.mark.parametrize("windowed", [False, True])
+def test_with_sliding_window_layers_a_late_sibling_copies_only_from_a_donor_still_at_its_prompt(windowed):
+    # One slot frees up late: the third sample of the problem arrives when the first two have generated.
+    prompt = list(range(1, 9))
+    reqs = [request("short", max_tokens=2)] + [request(("p", j), prompt=prompt, prefix_key="p", max_tokens=6)
+                                                for j in range(2)]
+    sched = scheduler(reqs, n_slots=2, share_prompts=True, windowed=windowed)
+    driver = Driver(sched)
+    driver.run()
+    copies = [c for p in driver.plans for c in p.copies]
+    if windowed:  # the donor had decoded past its prompt: its window no longer holds the prompt's end
+        assert copies == [] and sched.stats.prompt_tokens == 4 + 8 + 8
+    else:
+        assert len(copies) == 1 and sched.stats.prompt_tokens == 4 + 8 + 1
+    assert all(len(c.tokens) == c.request.max_tokens for c in driver.completions)
+
+
 def test_different_prompts_under_one_prefix_key_are_not_shared():
     reqs = [request("a", prompt=[1, 2, 3], prefix_key=0), request("b", prompt=[4, 5, 6], prefix_key=0)]
     sched = scheduler(reqs, n_slots=2, share_prompts=True)
@@ -286,6 +343,110 @@ def test_different_prompts_under_one_prefix_key_are_not_shared():
     driver.run()
     assert all(p.copies == [] for p in driver.plans)
     assert sched.stats.prompt_tokens == 6
+
+
+# --- prompt reuse (a slot keeps its prompt's cells) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b", "n"), [
+    ([], [1], 0), ([1, 2, 3], [1, 2, 3], 3), ([1, 2, 3], [1, 2], 2), ([1, 2, 3], [1, 9, 3], 1),
+    ([5], [6], 0), (list(range(1000)), list(range(999)) + [0], 999), ([1, 2], (1, 2, 3), 2),
+])
+def test_common_prefix(a, b, n):
+    assert common_prefix(a, b) == n
+
+
+def test_without_a_slot_cache_nothing_is_kept_or_trimmed():
+    sched = scheduler([request(i, prompt=[1, 2, 3, 4]) for i in range(3)], n_slots=1)
+    driver = Driver(sched)
+    driver.run()
+    assert not sched.keeps_kv and all(p.trims == [] for p in driver.plans)
+    assert sched.stats.prompt_tokens == 12 and sched.stats.shared_prompt_tokens == 0
+
+
+def test_a_request_takes_the_slot_holding_the_longest_prefix_of_its_prompt_and_decodes_the_rest():
+    system = [9, 9, 9, 9, 9, 9]
+    cache = [[1, 2, 3], system + [1, 2], []]  # slot 1 holds the system part and 2 tokens of another problem
+    sched = scheduler([request("p", prompt=system + [5, 6, 7], max_tokens=1)], n_slots=3, slot_cache=cache)
+    plan = sched.schedule()
+    (seq,) = plan.admitted
+    assert seq.seq_id == 1 and plan.trims == [(1, 6)]  # its cells from 6 on are dropped
+    assert plan.n_tokens == 3 and seq.pos == 9  # only [5, 6, 7] decoded, at positions 6..8
+    assert sched.stats.shared_prompt_tokens == 6
+    sched.decoded(plan)
+    assert sched.stats.prompt_tokens == 3
+    sched.accept(seq, 7, b"x", eog=False)  # its one token: done
+    sched.schedule()
+    assert cache[1] == system + [5, 6, 7]  # what its cells hold now, for the next request
+
+
+def test_the_same_prompt_again_decodes_only_its_last_token_for_logits():
+    prompt = [4, 5, 6, 7, 8]
+    sched = scheduler([request(i, prompt=prompt, max_tokens=2) for i in range(3)], n_slots=1, slot_cache=[[]])
+    driver = Driver(sched)
+    driver.run()
+    assert driver.plans[0].trims == [(0, 0)] and driver.plans[0].taken == [5]
+    later = [p for p in driver.plans if p.admitted][1:]
+    assert [p.trims for p in later] == [[(0, 4)], [(0, 4)]] and [p.taken[0] for p in later] == [1, 1]
+    assert sched.stats.prompt_tokens == 5 + 1 + 1 and sched.stats.shared_prompt_tokens == 8
+    assert all(len(c.tokens) == 2 for c in driver.completions)
+
+
+def test_a_free_slot_with_nothing_in_common_is_cleared_for_the_new_request():
+    cache = [[7, 7, 7]]
+    sched = scheduler([request("p", prompt=[1, 2, 3], max_tokens=1)], n_slots=1, slot_cache=cache)
+    plan = sched.schedule()
+    assert plan.trims == [(0, 0)] and plan.n_tokens == 3 and cache == [[]]
+
+
+def test_a_preempted_sequence_leaves_only_the_prompt_cells_it_had_decoded():
+    cache = [[], []]
+    failures = iter([0, 1])  # the second step (the rest of 1's prompt) finds no KV slot
+    reqs = [request(0, n_prompt=4, max_tokens=8), request(1, prompt=list(range(20, 30)), max_tokens=8)]
+    sched = scheduler(reqs, n_slots=2, token_budget=8, slot_cache=cache)
+    driver = Driver(sched, decode=lambda plan: next(failures, 0))
+    snapshots = []
+    driver.on_step = lambda step: snapshots.append([list(c) for c in cache])
+    driver.run()
+    # step 1: 0's prompt (4) + 4 of 1's; step 2 fails and 1, the youngest, goes back holding 4 prompt cells
+    assert snapshots[1][1] == list(range(20, 24))
+    readmitted = next(p for p in driver.plans[2:] if 1 in p.admitted)
+    assert readmitted.trims == [(1, 4)]  # it takes its own slot back and decodes only the other 6
+    assert driver.reasons() == {0: FINISH_LENGTH, 1: FINISH_LENGTH}
+
+
+def test_close_leaves_no_prompt_cached_in_a_slot_stopped_mid_step():
+    cache = [[]]
+    sched = scheduler([request(0, prompt=[1, 2, 3])], n_slots=1, slot_cache=cache)
+    sched.schedule()  # the prompt is in the batch, its decode never reported
+    sched.close()
+    assert cache == [[]]
+
+
+def test_a_sibling_whose_slot_holds_part_of_the_prompt_still_copies_it_whole():
+    prompt = list(range(1, 9))
+    cache = [[], prompt[:4]]
+    reqs = [request((0, j), prompt=prompt, prefix_key=0, max_tokens=2) for j in range(2)]
+    sched = scheduler(reqs, n_slots=2, share_prompts=True, slot_cache=cache)
+    plan = sched.schedule()
+    donor, sibling = plan.admitted
+    assert donor.seq_id == 1 and plan.trims == [(1, 4), (0, 0)]  # the first takes the slot with 4 cells
+    assert donor.state is SeqState.PREFILL and sibling.state is SeqState.WAITING
+    assert plan.n_tokens == 4 and donor.pos == 8  # the donor decodes only the other 4
+    sched.decoded(plan)
+    for seq in plan.sampling:
+        sched.accept(seq, 7, b"x", eog=False)
+    assert sched.schedule().copies == [(1, 0, 7)]
+    assert sched.stats.shared_prompt_tokens == 4 + 7  # kept cells and copied cells, each counted once
+
+
+def test_a_sibling_whose_slot_holds_the_whole_prompt_does_not_wait():
+    prompt = list(range(1, 9))
+    reqs = [request((0, j), prompt=prompt, prefix_key=0, max_tokens=2) for j in range(2)]
+    sched = scheduler(reqs, n_slots=2, share_prompts=True, slot_cache=[list(prompt), list(prompt)])
+    plan = sched.schedule()
+    assert [s.state for s in plan.admitted] == [SeqState.PREFILL, SeqState.PREFILL]
+    assert plan.trims == [(0, 7), (1, 7)] and plan.n_tokens == 2 and plan.copies == []
 
 
 # --- preemption ----------------------------------------------------------------------------------------

