@@ -357,9 +357,12 @@ def quantize_command(src, dst, type_, threads, imatrix, allow_requantize, force)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--dry-run", is_flag=True, help="Print the shapes, parameters and sizes; write nothing.")
+@click.option("--tokenizer", type=click.Path(dir_okay=False),
+              help="A GGUF whose BPE tokenizer the file gets, padded to the real vocabulary "
+                   "[default: the embedded SmolLM2's].")
 @click.option("--list", "list_shapes", is_flag=True, help="List the shapes --like knows by name.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def synth_command(like, output, type_, threads, seed, force, dry_run, list_shapes, quiet) -> None:
+def synth_command(like, output, type_, threads, seed, force, dry_run, tokenizer, list_shapes, quiet) -> None:
     """Write a GGUF with random weights and the exact shapes of a real model.
 
     Speed and memory depend on shapes and types, not weight values: the file
@@ -388,7 +391,8 @@ def synth_command(like, output, type_, threads, seed, force, dry_run, list_shape
         return
     if output is None:
         raise click.UsageError("Missing option '-o' / '--output'.")
-    click.echo(synth(like, output, type=type_, threads=threads, seed=seed, force=force, progress=not quiet))
+    click.echo(synth(like, output, type=type_, threads=threads, seed=seed, force=force, progress=not quiet,
+                     tokenizer=tokenizer))
 
 
 @cli.command("convert", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)

@@ -16,7 +16,8 @@ How it is written:
   gpt-oss experts are written directly in MXFP4 (random 4-bit values under one
   power-of-two scale), as the real checkpoints ship them;
 - the vocabulary is the embedded SmolLM2 tokenizer (a real BPE tokenizer and
-  chat template) padded with unused tokens to the real vocabulary size;
+  chat template), or the BPE tokenizer of another GGUF (``tokenizer``), padded
+  with unused tokens to the real vocabulary size;
 - the metadata says what it is (``general.name`` "synthetic ...",
   ``aimo_gguf.synthetic``), and ``run`` warns when it is used for answers;
 - the F16 file is then quantized through the binding (``aimo-gguf quantize``)
@@ -239,42 +240,120 @@ class _Values:
 # --- the file -----------------------------------------------------------------------------------------------
 
 
-def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None) -> Path:
-    """Write the F16 (MXFP4 experts) GGUF of ``spec`` to ``path`` (not atomically: synth renames it)."""
+TOKENIZER_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                  "tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.bos_token_id",
+                  "tokenizer.ggml.eos_token_id")
+OPTIONAL_TOKENIZER_KEYS = ("tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.chat_template")
+
+
+def _tokenizer_fields(source: str | Path | None) -> dict:
+    """The tokenizer metadata synth copies: from ``source`` (any GGUF with a BPE tokenizer: a model,
+    or a file ``write_tokenizer`` wrote), else from the embedded model."""
+    from .gguf_header import read_header
+
+    if source is None:
+        from .models import default_model_path
+
+        source = default_model_path()
+    elif not Path(source).is_file():
+        raise InputError(f"tokenizer file {source} not found")
+    fields = read_header(str(source), strings=("tokenizer.ggml.tokens", "tokenizer.ggml.merges")).fields
+    missing = [k for k in TOKENIZER_KEYS if k not in fields]
+    if missing:
+        raise InputError(f"{source} has no usable tokenizer (missing {', '.join(missing)})")
+    if fields["tokenizer.ggml.model"] != "gpt2":
+        raise InputError(f"{source}: synth needs a BPE ('gpt2') tokenizer, not {fields['tokenizer.ggml.model']!r}")
+    return {k: fields[k] for k in TOKENIZER_KEYS + OPTIONAL_TOKENIZER_KEYS if k in fields}
+
+
+def write_tokenizer(source: str | Path | None, output: str | Path) -> Path:
+    """A GGUF holding only ``source``'s tokenizer (no tensors; a few MiB): what ``synth --tokenizer``
+    needs where the embedded model is not installed (the GPU check carries one)."""
+    import gguf
+
+    fields = _tokenizer_fields(source)
+    output = Path(output)
+    staging = output.with_name(f".{output.name}.part")
+    try:
+        writer = gguf.GGUFWriter(str(staging), "llama")
+        try:
+            writer.add_name("tokenizer (aimo-gguf synth)")
+            _add_tokenizer(writer, fields, pad=0)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+        finally:
+            writer.close()
+        os.replace(staging, output)
+    except OSError as e:
+        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
+    finally:
+        staging.unlink(missing_ok=True)
+    return output
+
+
+def _add_tokenizer(writer, fields: dict, *, pad: int) -> None:
+    from gguf import TokenType
+
+    field = fields.__getitem__
+    tokens = list(field("tokenizer.ggml.tokens")) + [f"<|synth_pad_{i}|>" for i in range(pad)]
+    types = list(field("tokenizer.ggml.token_type")) + [int(TokenType.UNUSED)] * pad
+    writer.add_tokenizer_model(field("tokenizer.ggml.model"))
+    writer.add_tokenizer_pre(field("tokenizer.ggml.pre"))
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(list(field("tokenizer.ggml.merges")))
+    writer.add_bos_token_id(int(field("tokenizer.ggml.bos_token_id")))
+    writer.add_eos_token_id(int(field("tokenizer.ggml.eos_token_id")))
+    if "tokenizer.ggml.padding_token_id" in fields:
+        writer.add_pad_token_id(int(field("tokenizer.ggml.padding_token_id")))
+    if "tokenizer.ggml.add_bos_token" in fields:
+        writer.add_add_bos_token(bool(field("tokenizer.ggml.add_bos_token")))
+    if "tokenizer.chat_template" in fields:
+        writer.add_chat_template(field("tokenizer.chat_template"))
+
+
+def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None, tokenizer=None) -> Path:
+    """Write the F16 (MXFP4 experts) GGUF of ``spec`` to ``path`` (not atomically: synth renames it);
+    ``tokenizer``: the GGUF whose tokenizer it gets (default: the embedded model's)."""
     import gguf
 
     path = Path(path)
+    fields = _tokenizer_fields(tokenizer)
+    n_tokens = len(fields["tokenizer.ggml.tokens"])
+    if spec.vocab < n_tokens:
+        raise InputError(f"{spec.name}: a vocabulary of {spec.vocab} is smaller than the tokenizer's {n_tokens}")
     writer = gguf.GGUFWriter(str(path), spec.architecture)
-    _metadata(writer, spec)
-    tensors = list(tensors_of(spec))
-    for name, shape, kind in tensors:
-        nbytes = _nbytes(shape, kind)
-        if kind == MXFP4:
-            byte_shape = (*shape[:-1], shape[-1] // 32 * 17)
-            writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
-        else:
-            writer.add_tensor_info(name, shape, np.dtype(np.float16 if kind == F16 else np.float32), nbytes)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    values = _Values(seed)
-    total = sum(_nbytes(s, k) for _, s, k in tensors)
-    done, last = 0, time.monotonic()
-    for name, shape, kind in tensors:
-        writer.write_tensor_data(values.make(name, shape, kind))
-        done += _nbytes(shape, kind)
-        if progress is not None and time.monotonic() - last >= 5:
-            last = time.monotonic()
-            progress(f"writing {path.name}: {done / 2**30:.1f} of {total / 2**30:.1f} GiB")
-    writer.close()
+    try:
+        _metadata(writer, spec)
+        _add_tokenizer(writer, fields, pad=spec.vocab - n_tokens)
+        tensors = list(tensors_of(spec))
+        for name, shape, kind in tensors:
+            nbytes = _nbytes(shape, kind)
+            if kind == MXFP4:
+                byte_shape = (*shape[:-1], shape[-1] // 32 * 17)
+                writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
+            else:
+                writer.add_tensor_info(name, shape, np.dtype(np.float16 if kind == F16 else np.float32), nbytes)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        values = _Values(seed)
+        total = sum(_nbytes(s, k) for _, s, k in tensors)
+        done, last = 0, time.monotonic()
+        for name, shape, kind in tensors:
+            writer.write_tensor_data(values.make(name, shape, kind))
+            done += _nbytes(shape, kind)
+            if progress is not None and time.monotonic() - last >= 5:
+                last = time.monotonic()
+                progress(f"writing {path.name}: {done / 2**30:.1f} of {total / 2**30:.1f} GiB")
+    finally:
+        writer.close()  # its file handle, whatever happened (synth removes a partial file)
     return path
 
 
 def _metadata(writer, spec: SynthSpec) -> None:
-    from gguf import LlamaFileType, RopeScalingType, TokenType
-
-    from .gguf_header import read_header
-    from .models import default_model_path
+    from gguf import LlamaFileType, RopeScalingType
 
     a = spec.architecture
     writer.add_name(f"synthetic {spec.name}")
@@ -306,25 +385,6 @@ def _metadata(writer, spec: SynthSpec) -> None:
             writer.add_rope_scaling_type(RopeScalingType.YARN)
             writer.add_rope_scaling_factor(float(scaling.get("factor", 1.0)))
             writer.add_rope_scaling_orig_ctx_len(int(scaling.get("original_max_position_embeddings", spec.ctx_train)))
-    # The tokenizer: the embedded model's real BPE vocabulary, padded with unused tokens.
-    fields = read_header(default_model_path(), strings=("tokenizer.ggml.tokens", "tokenizer.ggml.merges")).fields
-    field = fields.__getitem__
-    tokens, types = list(field("tokenizer.ggml.tokens")), list(field("tokenizer.ggml.token_type"))
-    if spec.vocab < len(tokens):
-        raise InputError(f"{spec.name}: a vocabulary of {spec.vocab} is smaller than the tokenizer's {len(tokens)}")
-    pad = spec.vocab - len(tokens)
-    tokens += [f"<|synth_pad_{i}|>" for i in range(pad)]
-    types += [int(TokenType.UNUSED)] * pad
-    writer.add_tokenizer_model(field("tokenizer.ggml.model"))
-    writer.add_tokenizer_pre(field("tokenizer.ggml.pre"))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(list(field("tokenizer.ggml.merges")))
-    writer.add_bos_token_id(int(field("tokenizer.ggml.bos_token_id")))
-    writer.add_eos_token_id(int(field("tokenizer.ggml.eos_token_id")))
-    writer.add_pad_token_id(int(field("tokenizer.ggml.padding_token_id")))
-    writer.add_add_bos_token(bool(field("tokenizer.ggml.add_bos_token")))
-    writer.add_chat_template(field("tokenizer.chat_template"))
 
 
 def f16_bytes(spec: SynthSpec) -> int:
@@ -341,8 +401,10 @@ def synth(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    tokenizer: str | Path | None = None,
 ) -> Path:
-    """Write a random-weight GGUF with the shapes of ``like`` to ``output``, quantized to ``type``."""
+    """Write a random-weight GGUF with the shapes of ``like`` to ``output``, quantized to ``type``;
+    its vocabulary is ``tokenizer``'s (a GGUF; default: the embedded model's) padded to the real size."""
     from .quantize import check_type, quantize
 
     spec = spec_like(like)
@@ -366,7 +428,7 @@ def synth(
     staging = output.with_name(f".{output.name}.f16.part")
     t0 = time.monotonic()
     try:
-        write_f16(spec, staging, seed=seed, progress=say)
+        write_f16(spec, staging, seed=seed, progress=say, tokenizer=tokenizer)
         say(f"F16 written in {time.monotonic() - t0:.0f} s")
         if name == "F16":
             os.replace(staging, output)

@@ -64,6 +64,29 @@ def test_the_cli_writes_atomically_and_refuses_to_overwrite(tmp_path, runner):
     assert json.loads(dry.stdout)["n_params"] == spec_like("Qwen2.5-Math-7B-Instruct").n_params
 
 
+def test_a_tokenizer_only_file_stands_in_for_the_embedded_model(tmp_path, runner):
+    from aimo_gguf.gguf_header import read_header
+    from aimo_gguf.models import default_model_path
+    from aimo_gguf.synth import write_tokenizer
+
+    tok = write_tokenizer(None, tmp_path / "tokenizer.gguf")
+    assert tok.stat().st_size < 4 * MiB and read_header(str(tok)).tensors == ()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["llama"]))
+    outs = {}
+    for name, extra in (("embedded", []), ("carried", ["--tokenizer", str(tok)])):
+        outs[name] = tmp_path / f"{name}.gguf"
+        result = runner.invoke(cli, ["synth", "--like", str(config), "-o", str(outs[name]), "-q", "-t", "2", *extra])
+        assert result.exit_code == 0, result.output
+    with Engine(outs["carried"], ctx=64, batch_size=1, threads=2) as a, \
+            Engine(default_model_path(), ctx=64, batch_size=1, threads=2) as b:
+        text = "Find all n with 3^n + 1 divisible by 10."
+        assert a.tokenize(text) == b.tokenize(text) and a.n_vocab == 128256
+    bad = runner.invoke(cli, ["synth", "--like", str(config), "-o", str(tmp_path / "x.gguf"), "--tokenizer",
+                              str(outs["embedded"]) + ".nope"])
+    assert bad.exit_code != 0 and "not found" in bad.stderr and not (tmp_path / "x.gguf").exists()
+
+
 @pytest.fixture(scope="module")
 def qwen05(tmp_path_factory):
     """A synthetic Qwen2.5-0.5B-Instruct, Q4_K_M: 152k vocabulary, 15 s to write."""
