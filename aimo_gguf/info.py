@@ -69,8 +69,10 @@ class ModelInfo:
         if s.synthetic_like:
             rows.insert(2, ("synthetic", f"random weights with the shapes of {s.synthetic_like} (aimo-gguf synth)"))
         width = max(len(k) for k, _ in rows)
-        source = ("compute buffers and vocabulary from a simulated llama.cpp load" if est.source == "llama.cpp"
-                  else "compute buffers from a formula: this llama.cpp cannot simulate a load")
+        source = {"llama.cpp": "compute buffers and vocabulary from a simulated llama.cpp load",
+                  "arithmetic": "compute buffers from a formula: this llama.cpp cannot simulate a load"}.get(
+            est.source, "logits and vocabulary from a simulated llama.cpp load, compute buffers from a formula: "
+                        "this build has no GPU to simulate")
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + f"\n{'':<{width}}  ({source})"
 
 

@@ -289,17 +289,21 @@ def estimate(
     else:
         w_cpu += shape.output_bytes
         repack += shape.output_repack
+    source = "llama.cpp" if measured else "arithmetic"
+    compute = _compute_bytes(shape, batch_size)
+    cpu_share = first_gpu_block / n_layers if n_layers else 1.0
+    compute_gpu = compute if offloaded else 0
+    compute_cpu = int(compute * cpu_share) if offloaded else compute
+    output = shape.n_vocab * 4 * batch_size
+    vocab = _vocab_bytes(shape)
     if measured:
-        compute_cpu, compute_gpu = _split_by_device(measured.get("compute", {}))
-        output = sum(measured.get("output", {}).values()) or shape.n_vocab * 4 * batch_size
-        vocab = sum(measured.get("host_heap", {}).values()) or _vocab_bytes(shape)
-    else:
-        compute = _compute_bytes(shape, batch_size)
-        cpu_share = first_gpu_block / n_layers if n_layers else 1.0
-        compute_gpu = compute if offloaded else 0
-        compute_cpu = int(compute * cpu_share) if offloaded else compute
-        output = shape.n_vocab * 4 * batch_size
-        vocab = _vocab_bytes(shape)
+        sim_cpu, sim_gpu = _split_by_device(measured.get("compute", {}))
+        if sim_gpu or not offloaded:
+            compute_cpu, compute_gpu = sim_cpu, sim_gpu
+        else:  # simulated without a GPU (a CPU build): the split of the compute buffers is the formula's
+            source = "llama.cpp, compute by formula"
+        output = sum(measured.get("output", {}).values()) or output
+        vocab = sum(measured.get("host_heap", {}).values()) or vocab
     return MemoryEstimate(
         weights_cpu=w_cpu,
         weights_gpu=w_gpu,
@@ -314,7 +318,7 @@ def estimate(
         compute_gpu=int(compute_gpu),
         samplers=shape.n_vocab * SAMPLER_BYTES_PER_TOKEN * batch_size,
         vocab=int(vocab),
-        source="llama.cpp" if measured else "arithmetic",
+        source=source,
     )
 
 

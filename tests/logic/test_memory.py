@@ -110,6 +110,18 @@ def test_llama_cpps_own_figures_replace_the_formulas():
     assert (est.output, est.vocab, est.source) == (5 * MiB, 40 * MiB, "llama.cpp")
 
 
+def test_a_simulation_without_a_gpu_leaves_the_gpus_compute_to_the_formula():
+    # A CPU build simulates -ngl 10 with every buffer on the CPU: the GPU's compute buffer is not 0.
+    shape = shape_like(896, 4864)
+    measured = {"compute": {"CPU": 36 * MiB}, "output": {"CPU": 5 * MiB}, "host_heap": {"CPU": 40 * MiB}}
+    est = estimate(shape, ctx=640, batch_size=16, n_gpu_layers=2, measured=measured)
+    formula = estimate(shape, ctx=640, batch_size=16, n_gpu_layers=2)
+    assert est.compute_gpu == formula.compute_gpu > 0 and est.compute_cpu == formula.compute_cpu
+    assert (est.output, est.vocab) == (5 * MiB, 40 * MiB) and est.source == "llama.cpp, compute by formula"
+    cpu_only = estimate(shape, ctx=640, batch_size=16, n_gpu_layers=0, measured=measured)
+    assert (cpu_only.compute_cpu, cpu_only.compute_gpu, cpu_only.source) == (36 * MiB, 0, "llama.cpp")
+
+
 def test_most_gpu_layers_fills_the_budget_and_no_more():
     from aimo_gguf.memory import most_gpu_layers
 
