@@ -35,7 +35,9 @@ from aimo_gguf.solver import build_prompt, sample_seed
 
 def engine_tg(model: Path, batch: int, pp: int, tg: int, threads: int) -> dict:
     """Prompt and generation speed of the engine for ``batch`` sequences."""
-    with Engine(model, ctx=pp + tg + 16, batch_size=batch, threads=threads, ignore_eos=True) as eng:
+    # No prompt reuse: llama-batched-bench clears the KV cache before each run, so does this.
+    with Engine(model, ctx=pp + tg + 16, batch_size=batch, threads=threads, ignore_eos=True,
+                cache_prompts=False) as eng:
         def requests(max_tokens):
             # Distinct prompts (no sharing), like llama-batched-bench without -pps.
             return [
@@ -122,8 +124,9 @@ def sharing_row(model: Path, kv_unified: bool, share: bool, n_problems: int, sam
 
     llama_cpp.llama_decode = timed_decode
     try:
+        # No prompt reuse: what a sibling's copy saves, nothing else.
         with Engine(model, ctx=256, batch_size=batch, threads=threads, ignore_eos=True, kv_unified=kv_unified,
-                    share_prompts=share) as eng:
+                    share_prompts=share, cache_prompts=False) as eng:
             requests = [
                 Request(key=(p, j), prompt=[1] + [1000 + p] * 57, max_tokens=tokens, seed=j, prefix_key=p)
                 for p in range(n_problems) for j in range(samples)

@@ -125,6 +125,7 @@ def engine_row(
             row.error = str(e)
         row.seconds = time.perf_counter() - t0
         row.prompt_tokens = stats.prompt_tokens
+        row.reused_prompt_tokens = stats.shared_prompt_tokens
         row.generated_tokens = stats.generated_tokens
         if row.generated_tokens != total and not row.error:
             row.error = f"generated {row.generated_tokens} tokens instead of {total} (is --ctx too small?)"
@@ -135,6 +136,7 @@ def engine_row(
             row.step_ms = 1000 * watch.gen_step_seconds / watch.gen_steps
         row.peak_rss_mb = rss.peak()
         row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
+        row.gpu_growth_mb = gpu.growth_mb() if gpu is not None else None
         description, n_ctx_seq, n_gpu = info.description, info.n_ctx_seq, info.n_gpu_layers
     row.rss_growth_mb = row.peak_rss_mb - rss.before
     _set_estimate(row, model, n_ctx_seq, batch_size, n_gpu, config.kv_type)  # after the RSS peak: it reads the GGUF header
@@ -219,11 +221,13 @@ def baseline_row(
             row.step_ms = perf["eval_ms"] / perf["eval_tokens"]
         row.peak_rss_mb = rss.peak()
         row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
+        row.gpu_growth_mb = gpu.growth_mb() if gpu is not None else None
     finally:
         llm.close()
     row.rss_growth_mb = row.peak_rss_mb - rss.before
     _set_estimate(row, model, n_ctx_seq, 1, config.n_gpu_layers, config.kv_type, max_outputs=512)  # Llama's n_batch
-    if row.generated_tokens != total and not row.error:
+    # create_completion may run a token past max_tokens to finish a UTF-8 character: real work, no error.
+    if row.generated_tokens < total and not row.error:
         row.error = f"generated {row.generated_tokens} tokens instead of {total}"
     _rates(row, len(problems))
     say(_row_line(label, row))
@@ -268,6 +272,9 @@ def tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) ->
 
 
 
+_ROWS_IN_PROCESS = [0]  # CUDA's context is made by the first row of a process and stays for the others
+
+
 def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str,
                   max_outputs: int | None = None) -> None:
     """Fill the row's KV size and memory estimate from ``aimo_gguf.memory`` (left None if unknown)."""
@@ -280,3 +287,10 @@ def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_l
         return
     row.kv_bytes = int(est.kv_cpu + est.kv_gpu)
     row.estimate_mb = est.total / 2**20
+    first = _ROWS_IN_PROCESS[0] == 0
+    _ROWS_IN_PROCESS[0] += 1
+    if n_gpu_layers != 0:
+        from ..loading import GPU_RUNTIME_RESERVE
+
+        # NVML's growth over a row counts CUDA's own context only where the row made it.
+        row.estimate_gpu_mb = (est.gpu + (GPU_RUNTIME_RESERVE if first else 0)) / 2**20

@@ -75,6 +75,7 @@ class GpuProbe:
         self.peak_bytes = 0
         self._last = 0.0
         self.sample(force=True)
+        self.before_bytes = self.peak_bytes  # in use before the row loaded anything
 
     @classmethod
     def open(cls, enabled: bool) -> GpuProbe | None:
@@ -96,6 +97,11 @@ class GpuProbe:
     def peak_mb(self) -> float | None:
         self.sample(force=True)
         return self.peak_bytes / 2**20 if self.peak_bytes else None
+
+    def growth_mb(self) -> float | None:
+        """The peak minus what was in use when the probe opened: what the row itself took."""
+        peak = self.peak_mb()
+        return None if peak is None else peak - self.before_bytes / 2**20
 
 
 def gpu_info(enabled: bool) -> dict:

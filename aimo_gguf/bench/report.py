@@ -23,7 +23,7 @@ def require_matplotlib() -> None:
 
 TABLE_COLUMNS = (
     "run", "batch", "generated tokens", "seconds", "prompt tok/s", "gen tok/s", "problems/s", "step ms",
-    "peak RSS MiB", "RSS growth MiB", "estimate MiB", "KV cache MiB", "GPU peak MiB", "speed-up",
+    "peak RSS MiB", "RSS growth MiB", "estimate MiB", "KV cache MiB", "GPU growth / estimate MiB", "speed-up",
 )
 
 
@@ -51,9 +51,16 @@ def _cells(row: BenchRow) -> list[str]:
         _num(row.rss_growth_mb, ".0f"),
         _num(row.estimate_mb, ".0f"),
         _num(None if row.kv_bytes is None else row.kv_bytes / 2**20, ".1f"),
-        _num(row.gpu_peak_mb, ".0f"),
+        _gpu_cell(row),
         "-" if row.speedup is None else f"{row.speedup:.2f}x",
     ]
+
+
+def _gpu_cell(row: BenchRow) -> str:
+    """NVML's growth during the row beside the estimate's GPU part (with CUDA's context)."""
+    if row.gpu_growth_mb is None:
+        return "-"
+    return f"{row.gpu_growth_mb:.0f} / {_num(row.estimate_gpu_mb, '.0f')}"
 
 
 def render_table(result: BenchResult) -> str:

@@ -24,6 +24,7 @@ class BenchRow:
     kind: str  # "baseline" (the create_completion loop) or "engine"
     batch_size: int  # sequences decoded together (1 for the baseline)
     prompt_tokens: int = 0  # prompt tokens decoded (the baseline reuses a problem's prompt between samples)
+    reused_prompt_tokens: int = 0  # engine: prompt tokens not decoded (kept in the slot or copied from a sibling)
     generated_tokens: int = 0  # tokens generated, all samples (problems x samples x max_tokens when nothing failed)
     completions: int = 0  # samples that came back
     seconds: float = 0.0  # wall time of the generation, from the first request to the last token
@@ -38,6 +39,9 @@ class BenchRow:
     kv_bytes: int | None = None  # KV cache of the whole context (aimo_gguf.memory estimate)
     estimate_mb: float | None = None  # aimo_gguf.memory's estimate of the whole configuration, beside RSS growth
     gpu_peak_mb: float | None = None  # peak GPU memory in use on the device during the row (NVML), MiB
+    gpu_growth_mb: float | None = None  # that peak minus what was in use before the load: the row's own, MiB
+    estimate_gpu_mb: float | None = None  # the estimate's GPU part, MiB, with CUDA's own context in the
+    # process's first row (the one that makes it)
     n_gpu_layers: int = 0  # layers actually offloaded
     speedup: float | None = None  # generated_tokens_per_s over the baseline's
     error: str | None = None  # why the row could not run (the model or context did not fit, ...)

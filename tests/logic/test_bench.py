@@ -47,7 +47,8 @@ def made_result() -> BenchResult:
                  peak_rss_mb=240.0, rss_growth_mb=120.0, kv_bytes=17694720, speedup=1.25),
         BenchRow(kind="engine", batch_size=4, generated_tokens=48, completions=6, seconds=0.25,
                  prompt_tokens_per_s=None, generated_tokens_per_s=192.0, problems_per_s=12.0, step_ms=None,
-                 peak_rss_mb=260.0, rss_growth_mb=None, kv_bytes=None, gpu_peak_mb=1234.0, speedup=2.0),
+                 peak_rss_mb=260.0, rss_growth_mb=None, kv_bytes=None, gpu_peak_mb=1734.0, gpu_growth_mb=1234.0,
+                 estimate_gpu_mb=1200.4, speedup=2.0),
         BenchRow(kind="engine", batch_size=16, error="llama.cpp could not create a context of 16 x 520 tokens"),
     ]
     return BenchResult(settings=settings, baseline=base, rows=rows, machine={"platform": "test"},
@@ -95,10 +96,10 @@ def test_render_table():
     assert base[col["KV cache MiB"]] == "16.9"
     assert [r[col["batch"]] for r in rows] == ["1", "1", "4", "16"]
     assert b1[col["gen tok/s"]] == "120.0" and b1[col["speed-up"]] == "1.25x"
-    assert b1[col["generated tokens"]] == "48" and b1[col["GPU peak MiB"]] == "-"
+    assert b1[col["generated tokens"]] == "48" and b1[col["GPU growth / estimate MiB"]] == "-"
     # Missing measurements show as "-"; a failed row says so and its error goes below the table.
     assert b4[col["prompt tok/s"]] == "-" and b4[col["step ms"]] == "-" and b4[col["KV cache MiB"]] == "-"
-    assert b4[col["RSS growth MiB"]] == "-" and b4[col["GPU peak MiB"]] == "1234"
+    assert b4[col["RSS growth MiB"]] == "-" and b4[col["GPU growth / estimate MiB"]] == "1234 / 1200"
     assert b16[col["generated tokens"]] == "failed" and set(b16[3:]) == {"-"}
     assert "note: engine, batch 16: llama.cpp could not create a context" in table
     assert "note: GPU offload is not available" in table
@@ -166,9 +167,12 @@ def test_gpu_probe_with_nvml(monkeypatch):
     monkeypatch.setattr(devices, "_nvml", {})
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert probes.gpu_info(True) == {"gpu": "Fake GPU", "gpu_memory_total_mib": 80 * 1024}
-    probe = probes.GpuProbe.open(True)
+    probe = probes.GpuProbe.open(True)  # each read of the fake uses 100 MiB more
+    before = probe.before_bytes / 2**20
     probe.sample(force=True)
-    assert probe.peak_mb() > 1000
+    peak = probe.peak_mb()
+    assert peak > 1000 and peak == before + 200
+    assert probe.growth_mb() == 300  # one more read: the peak minus what was in use when it opened
     assert probes.GpuProbe.open(False) is None  # a CPU build: no NVML at all
 
 

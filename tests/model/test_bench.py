@@ -85,8 +85,11 @@ def test_cli_json(cli_run):
         assert r["step_ms"] > 0 and r["peak_rss_mb"] > 0 and r["rss_growth_mb"] is not None
         assert r["speedup"] > 0
     assert data["baseline"]["speedup"] == 1.0
-    # The engine decodes every prompt; the batch-2 KV cache is twice batch 1's.
-    assert data["rows"][0]["prompt_tokens"] == sum(s["prompt_tokens_per_problem"])
+    # Every prompt token is decoded or reused (batch 1: the second problem keeps the chat template's
+    # start in its slot); the batch-2 KV cache is twice batch 1's.
+    for r in data["rows"]:
+        assert r["prompt_tokens"] + r["reused_prompt_tokens"] == sum(s["prompt_tokens_per_problem"])
+    assert data["rows"][0]["reused_prompt_tokens"] > 0
     if data["rows"][0]["kv_bytes"] is not None:
         assert data["rows"][1]["kv_bytes"] == 2 * data["rows"][0]["kv_bytes"]
     if not data["machine"]["gpu_offload_supported"]:
