@@ -4,6 +4,7 @@
 - ``llama``: owning wrappers over llama.cpp's C objects, the C log and the quantize call
   (the only code in aimo-gguf that touches ``llama_cpp``'s C API);
 - ``sequence``: one running sequence, its state and stop strings;
+- ``confidence``: per-token confidence signals over a step's logits, and their running aggregates;
 - ``scheduler``: admission, queue, KV accounting, prompt sharing and preemption (plain Python);
 - ``engine``: ``Engine``, which loads a model and executes the scheduler's plans.
 """
@@ -17,6 +18,7 @@ from .api import (
     FINISH_EOS,
     FINISH_KV_FULL,
     FINISH_LENGTH,
+    FINISH_LOW_CONFIDENCE,
     FINISH_REASONS,
     FINISH_STOP,
     FINISH_TOO_LONG,
@@ -36,7 +38,8 @@ from .llama import quantize_file, set_verbose
 
 __all__ = [
     "DEFAULT_BATCH_SIZE", "DEFAULT_CTX", "DEFAULT_MAX_PREEMPTIONS", "DEFAULT_TOKEN_BUDGET", "FINISH_CANCELLED",
-    "FINISH_EOS", "FINISH_KV_FULL", "FINISH_LENGTH", "FINISH_REASONS", "FINISH_STOP", "FINISH_TOO_LONG",
+    "FINISH_EOS", "FINISH_KV_FULL", "FINISH_LENGTH", "FINISH_LOW_CONFIDENCE", "FINISH_REASONS", "FINISH_STOP",
+    "FINISH_TOO_LONG",
     "FLASH_ATTN_MODES", "KV_TYPES", "PROMPT_ALLOWANCE", "BatchEngine", "Completion", "Engine", "EngineStats",
     "LoadInfo", "Request", "SamplingParams", "ToolHook", "default_threads", "layer_ladder", "quantize_file",
     "set_verbose",

@@ -12,6 +12,8 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from .confidence import Confidence
+
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_CTX = 0  # per sequence; 0 = prompt allowance + max tokens
 PROMPT_ALLOWANCE = 512  # tokens kept for the prompt when --ctx is automatic
@@ -29,7 +31,9 @@ FINISH_LENGTH = "length"  # the token budget (or the sequence's KV room) ran out
 FINISH_CANCELLED = "cancelled"  # the caller set request.cancelled
 FINISH_TOO_LONG = "too_long"  # the prompt does not fit in one sequence's context
 FINISH_KV_FULL = "kv_full"  # the KV cache could not hold this sequence, even after preemptions
-FINISH_REASONS = (FINISH_EOS, FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED, FINISH_TOO_LONG, FINISH_KV_FULL)
+FINISH_LOW_CONFIDENCE = "low_confidence"  # its group confidence fell below request.stop_below
+FINISH_REASONS = (FINISH_EOS, FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED, FINISH_TOO_LONG, FINISH_KV_FULL,
+                  FINISH_LOW_CONFIDENCE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +79,9 @@ class Request:
     prefix_key: Hashable | None = None  # requests with equal keys share the prompt's KV
     cancelled: bool = False  # set by the caller to end the sequence at the next step
     tool: ToolHook | None = None  # pauses the sequence for a tool call, then injects its output
+    # Set by the caller (any time): with confidence on, the sequence ends as low_confidence once the mean
+    # confidence of its last full window of tokens is below this (DeepConf's online early termination).
+    stop_below: float | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +92,7 @@ class Completion:
     text: str  # generated text, end-of-generation token and stop string excluded
     tokens: list[int]  # generated token ids, in order
     finish_reason: str  # one of the FINISH_* constants
+    confidence: Confidence | None = None  # aggregates of its tokens' signals, when the engine computes them
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from .api import (
     LoadInfo,
     Request,
 )
+from .confidence import ConfidenceSettings, Tracker, token_signals
 from .scheduler import Scheduler, StepPlan
 from .sequence import Sequence as Slot
 from .sequence import StopMatcher
@@ -97,6 +98,7 @@ class Engine(BatchEngine):
         # logits() of a whole text needs more (compare passes the token budget)
         cache_prompts: bool | None = None,  # a slot keeps its prompt's cells for the next request that starts
         # the same way; None = with one KV stream per sequence (a unified cache frees cells on release)
+        confidence: ConfidenceSettings | None = None,  # per-token signals, aggregated into each Completion
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -186,6 +188,8 @@ class Engine(BatchEngine):
         self.cache_prompts = not kv_unified and not windowed and cache_prompts is not False
         self._slot_cache = [[] for _ in range(batch_size)] if self.cache_prompts else None
         self._stops = StopMatcher(stop)
+        self.confidence = confidence
+        self._scratch: np.ndarray | None = None  # the log-sum-exp buffer of token_signals, made once
         self.n_vocab = model.n_vocab
         self._eog = frozenset(model.eog_tokens)
         self._masked = model.eog_tokens if ignore_eos else ()  # logit-biased to -inf in every sampler
@@ -373,7 +377,10 @@ class Engine(BatchEngine):
             if not context.seq_rm(seq_id, keep):  # cannot happen with reuse on: never on recurrent memory
                 raise EngineError(f"llama.cpp could not cut sequence {seq_id} at position {keep}")
         masked = self._masked
+        settings = self.confidence
         for slot in plan.admitted:
+            if settings is not None:
+                slot.tracker = Tracker(settings)  # also after a preemption: the sample starts over
             request = slot.request
             self._samplers[slot.seq_id] = llama.SamplerChain(request.sampling, request.seed, n_vocab=self.n_vocab,
                                                               masked=masked)
@@ -415,8 +422,17 @@ class Engine(BatchEngine):
         """One token for every sequence whose inputs are all decoded, handed to the scheduler."""
         context, samplers, piece, eog = self._context, self._samplers, self._model.piece, self._eog
         ignore_eos = self.ignore_eos
-        for slot in plan.sampling:
-            token = samplers[slot.seq_id].sample(context, slot.logit_index)
+        sampling = plan.sampling
+        tokens = [samplers[slot.seq_id].sample(context, slot.logit_index) for slot in sampling]
+        if self.confidence is not None and sampling:
+            # One output row per sampling sequence, in batch order: all of them at once.
+            if self._scratch is None:
+                self._scratch = np.empty((min(8, self.batch_size), self.n_vocab), dtype=np.float32)
+            signals = token_signals(context.logits(len(sampling)), tokens, self.confidence.top_k,
+                                    scratch=self._scratch)
+            for slot, h, c, lp in zip(sampling, *(a.tolist() for a in signals), strict=True):
+                slot.tracker.add(h, c, lp)
+        for slot, token in zip(sampling, tokens, strict=True):
             scheduler.accept(slot, token, piece(token), eog=token in eog and not ignore_eos)
 
     def _flush(self, finished: list[Completion]) -> Iterator[Completion]:

@@ -6,7 +6,7 @@ request it runs. Its life, as the scheduler moves it::
     WAITING --(a sibling decoded the shared prompt: copy its KV)--> PREFILL
     PREFILL --(prompt decoded: first token sampled)--> DECODE
     DECODE  --(the text closed a tool call)--> TOOL --(output ready)--> INJECT --> DECODE
-    any     --(eos, stop string, budget, cancel, kv_full)--> released (the slot is free again)
+    any     --(eos, stop string, budget, cancel, kv_full, low confidence)--> released (the slot is free again)
 
 Plain Python: no llama.cpp here. Token pieces come in as bytes, stop strings
 are matched on those bytes, and the tool hook (``Request.tool``) is asked
@@ -19,7 +19,8 @@ import enum
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
-from .api import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Completion, Request
+from .api import FINISH_EOS, FINISH_LENGTH, FINISH_LOW_CONFIDENCE, FINISH_STOP, Completion, Request
+from .confidence import Tracker
 
 
 class SeqState(enum.Enum):
@@ -54,7 +55,7 @@ class Sequence:
 
     __slots__ = (
         "seq_id", "request", "state", "feed", "fed", "pos", "generated", "text", "max_new", "injected",
-        "inject_from", "order", "reserved", "step_start", "logit_index", "kept",
+        "inject_from", "order", "reserved", "step_start", "logit_index", "kept", "tracker",
     )
 
     def __init__(self, seq_id: int) -> None:
@@ -79,6 +80,7 @@ class Sequence:
         self.step_start = 0
         self.logit_index = -1  # its row in this step's logits, -1 when it samples nothing
         self.kept = 0  # prompt tokens its slot's cells held when it started (prompt reuse)
+        self.tracker: Tracker | None = None  # its confidence aggregates, when the engine computes them
 
     @property
     def kv_need(self) -> int:
@@ -149,6 +151,11 @@ class Sequence:
                 return FINISH_STOP
         if len(self.generated) >= self.max_new:
             return FINISH_LENGTH
+        threshold = self.request.stop_below
+        if threshold is not None and self.tracker is not None:
+            group = self.tracker.group_confidence
+            if group is not None and group < threshold:
+                return FINISH_LOW_CONFIDENCE
         self.feed = [token]
         self.fed = 0
         tool = self.request.tool
@@ -182,4 +189,5 @@ class Sequence:
 
     def completion(self, reason: str) -> Completion:
         return Completion(request=self.request, text=bytes(self.text).decode("utf-8", "replace"),
-                          tokens=self.generated, finish_reason=reason)
+                          tokens=self.generated, finish_reason=reason,
+                          confidence=None if self.tracker is None else self.tracker.result())
