@@ -18,8 +18,10 @@ from .engine.api import (
     KV_TYPES,
     PROMPT_ALLOWANCE,
 )
+from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
 from .errors import InputError
 from .prompts import DEFAULT_SYSTEM_PROMPT
+from .voting import DEFAULT_VOTE_FLOOR, VOTE_MODES
 
 DEFAULT_SAMPLES = 4
 DEFAULT_MAX_TOKENS = 1024
@@ -67,6 +69,33 @@ class RunConfig:
     ignore_eos: bool = _opt(False, "Never stop at end-of-sequence (benchmarks: every sample runs --max-tokens).")
     early_stop: bool = _opt(True, "Stop a problem's sampling once no pending sample can change its winner.")
     early_stop_votes: int = _opt(0, "Also stop a problem's sampling once its leading answer has N votes (0 = off).")
+    early_stop_lead: int = _opt(0, "Also stop a problem's sampling once its leading answer is N votes ahead of "
+                                   "the next (0 = off).")
+    stop_unanswered: int = _opt(0, "Stop a problem's sampling once N of its samples ended without an answer "
+                                   "(0 = off).")
+    vote: str = _opt("majority", "How samples vote: majority, entropy (1 / max(mean top-k entropy, "
+                                 "--vote-floor)), tail (the same over a sample's last --tail-window tokens) "
+                                 "or deepconf (its lowest group confidence).", choices=VOTE_MODES)
+    vote_floor: float = _opt(DEFAULT_VOTE_FLOOR, "Entropy floor of --vote entropy and tail: one vote weighs "
+                                                 "at most 1 / floor.")
+    keep_top: float = _opt(100.0, "Only the most confident PCT percent of a problem's answered samples vote "
+                                  "(DeepConf's filtering; 100 = all).")
+    stop_below: float | None = _opt(
+        None, "Early termination (DeepConf online): once --stop-warmup samples of a problem finished, cut a "
+              "later sample as soon as its group confidence falls below this percentile of theirs (10: mild, "
+              "90: DeepConf-low); a cut sample does not vote.")
+    stop_warmup: int = _opt(4, "Finished samples of a problem that set --stop-below's threshold.")
+    problem_time_cap: float | None = _opt(
+        None, "Most seconds one problem may take, on top of --time-limit's shares; what it leaves stays "
+              "for the problems after it.")
+    confidence: bool | None = _opt(
+        None, "Compute each token's confidence from its logits [default: when --vote, --keep-top or "
+              "--stop-below need it, when the problems have answers (every vote mode's accuracy is "
+              "reported), or with --traces].")
+    confidence_top_k: int = _opt(DEFAULT_TOP_K, "Top log-probabilities per token for entropy and confidence.")
+    group_window: int = _opt(DEFAULT_GROUP_WINDOW, "Tokens per sliding window of the group confidence "
+                                                   "(--vote deepconf, --stop-below).")
+    tail_window: int = _opt(DEFAULT_TAIL_WINDOW, "Tokens before a sample's end that --vote tail averages.")
     time_limit: float | None = _opt(
         None, "Seconds for the whole run, model load included: every problem gets a share of the time left, "
               "and the submission is written before the limit.")
@@ -113,6 +142,23 @@ class RunConfig:
             (self.min_answer <= self.max_answer, "--min-answer is larger than --max-answer"),
             (self.modulo is None or self.modulo >= 1, f"--modulo must be at least 1, got {self.modulo}"),
             (self.early_stop_votes >= 0, f"--early-stop-votes must be 0 (off) or more, got {self.early_stop_votes}"),
+            (self.early_stop_lead >= 0, f"--early-stop-lead must be 0 (off) or more, got {self.early_stop_lead}"),
+            (self.stop_unanswered >= 0, f"--stop-unanswered must be 0 (off) or more, got {self.stop_unanswered}"),
+            (self.vote in VOTE_MODES, f"--vote must be one of {', '.join(VOTE_MODES)}, got {self.vote!r}"),
+            (self.vote_floor > 0, f"--vote-floor must be positive, got {self.vote_floor}"),
+            (0 < self.keep_top <= 100, f"--keep-top must be in (0, 100], got {self.keep_top}"),
+            (self.stop_below is None or 0 <= self.stop_below <= 100,
+             f"--stop-below must be a percentile in [0, 100], got {self.stop_below}"),
+            (self.stop_warmup >= 1, f"--stop-warmup must be at least 1, got {self.stop_warmup}"),
+            (self.stop_below is None or self.stop_warmup < self.samples,
+             f"--stop-below needs more --samples ({self.samples}) than --stop-warmup ({self.stop_warmup})"),
+            (self.problem_time_cap is None or self.problem_time_cap > 0,
+             f"--problem-time-cap must be positive, got {self.problem_time_cap}"),
+            (self.confidence is not False or not self.needs_confidence,
+             "--no-confidence: --vote, --keep-top and --stop-below need the confidence"),
+            (self.confidence_top_k >= 1, f"--confidence-top-k must be at least 1, got {self.confidence_top_k}"),
+            (self.group_window >= 1, f"--group-window must be at least 1, got {self.group_window}"),
+            (self.tail_window >= 1, f"--tail-window must be at least 1, got {self.tail_window}"),
             (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),
             (self.time_margin >= 0, f"--time-margin must be 0 (automatic) or more, got {self.time_margin}"),
             (self.time_limit is None or self.time_margin < self.time_limit,
@@ -135,6 +181,19 @@ class RunConfig:
             if not ok:
                 raise InputError(message)
         self.stop = tuple(self.stop)
+
+    @property
+    def needs_confidence(self) -> bool:
+        """An option that cannot work without each sample's confidence."""
+        return self.vote != "majority" or self.keep_top < 100 or self.stop_below is not None
+
+    def confidence_settings(self, *, graded: bool = False, traces: bool = False) -> ConfidenceSettings | None:
+        """What the engine computes per token, or None when nothing asks for it."""
+        wanted = self.confidence if self.confidence is not None else (self.needs_confidence or graded or traces)
+        if not wanted:
+            return None
+        return ConfidenceSettings(top_k=self.confidence_top_k, group_window=self.group_window,
+                                  tail_window=self.tail_window)
 
     @property
     def margin(self) -> float:

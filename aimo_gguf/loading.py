@@ -12,10 +12,11 @@ from .prompts import RAW_PROMPT_STOPS
 GPU_RUNTIME_RESERVE = 512 * 2**20  # CUDA's own context and the driver: not in llama.cpp's accounting
 
 
-def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, n_gpu_layers: int | None = None
-                  ) -> dict:
+def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, n_gpu_layers: int | None = None,
+                  graded: bool = False, traces: bool = False) -> dict:
     """The Engine keyword arguments a RunConfig stands for (model path aside); ``n_gpu_layers``
-    overrides the config's (its 'auto' resolved)."""
+    overrides the config's (its 'auto' resolved); ``graded`` (the problems have answers) and
+    ``traces`` turn the automatic confidence on."""
     return dict(
         n_gpu_layers=config.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
         ctx=config.sequence_ctx,
@@ -28,6 +29,7 @@ def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, 
         kv_type=config.kv_type,
         stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
         ignore_eos=config.ignore_eos,
+        confidence=config.confidence_settings(graded=graded, traces=traces),
         verbose=verbose,
     )
 
@@ -99,10 +101,12 @@ def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = Fal
     return batch
 
 
-def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False):
+def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, graded: bool = False,
+                traces: bool = False):
     """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved)."""
     from .engine import Engine
 
     layers = resolve_gpu_layers(config, model_path)
     batch = resolve_batch_size(config, model_path, n_gpu_layers=layers)
-    return Engine(model_path, **engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers))
+    return Engine(model_path, **engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers, graded=graded,
+                                              traces=traces))

@@ -35,6 +35,7 @@ from .problems import (
 from .solver import Clock, ProblemResult, Solver
 from .summary import RunSummary, peak_rss_mb
 from .tir import ToolStats
+from .voting import VOTE_MODES
 
 DEFAULT_OUTPUT = "submission.csv"
 KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
@@ -119,7 +120,9 @@ def run(
                 if engine is None:
                     from .loading import load_engine
 
-                    engine = stack.enter_context(load_engine(config, model_path, verbose=verbose))
+                    graded = any(p.answer is not None for p in problems)
+                    engine = stack.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
+                                                             traces=traces is not None))
                 stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
                 outcome.solve(engine, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
                               clock=clock, safe_point=stop.check)
@@ -153,7 +156,7 @@ class _Outcome:
         self.answers: list[int | None] = [None] * len(problems)
         self.results: list[ProblemResult] = []
         self.summary = RunSummary(problems=len(problems), samples_per_problem=config.samples,
-                                  max_tokens=config.max_tokens, time_limit=config.time_limit)
+                                  max_tokens=config.max_tokens, time_limit=config.time_limit, vote=config.vote)
         self.seconds: list[float] = []  # per problem: a float each, the only per-problem state a long run keeps
         self.budgets: list[float] = []
         self.deadline: float | None = None
@@ -227,9 +230,20 @@ class _Outcome:
         s.cut += result.cut
         s.fallbacks += result.fallback
         s.too_long += result.too_long
+        s.low_confidence += result.low_confidence
+        s.answer_tokens += result.tokens
         if result.correct is not None:
+            expected = self.problems[result.index].answer
             s.graded += 1
             s.correct += result.correct
+            voters = result.samples - result.low_confidence
+            if voters > 0:
+                s.pass_at_1_sum += result.sample_correct / voters
+            s.pass_at_n += result.sample_correct > 0
+            fallback = self.config.fallback_answer
+            for mode, answer in (result.mode_answers or dict.fromkeys(VOTE_MODES)).items():
+                right = (fallback if answer is None else answer) == expected
+                s.mode_correct[mode] = s.mode_correct.get(mode, 0) + right
         if not resumed:
             self.seconds.append(result.seconds)
             if result.budget is not None:

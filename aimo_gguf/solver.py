@@ -2,10 +2,14 @@
 
 ``Solver.solve`` feeds the engine one problem's samples after another,
 lazily, so a slot that frees up takes the next sample at once. Each finished
-sample is voted on; a problem whose winner can no longer change has its other
-samples cancelled and never issued, and their slots go to the next problems.
-Under a deadline each problem gets a share of the time left when it starts,
-and is cut (voted on what finished) when its share runs out.
+sample is voted on (``--vote``: plain or confidence-weighted, see
+``aimo_gguf.voting``); a problem whose winner can no longer change (or that an
+early-stop rule calls decided) has its other samples cancelled and never
+issued, and their slots go to the next problems. With ``--stop-below`` the first
+finished samples of a problem set a confidence threshold, and a later sample
+that falls below it is cut by the engine and does not vote. Under a deadline
+each problem gets a share of the time left when it starts (at most
+``--problem-time-cap``), and is cut (voted on what finished) when it runs out.
 
 Only what a problem needs while it is in flight is kept (its prompt, its
 tally, its live requests); a finished problem leaves one ``ProblemResult``.
@@ -14,6 +18,7 @@ tally, its live requests); a finished problem leaves one ``ProblemResult``.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ from .answers import extract_answer
 from .config import RunConfig
 from .engine.api import (
     FINISH_CANCELLED,
+    FINISH_LOW_CONFIDENCE,
     FINISH_TOO_LONG,
     BatchEngine,
     Completion,
@@ -32,7 +38,7 @@ from .engine.api import (
 from .problems import Problem
 from .prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, raw_prompt
 from .tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
-from .voting import Tally
+from .voting import Tally, Vote, every_mode, max_vote_weight, pick, vote_weight
 
 Clock = Callable[[], float]
 
@@ -54,7 +60,11 @@ class ProblemResult:
     correct: bool | None  # None when the answer is unknown
     cut: bool = False  # its time budget ran out: unfinished samples were cut
     seconds: float = 0.0  # from its first sample's start to its answer
-    budget: float | None = None  # seconds it was given (None without a time limit)
+    budget: float | None = None  # seconds it was given (None without a time limit or cap)
+    tokens: int = 0  # tokens its samples generated, cut and cancelled ones included
+    sample_correct: int = 0  # finished samples whose own answer is the expected one
+    low_confidence: int = 0  # samples cut by --stop-below (they do not vote)
+    mode_answers: dict[str, int | None] | None = None  # the winner every vote mode picks from the same samples
 
 
 class TraceSink(Protocol):
@@ -89,21 +99,28 @@ def build_prompt(engine: BatchEngine, problem: Problem, config: RunConfig) -> li
     return engine.tokenize(prompt_text(engine, problem, config))
 
 
-def decided(tally: Tally, config: RunConfig) -> bool:
-    """Whether a problem's sampling can stop: the winner cannot change, or it has enough votes."""
+def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:
+    """Whether a problem's sampling can stop: the winner cannot change (``tally.max_weight`` bounds what
+    a sample still running can add), an answer has --early-stop-votes votes, the leading answer is
+    --early-stop-lead votes ahead, or --stop-unanswered samples ended without an answer."""
+    if config.stop_unanswered and unanswered >= config.stop_unanswered:
+        return True
     if config.early_stop and tally.decided():
         return True
-    if config.early_stop_votes:
-        leader = tally.winner()
-        return leader is not None and tally.counts[leader] >= config.early_stop_votes
-    return False
+    if not tally.counts:
+        return False
+    top, second = (sorted(tally.counts.values(), reverse=True) + [0])[:2]
+    if config.early_stop_votes and top >= config.early_stop_votes:
+        return True
+    return bool(config.early_stop_lead) and top - second >= config.early_stop_lead
 
 
 class _InFlight:
     """A problem whose samples are running."""
 
     __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "early_stopped", "cut", "start",
-                 "deadline", "budget")
+                 "deadline", "budget", "votes", "threshold", "warm", "unanswered", "low_confidence", "tokens",
+                 "sample_correct")
 
     def __init__(self, index: int, problem: Problem, n_samples: int, max_weight: float, start: float) -> None:
         self.index = index
@@ -117,6 +134,13 @@ class _InFlight:
         self.start = start
         self.deadline: float | None = None
         self.budget: float | None = None
+        self.votes: list[Vote] = []  # one per finished sample that votes: at most n_samples
+        self.threshold: float | None = None  # --stop-below's group-confidence threshold, once set
+        self.warm: list[float] = []  # lowest group confidences of the samples that set it
+        self.unanswered = 0
+        self.low_confidence = 0
+        self.tokens = 0
+        self.sample_correct = 0
 
     @property
     def stopped(self) -> bool:
@@ -162,7 +186,11 @@ class Solver:
         self.tool_stats = tool_stats if tool_stats is not None else ToolStats()
         self.sampling = SamplingParams(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                                        min_p=config.min_p)
-        self.weight = config.tir_weight if config.tir else 1.0  # the largest weight a vote can carry
+        self.bonus = config.tir_weight if config.tir else 1.0  # a code-backed sample's extra weight
+        # The largest weight a vote can carry: with --keep-top which votes count is known only at the end.
+        self.weight = math.inf if config.keep_top < 100 else max_vote_weight(config.vote, config.vote_floor,
+                                                                              self.bonus)
+        self.timed = deadline is not None or config.problem_time_cap is not None
         self.parallel = max(1, engine.batch_size // config.samples)  # problems that run side by side
         self._limits = dict(min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo)
         self._flights: dict[int, _InFlight] = {}
@@ -187,7 +215,7 @@ class Solver:
 
             self._pool = SandboxPool(SandboxLimits(timeout=self.config.tool_timeout,
                                                    max_output=self.config.tool_output_chars))
-        step = self._check_time if self.deadline is not None else self.on_step
+        step = self._check_time if self.timed else self.on_step
         try:
             for completion in self.engine.generate(self._requests(), on_step=step):
                 self._on_completion(completion)
@@ -218,7 +246,7 @@ class Solver:
                     break
                 request = Request(key=(index, j), prompt=tokens, max_tokens=config.max_tokens,
                                   seed=sample_seed(config.seed, problem.id, j), sampling=self.sampling,
-                                  prefix_key=index, tool=self._tool((index, j), text))
+                                  prefix_key=index, tool=self._tool((index, j), text), stop_below=flight.threshold)
                 flight.requests[j] = request
                 flight.issued += 1
                 yield request
@@ -234,7 +262,7 @@ class Solver:
     def _open(self, index: int, problem: Problem) -> _InFlight:
         flight = _InFlight(index, problem, self.config.samples, self.weight, self.clock())
         self._flights[index] = flight
-        if self.deadline is not None:
+        if self.timed:
             self._give_budget(flight)
         return flight
 
@@ -259,16 +287,28 @@ class Solver:
         tool = completion.request.tool
         if tool is not None:
             self._pool.release(tool.key)  # the sample is over: its worker goes (on the pool's threads)
-        if reason != FINISH_CANCELLED:
+        flight.tokens += len(completion.tokens)
+        confidence = completion.confidence
+        if reason == FINISH_LOW_CONFIDENCE:
+            flight.low_confidence += 1
+            flight.tally.add(j, None)  # it ended, and does not vote
+            self._trace(flight, j, completion, None)
+        elif reason != FINISH_CANCELLED:
+            config = self.config
             if tool is not None:
                 answer = tir_answer(completion.text, tool.results, **self._limits)
             else:
                 answer = extract_answer(completion.text, **self._limits)
-            flight.tally.add(j, answer, self.weight if tool is not None and tool.all_ok else 1.0)
-            if self.traces is not None:
-                self.traces.write({"id": flight.problem.id, "sample": j, "answer": answer, "finish_reason": reason,
-                                   "tokens": len(completion.tokens), "text": completion.text})
-            if not flight.stopped and flight.tally.remaining and decided(flight.tally, self.config):
+            bonus = self.bonus if tool is not None and tool.all_ok else 1.0
+            flight.tally.add(j, answer, bonus * vote_weight(config.vote, confidence, config.vote_floor))
+            flight.votes.append(Vote(j, answer, confidence, bonus))
+            flight.unanswered += answer is None
+            flight.sample_correct += answer is not None and answer == flight.problem.answer
+            if config.stop_below is not None and flight.threshold is None and confidence is not None:
+                self._warm_up(flight, confidence.lowest_group_confidence)
+            self._trace(flight, j, completion, answer)
+            if not flight.stopped and flight.tally.remaining and decided(flight.tally, config,
+                                                                          unanswered=flight.unanswered):
                 flight.early_stopped = True
                 flight.cancel()
         # Done once every sample that will ever be issued has come back; no need
@@ -276,20 +316,43 @@ class Solver:
         if flight.ended == flight.issued and (flight.issued == self.config.samples or flight.stopped):
             self._finish(flight)
 
+    def _warm_up(self, flight: _InFlight, lowest_group: float) -> None:
+        """A warm-up sample finished: once there are enough, the threshold is set for the samples running
+        and to come."""
+        flight.warm.append(lowest_group)
+        if len(flight.warm) < self.config.stop_warmup:
+            return
+        flight.threshold = _percentile(flight.warm, self.config.stop_below)
+        for request in flight.requests.values():
+            request.stop_below = flight.threshold
+
+    def _trace(self, flight: _InFlight, j: int, completion: Completion, answer: int | None) -> None:
+        if self.traces is None:
+            return
+        confidence = completion.confidence
+        self.traces.write({"id": flight.problem.id, "sample": j, "answer": answer,
+                           "finish_reason": completion.finish_reason, "tokens": len(completion.tokens),
+                           "confidence": None if confidence is None else confidence.as_dict(),
+                           "text": completion.text})
+
     def _finish(self, flight: _InFlight, *, too_long: bool = False) -> None:
         self._flights.pop(flight.index, None)
         self._finished += 1
-        tally = flight.tally
-        winner = tally.winner()
+        tally, config = flight.tally, self.config
+        winner = pick(flight.votes, config.vote, floor=config.vote_floor, keep_top=config.keep_top)
         fallback = winner is None
-        answer = self.config.fallback_answer if fallback else winner
+        answer = config.fallback_answer if fallback else winner
         expected = flight.problem.answer
+        votes = 0 if fallback else tally.counts[winner]
         self._done.append(ProblemResult(
-            index=flight.index, id=flight.problem.id, answer=answer, votes=0 if fallback else tally.counts[winner],
+            index=flight.index, id=flight.problem.id, answer=answer, votes=votes,
             valid=tally.valid, samples=tally.finished, fallback=fallback, too_long=too_long,
-            early_stopped=flight.early_stopped, majority=not fallback and tally.has_majority(),
+            early_stopped=flight.early_stopped, majority=not fallback and 2 * votes > tally.finished,
             correct=None if expected is None else answer == expected, cut=flight.cut,
-            seconds=self.clock() - flight.start, budget=flight.budget,
+            seconds=self.clock() - flight.start, budget=flight.budget, tokens=flight.tokens,
+            sample_correct=flight.sample_correct, low_confidence=flight.low_confidence,
+            mode_answers=every_mode(flight.votes, floor=config.vote_floor, keep_top=config.keep_top)
+            if flight.votes else None,
         ))
 
     def _drain(self) -> Iterator[ProblemResult]:
@@ -300,23 +363,38 @@ class Solver:
 
     def _give_budget(self, flight: _InFlight) -> None:
         """This problem's share of the time left: this one and every problem without an answer yet
-        share it, ``parallel`` of them at a time."""
-        left = self.deadline - flight.start
-        waiting = len(self._problems) - self._finished
-        flight.budget = max(0.0, left * min(self.parallel, waiting) / waiting)
-        flight.deadline = flight.start + flight.budget
+        share it, ``parallel`` of them at a time; at most --problem-time-cap. What it does not use is
+        still in the time left when the next problem starts."""
+        budget = math.inf
+        if self.deadline is not None:
+            left = self.deadline - flight.start
+            waiting = len(self._problems) - self._finished
+            budget = max(0.0, left * min(self.parallel, waiting) / waiting)
+        if self.config.problem_time_cap is not None:
+            budget = min(budget, self.config.problem_time_cap)
+        flight.budget = budget
+        flight.deadline = flight.start + budget
 
     def _check_time(self) -> None:
         """After every engine step: cut the problems whose share ran out, or everything at the deadline."""
         if self.on_step is not None:
             self.on_step()
         now = self.clock()
-        if now >= self.deadline:
+        if self.deadline is not None and now >= self.deadline:
             self._out_of_time = True
         for flight in list(self._flights.values()):
             if not flight.cut and (self._out_of_time or now >= flight.deadline):
                 flight.cut = True
                 flight.cancel()
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile of ``values``, interpolated linearly (NumPy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
 def solve(problems: Sequence[Problem], engine: BatchEngine, config: RunConfig, **options) -> Iterator[ProblemResult]:

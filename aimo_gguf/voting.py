@@ -1,4 +1,20 @@
-"""Majority voting over one problem's sampled answers, usable while samples run.
+"""Voting over one problem's sampled answers, usable while samples run.
+
+Four modes (``--vote``), each a weight per sample from its confidence
+aggregates (``aimo_gguf.engine.confidence``):
+
+- ``majority``: every vote weighs 1;
+- ``entropy``: ``1 / max(mean entropy, floor)``, the AIMO3 winners' weight (mean
+  top-5 entropy of the sample's tokens: a sure sample weighs more);
+- ``tail``: the same over the last ``tail_window`` tokens only, the tokens that
+  lead to the answer (AIMO3's second place);
+- ``deepconf``: the sample's lowest sliding-window group confidence (DeepConf,
+  arXiv 2508.15260).
+
+``keep_top`` (percent) keeps only the most confident samples before the vote
+(DeepConf's filtering), ranked by the mode's own confidence (``majority`` and
+``deepconf``: the lowest group confidence). A sample without confidence
+aggregates weighs 1.
 
 Tie-break rule: among answers with the most votes, the winner is the one
 whose lowest voting sample index is smallest. Sample indices are fixed when
@@ -12,8 +28,14 @@ broken against it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from .engine.confidence import Confidence
+
+VOTE_MODES = ("majority", "entropy", "tail", "deepconf")
+DEFAULT_VOTE_FLOOR = 0.05  # nats: one near-certain sample must not outweigh many (1 / floor = 20 votes at most)
 
 
 @dataclass(slots=True)
@@ -103,3 +125,75 @@ def majority_vote(answers: Sequence[int | None]) -> int | None:
     for index, answer in enumerate(answers):
         tally.add(index, answer)
     return tally.winner()
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One finished sample's answer and what its vote weighs."""
+
+    sample: int
+    answer: int | None
+    confidence: Confidence | None = None
+    bonus: float = 1.0  # --tir-weight for a sample whose code all ran, else 1
+
+
+def vote_weight(mode: str, confidence: Confidence | None, floor: float = DEFAULT_VOTE_FLOOR) -> float:
+    """What a sample's vote weighs under ``mode`` (before its bonus)."""
+    if mode == "majority" or confidence is None:
+        return 1.0
+    if mode == "entropy":
+        return 1.0 / max(confidence.mean_entropy, floor)
+    if mode == "tail":
+        return 1.0 / max(confidence.tail_entropy, floor)
+    if mode == "deepconf":
+        return max(confidence.lowest_group_confidence, 0.0)
+    raise ValueError(f"unknown vote mode {mode!r}")
+
+
+def max_vote_weight(mode: str, floor: float = DEFAULT_VOTE_FLOOR, bonus: float = 1.0) -> float:
+    """The largest weight one vote can carry under ``mode``: what early stopping must assume of a
+    sample still running (``deepconf``'s confidence has no bound: it waits for every sample)."""
+    if mode == "majority":
+        return bonus
+    if mode in ("entropy", "tail"):
+        return bonus / floor
+    return math.inf
+
+
+def rank_score(mode: str, confidence: Confidence | None) -> float:
+    """How confident a sample is under ``mode``, higher is surer (``keep_top`` keeps the highest)."""
+    if confidence is None:
+        return -math.inf
+    if mode == "entropy":
+        return -confidence.mean_entropy
+    if mode == "tail":
+        return -confidence.tail_entropy
+    return confidence.lowest_group_confidence
+
+
+def kept(votes: Iterable[Vote], mode: str, keep_top: float = 100.0) -> list[Vote]:
+    """The votes with an answer, less all but the most confident ``keep_top`` percent of them
+    (at least one; ties keep the lower sample index)."""
+    valid = [v for v in votes if v.answer is not None]
+    if keep_top >= 100 or not valid:
+        return valid
+    n = max(1, math.ceil(len(valid) * keep_top / 100))
+    return sorted(valid, key=lambda v: (-rank_score(mode, v.confidence), v.sample))[:n]
+
+
+def pick(votes: Sequence[Vote], mode: str = "majority", *, floor: float = DEFAULT_VOTE_FLOOR,
+         keep_top: float = 100.0) -> int | None:
+    """The winner of ``votes`` under ``mode`` (None when no vote has an answer)."""
+    chosen = kept(votes, mode, keep_top)
+    if not chosen:
+        return None
+    tally = Tally(max(v.sample for v in chosen) + 1)
+    for v in chosen:
+        tally.add(v.sample, v.answer, v.bonus * vote_weight(mode, v.confidence, floor))
+    return tally.winner()
+
+
+def every_mode(votes: Sequence[Vote], *, floor: float = DEFAULT_VOTE_FLOOR, keep_top: float = 100.0
+               ) -> dict[str, int | None]:
+    """The winner each vote mode would have picked from the same ``votes``."""
+    return {mode: pick(votes, mode, floor=floor, keep_top=keep_top) for mode in VOTE_MODES}

@@ -8,6 +8,9 @@ from the caller's iterable when a slot is free; a cancelled request ends at the
 next step; each active request advances one step per step and finishes after
 ``steps(problem, sample)`` of them (or one per token with ``steps="tokens"``) with ``reply(problem, sample)`` as its text
 (cut to ``max_tokens`` characters, one token each, and then ``length``).
+With ``confidence(problem, sample)`` each completion carries those aggregates,
+and a request whose ``stop_below`` is above its lowest group confidence is cut
+at its next step as ``low_confidence``, as the real engine cuts it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aimo_gguf.engine import (
     FINISH_CANCELLED,
     FINISH_EOS,
     FINISH_LENGTH,
+    FINISH_LOW_CONFIDENCE,
     FINISH_TOO_LONG,
     BatchEngine,
     Completion,
@@ -26,6 +30,7 @@ from aimo_gguf.engine import (
     LoadInfo,
     Request,
 )
+from aimo_gguf.engine.confidence import Confidence
 from aimo_gguf.problems import Problem
 
 TEMPLATE = (
@@ -38,6 +43,13 @@ Reply = Callable[[int, int], str]
 
 def boxed(answer: int | None) -> str:
     return "I do not know." if answer is None else f"So the answer is \\boxed{{{answer}}}."
+
+
+def conf(entropy: float = 1.0, *, group: float = 5.0, tail: float | None = None, tokens: int = 10) -> Confidence:
+    """Confidence aggregates for a fake sample: ``entropy`` (mean), ``group`` (lowest group confidence)."""
+    return Confidence(tokens=tokens, mean_entropy=entropy, mean_confidence=group, mean_logprob=-entropy,
+                      lowest_group_confidence=group, tail_entropy=entropy if tail is None else tail,
+                      tail_confidence=group)
 
 
 def problems_of(n: int, *, answers: list[int | None] | None = None) -> list[Problem]:
@@ -65,8 +77,10 @@ class FakeEngine(BatchEngine):
         steps: Callable[[int, int], int] | str | None = None,  # steps a sample takes; default 1;
         # "tokens": one step per character of its reply, at most max_tokens, as the real engine does
         n_gpu_layers_requested: int = 0,
+        confidence: Callable[[int, int], Confidence] | None = None,
     ) -> None:
         self.reply = reply
+        self.confidence = confidence
         self.batch_size = batch_size
         self.n_ctx_seq = n_ctx_seq
         self._chat_template = chat_template
@@ -113,11 +127,19 @@ class FakeEngine(BatchEngine):
         return key if isinstance(key, tuple) and len(key) == 2 else (0, 0)
 
     def _done(self, request: Request, text: str, reason: str) -> Completion:
-        completion = Completion(request, text, list(range(len(text))), reason)
+        confidence = None
+        if self.confidence is not None and reason not in (FINISH_CANCELLED, FINISH_TOO_LONG):
+            confidence = self.confidence(*self._key(request))
+        completion = Completion(request, text, list(range(len(text))), reason, confidence)
         self.stats.finish_reasons[reason] += 1
         self.stats.generated_tokens += len(text)
         self.finished.append(completion)
         return completion
+
+    def _below(self, request: Request) -> bool:
+        if request.stop_below is None or self.confidence is None:
+            return False
+        return self.confidence(*self._key(request)).lowest_group_confidence < request.stop_below
 
     def _finish(self, request: Request) -> Completion:
         text = self.reply(*self._key(request))
@@ -155,6 +177,7 @@ class FakeEngine(BatchEngine):
                 if entry[0].cancelled:
                     active.remove(entry)
                     finished.append(self._done(entry[0], "", FINISH_CANCELLED))
+
             while len(active) < self.batch_size and not exhausted:  # admission, lazily
                 request = next(source, None)
                 if request is None:
@@ -182,6 +205,10 @@ class FakeEngine(BatchEngine):
             self.stats.steps += 1
             done = []
             for entry in list(active):
+                if self._below(entry[0]):  # its window fell below the threshold during this step
+                    active.remove(entry)
+                    done.append(self._done(entry[0], "cut", FINISH_LOW_CONFIDENCE))
+                    continue
                 entry[1] -= 1
                 if entry[1] == 0:
                     active.remove(entry)

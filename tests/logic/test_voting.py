@@ -3,9 +3,20 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from fakes import conf
 
 from aimo_gguf.errors import AimoError
-from aimo_gguf.voting import Tally, majority_vote
+from aimo_gguf.voting import (
+    VOTE_MODES,
+    Tally,
+    Vote,
+    every_mode,
+    kept,
+    majority_vote,
+    max_vote_weight,
+    pick,
+    vote_weight,
+)
 
 
 def tally_of(n_samples: int, votes: list[tuple[int, int | None]]) -> Tally:
@@ -125,3 +136,68 @@ def test_add_rejects_duplicate_index() -> None:
 def test_negative_sample_count_is_rejected() -> None:
     with pytest.raises(ValueError):
         Tally.new(-1)
+
+
+# --- confidence-weighted modes (aimo_gguf.voting.pick) ----------------------------------------------------
+
+
+def votes_of(*entries) -> list[Vote]:
+    """(answer, mean entropy, lowest group confidence[, tail entropy]) per sample, in sample order."""
+    out = []
+    for i, e in enumerate(entries):
+        answer, entropy, group, *tail = e
+        out.append(Vote(i, answer, conf(entropy, group=group, tail=tail[0] if tail else None)))
+    return out
+
+
+def test_each_mode_weighs_what_it_says():
+    c = conf(0.5, group=3.0, tail=0.25)
+    assert vote_weight("majority", c) == 1.0
+    assert vote_weight("entropy", c) == pytest.approx(2.0)
+    assert vote_weight("tail", c) == pytest.approx(4.0)
+    assert vote_weight("deepconf", c) == pytest.approx(3.0)
+    assert vote_weight("entropy", conf(0.0), floor=0.1) == pytest.approx(10.0)  # the floor bounds the weight
+    assert all(vote_weight(mode, None) == 1.0 for mode in VOTE_MODES)  # no confidence: a plain vote
+    with pytest.raises(ValueError):
+        vote_weight("loudest", c)
+
+
+def test_two_sure_samples_outvote_three_unsure_ones_but_not_under_majority():
+    votes = votes_of((1, 2.0, 1.0), (1, 2.0, 1.0), (1, 2.0, 1.0), (2, 0.2, 9.0), (2, 0.2, 9.0))
+    assert every_mode(votes) == {"majority": 1, "entropy": 2, "tail": 2, "deepconf": 2}
+
+
+def test_tail_weighs_the_end_of_a_sample_not_its_mean():
+    votes = votes_of((1, 0.1, 5.0, 3.0), (2, 3.0, 5.0, 0.1), (2, 3.0, 5.0, 0.2))
+    assert pick(votes, "entropy") == 1 and pick(votes, "tail") == 2
+
+
+def test_a_weighted_tie_goes_to_the_lowest_sample_index():
+    votes = votes_of((None, 1.0, 1.0), (4, 1.0, 2.0), (3, 1.0, 2.0))
+    assert pick(votes, "deepconf") == 4
+    assert pick(votes_of((None, 1.0, 1.0)), "entropy") is None
+
+
+def test_keep_top_keeps_the_most_confident_share_of_the_answered_samples():
+    votes = votes_of((1, 1.0, 1.0), (1, 1.0, 1.5), (1, 1.0, 2.0), (2, 1.0, 8.0), (2, 1.0, 9.0), (None, 0, 99.0))
+    assert [v.sample for v in kept(votes, "deepconf", 40)] == [4, 3]  # ceil(5 x 0.4) = 2 of the 5 answered
+    assert pick(votes, "majority") == 1
+    assert pick(votes, "majority", keep_top=40) == 2  # DeepConf-style filtering, then a plain count
+    assert len(kept(votes, "deepconf", 1)) == 1 and len(kept(votes, "deepconf", 100)) == 5
+
+
+def test_the_largest_weight_bounds_early_stopping():
+    assert max_vote_weight("majority", bonus=2.0) == 2.0
+    assert max_vote_weight("entropy", 0.05) == pytest.approx(20.0)
+    assert max_vote_weight("deepconf") == float("inf")
+    # Leader 3 votes of weight 2 against 1 of weight 1, two samples to come that could weigh 20 each:
+    tally = Tally(6, max_weight=max_vote_weight("entropy", 0.05))
+    for i, (answer, w) in enumerate([(1, 2.0), (1, 2.0), (1, 2.0), (2, 1.0)]):
+        tally.add(i, answer, w)
+    assert not tally.decided()
+    tally.add(4, 1, 2.0)
+    assert not tally.decided()  # 8 vs 1 + 20: still open
+    plain = Tally(6)
+    for i, answer in enumerate([1, 1, 1, 2, 1]):
+        plain.add(i, answer)
+    assert plain.decided()  # 4 vs 1 + 1: majority would have stopped here
