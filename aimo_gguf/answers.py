@@ -2,15 +2,23 @@
 
 Three steps, each usable on its own:
 
-1. ``find_answer_text`` picks the raw candidate string: the last complete
-   ``\\boxed{...}`` / ``\\fbox{...}``, else the text after the last
-   "final answer is" / "final answer:" / "answer is", else the last number.
-2. ``normalize_answer`` turns that string into an ``int`` (or ``None``): it
-   understands LaTeX wrappers, thousands separators, exact fractions,
-   ``42.0``, ``x = 42`` and small integer powers such as ``2^{10}``.
+1. ``answer_candidates`` lists the raw candidate strings, best first: the
+   answer the text ends on (the later of its last complete ``\\boxed{...}`` /
+   ``\\fbox{...}`` and its last "final answer is" / "final answer:" / "answer
+   is" / "Answer:" phrase), then the other of the two; a candidate that is an
+   expression ending in ``= N`` or prose around a number ("The largest $n$ is
+   34") also offers what follows its last ``=`` and its last number. Only a
+   text with neither a box nor a phrase falls back to its last number (or
+   the math expression it ends on). ``find_answer_text`` is the first.
+2. ``normalize_answer`` turns a string into an ``int`` (or ``None``): it
+   understands LaTeX wrappers, thousands separators, exact fractions
+   (``\\frac3{4}`` shorthand included), ``42.0``, ``x = 42`` and small integer
+   powers such as ``2^{10}``.
 3. ``validate_answer`` reduces by an optional modulus and range-checks.
 
-``extract_answer`` chains the three. Every scan is linear in the text length:
+``extract_answer`` takes the first candidate that has a value (a value that is
+not a whole number ends the search: the sample answered something else), and
+validates it. Chat tokens such as ``<|im_end|>`` are dropped first. Every scan is linear in the text length:
 completions can be ~50k characters and this runs once per finished sample.
 """
 
@@ -34,23 +42,34 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # A brace preceded by a backslash is a literal brace (``\{``), not a group.
 _BRACE_RE = re.compile(r"(?<!\\)[{}]")
 
+_BARE_BOX_RE = re.compile(r"\\boxed\s+([^\s${}\\]+)")  # ``\boxed 5``: a one-token box without braces
 _PHRASE_RE = re.compile(
     # A ``**`` right after the colon closes a bold label ("**Final Answer:** 7");
     # after "is" it would open a bold answer, so it is left to the answer.
     r"final\s+answer\s*(?:\*\*|__)?\s*(?:is\b\s*:?|:\s*(?:\*\*|__)?)"
-    r"|answer\s+is\b\s*:?",
+    r"|answer\s+is\b\s*:?"
+    r"|(?:^|\n)[ \t#*_]*answer\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?",  # "Answer: 7" / "**Answer:** 7" on a line
     re.IGNORECASE,
 )
+# Special tokens a chat model may leave in its text (``<|im_end|>``, ``<|reserved_special_token_12|>``, ``</s>``).
+_CHAT_TOKEN_RE = re.compile(r"<\|[^|<>\s]{1,64}\|>|</s>|<eos>|<end_of_turn>")
+_EQUALS_RE = re.compile(r"(?<![<>!=])=(?!=)")
+_MATH_SEGMENT_RE = re.compile(r"\$[^$]+\$")
 # Where a phrase's answer stops: a sentence-ending mark before whitespace or
 # the end (so ``2.5`` survives), a newline, or ", " (``42, since ...``).
 _SENTENCE_END_RE = re.compile(r"[.!?;](?=\s|$)|\n|,\s")
 _DIGIT_RE = re.compile(r"\d")
 
-# Thousands-separated form first so ``12,345`` is one number; ``(?!\d)`` stops
+# Thousands-separated form first so ``12,345`` (or LaTeX's ``12{,}345``, ``12\\,345``) is one number; ``(?!\d)`` stops
 # ``12,3456`` from reading as ``12,345``. A minus counts only where it cannot
 # be a binary minus (``3-5`` yields 5, not -5).
 _NUMBER_RE = re.compile(
-    r"(?:(?<![\w)}\]])-)?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+    r"(?:(?<![\w)}\]])-)?(?:\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+)
+# The same with the separators math mode uses (``1\,000``, ``1{,}000``, ``1~000``, ``1 000``): only read so
+# inside ``$...$``, where a space between digits is a thousands separator, not two numbers.
+_MATH_NUMBER_RE = re.compile(
+    r"(?:(?<![\w)}\]])-)?\d{1,3}(?:(?:,|\\,|\{,\}|\\ |~| )\d{3})+(?!\d)(?:\.\d+)?"
 )
 
 _WRAPPER_RE = re.compile(
@@ -76,24 +95,43 @@ _CHAR_TRANSLATION = str.maketrans(
 )
 
 
-def find_answer_text(text: str) -> str | None:
-    """Return the raw candidate answer in ``text``, or ``None`` if there is none.
+def answer_candidates(text: str) -> list[str]:
+    """The raw candidate answers of ``text``, best first (see the module's docstring)."""
+    text = _CHAT_TOKEN_RE.sub(" ", text)
+    box, box_at = _last_box(text)
+    phrase, phrase_at = _last_phrase(text)
+    found: list[str] = []
+    ordered = [(box_at, box, False), (phrase_at, phrase, True)]
+    ordered.sort(key=lambda c: -c[0])  # the one the text ends on first
+    for _, candidate, prose in ordered:
+        if candidate is not None:
+            found.append(candidate)
+            found.extend(_parts(candidate, prose=prose))
+    last = None if found else _last_number(text)  # a box or a phrase that has no value is not an answer
+    if last is not None:
+        # The text ends on a number in math mode: the whole expression first (``$\\frac3{4}$`` is not 4).
+        segment = None
+        for segment in _MATH_SEGMENT_RE.finditer(text, max(0, len(text) - PHRASE_WINDOW)):
+            pass
+        if segment is not None and last in segment.group() and not _NUMBER_RE.search(text, segment.end()):
+            found.append(segment.group())
+        found.append(last)
+    return found
 
-    Priority: the last complete ``\\boxed{}``/``\\fbox{}`` (nested braces
-    respected; an unclosed or empty box falls back to the previous one), then
-    the last "final answer is X" / "final answer: X" / "answer is X" whose X
-    contains a digit, then the last number in the text.
+
+def find_answer_text(text: str) -> str | None:
+    """The best candidate answer in ``text`` (``answer_candidates``' first), or ``None`` if there is none.
+
+    An unclosed or empty box falls back to the previous one; a phrase counts only when a digit
+    follows it within its sentence.
     """
-    boxed = _last_box(text)
-    if boxed is not None:
-        return boxed
-    phrase = _last_phrase(text)
-    if phrase is not None:
-        return phrase
-    last = None
-    for last in _NUMBER_RE.finditer(text):
-        pass
-    return last.group() if last is not None else None
+    candidates = answer_candidates(text)
+    return candidates[0] if candidates else None
+
+
+def answer_value(raw: str) -> Fraction | None:
+    """The exact value of one candidate string (``normalize_answer`` before the whole-number check)."""
+    return _parse_value(_clean(raw))
 
 
 def normalize_answer(raw: str) -> int | None:
@@ -145,24 +183,36 @@ def extract_answer(
     modulo: int | None = None,
 ) -> int | None:
     """Find, normalize and validate the answer of one completion."""
-    raw = find_answer_text(text)
-    if raw is None:
-        return None
-    return validate_answer(
-        normalize_answer(raw), min_answer=min_answer, max_answer=max_answer, modulo=modulo
-    )
+    for raw in answer_candidates(text):
+        value = answer_value(raw)
+        if value is None:
+            continue
+        if value.denominator != 1:
+            return None  # the sample's answer is not a whole number: not a later, lesser candidate
+        return validate_answer(int(value), min_answer=min_answer, max_answer=max_answer, modulo=modulo)
+    return None
 
 
-def _last_box(text: str) -> str | None:
-    """Content of the last complete, non-empty box in ``text``."""
+def _last_box(text: str) -> tuple[str | None, int]:
+    """Content of the last complete, non-empty box in ``text``, and where it starts (-1: none)."""
+    box, at = _last_braced_box(text)
+    bare = None
+    for bare in _BARE_BOX_RE.finditer(text):
+        pass
+    if bare is not None and bare.start() > at:
+        return bare.group(1), bare.start()
+    return box, at
+
+
+def _last_braced_box(text: str) -> tuple[str | None, int]:
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
-        return None
+        return None, -1
     # Fast path: the last box is usually complete; scanning only its tail is
     # cheap compared with matching every brace from the first box.
     content = _group_content(text, starts[-1])
     if content is not None and content.strip():
-        return content.strip()
+        return content.strip(), starts[-1]
     # One stack pass pairs every brace, so falling back box by box stays
     # linear even when many boxes are unclosed.
     close_of: dict[int, int] = {}
@@ -175,8 +225,8 @@ def _last_box(text: str) -> str | None:
     for start in reversed(starts[:-1]):
         end = close_of.get(start - 1)
         if end is not None and text[start:end].strip():
-            return text[start:end].strip()
-    return None
+            return text[start:end].strip(), start
+    return None, -1
 
 
 def _group_content(s: str, start: int) -> str | None:
@@ -192,15 +242,61 @@ def _group_content(s: str, start: int) -> str | None:
     return None
 
 
-def _last_phrase(text: str) -> str | None:
-    """Answer after the last "answer is"-style phrase that is followed by a digit."""
-    found = None
+def _last_phrase(text: str) -> tuple[str | None, int]:
+    """Answer after the last "answer is"-style phrase that is followed by a digit, and where it is."""
+    found, at = None, -1
     for m in _PHRASE_RE.finditer(text):
         window = text[m.end() : m.end() + PHRASE_WINDOW]
         candidate = _until_sentence_end(window)
         if _DIGIT_RE.search(candidate):
-            found = candidate
-    return found
+            found, at = candidate, m.end()
+    return found, at
+
+
+def _parts(candidate: str, *, prose: bool) -> list[str]:
+    """Smaller candidates inside one that may not parse whole: what follows its last ``=`` (``2 * 2 = 4``),
+    and in a phrase's prose ("The volume of $ABCDEFGH$ is 120") its last math segment and last number."""
+    parts = []
+    equals = None
+    for equals in _EQUALS_RE.finditer(candidate):
+        pass
+    if equals is not None:
+        tail = candidate[equals.end():].strip()
+        if tail:
+            parts.append(tail if not tail.endswith("$") or "$" in tail[:-1] else tail[:-1])
+    if prose:
+        segment = None
+        for segment in _MATH_SEGMENT_RE.finditer(candidate):
+            pass
+        if segment is not None:
+            parts.append(segment.group())
+        last = _last_number(candidate)
+        if last is not None:
+            parts.append(last)
+    return parts
+
+
+def _last_number(text: str) -> str | None:
+    """The last number of ``text``; in math mode with its thousands separators (``$1 000$`` is 1000)."""
+    last = None
+    for last in _NUMBER_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    # A separated number that ends where the last plain number ends, inside math mode, is the whole number.
+    start = max(0, last.start() - 40)
+    for m in _MATH_NUMBER_RE.finditer(text, start, last.end()):
+        if m.end() == last.end() and m.start() < last.start() and _in_math(text, m.start()):
+            return m.group()
+    return last.group()
+
+
+def _in_math(text: str, i: int) -> bool:
+    """Whether position ``i`` is inside ``$...$`` or ``\\(...\\)`` (unescaped dollars counted before it)."""
+    dollars = len(re.findall(r"(?<!\\)\$", text[:i]))
+    if dollars % 2:
+        return True
+    return text.rfind("\\(", 0, i) > text.rfind("\\)", 0, i)
 
 
 def _until_sentence_end(window: str) -> str:
@@ -259,25 +355,33 @@ def _parse_value(s: str) -> Fraction | None:
 
 
 def _frac_parts(s: str, i: int) -> tuple[str, str] | None:
-    """Numerator and denominator of a ``\\frac`` whose arguments start at ``i``."""
+    """Numerator and denominator of a ``\\frac`` whose arguments start at ``i``: each a ``{group}`` or,
+    in LaTeX's shorthand, one digit (``\\frac84``, ``\\frac3{4}``, ``\\frac{3}4``)."""
     short = _SHORT_FRAC_RE.fullmatch(s, i)
     if short:
         return short.group(1), short.group(2)
-    if not s.startswith("{", i):
-        return None
-    num = _group_content(s, i + 1)
+    num, j = _frac_argument(s, i)
     if num is None:
         return None
-    j = i + len(num) + 2
-    while j < len(s) and s[j] == " ":
-        j += 1
-    if not s.startswith("{", j):
-        return None
-    den = _group_content(s, j + 1)
+    den, end = _frac_argument(s, j)
     # The fraction must be the whole answer: nothing may follow it.
-    if den is None or j + len(den) + 2 != len(s):
+    if den is None or end != len(s):
         return None
     return num, den
+
+
+def _frac_argument(s: str, i: int) -> tuple[str | None, int]:
+    """One argument of a ``\\frac`` at ``i`` (spaces skipped), and where the next one starts."""
+    while i < len(s) and s[i] == " ":
+        i += 1
+    if i < len(s) and s[i].isdigit():
+        return s[i], i + 1
+    if not s.startswith("{", i):
+        return None, i
+    content = _group_content(s, i + 1)
+    if content is None:
+        return None, i
+    return content, i + len(content) + 2
 
 
 def _divide(num: Fraction | None, den: Fraction | None, *, negate: bool = False) -> Fraction | None:

@@ -179,3 +179,35 @@ def test_long_text_without_box_is_fast() -> None:
     start = time.perf_counter()
     assert extract_answer(text) == 314
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The answer the text ends on wins over an earlier box.
+        (r"we get \boxed{255}. In total the final answer is 10,455.", 10455),
+        (r"The final answer is 7. Double-checking: \boxed{8}", 8),
+        # A phrase followed by prose, or by an expression ending in = N.
+        ("Final Answer: The number of ways is 2{,}024.", 2024),
+        ("So the answer is $3 \\cdot 4 = 12$.", 12),
+        # A non-integer final answer is no answer: not the last number inside it.
+        ("So the answer is $\\frac{3}{4}$ of the cake.", None),
+        (r"It comes to $\frac{7}{2}$", None),
+        # LaTeX shorthand.
+        (r"\boxed{\frac{8}4}", 2),
+        (r"\boxed{\dfrac{9}{3}}", 3),
+        (r"so it is \boxed 5 in all", 5),
+        # Chat tokens, even with digits in them, are not part of the answer.
+        ("the answer is 41<|reserved_special_token_12|>", 41),
+        ("Answer: 6\n<|im_end|>", 6),
+        ("**Answer:** 19", 19),
+        # Separators: math mode only for spaces, LaTeX's own anywhere.
+        ("In total $12 345$ ways", 12345),
+        ("there were 3 100 apples", 100),
+        ("about 1\\,234 of them", 1234),
+        # A box without a value is no answer: not the number inside it.
+        (r"\boxed{x + 1}", None),
+    ],
+)
+def test_extraction_families_real_outputs_use(text: str, expected: int | None) -> None:
+    assert extract_answer(text) == expected
