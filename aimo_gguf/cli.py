@@ -220,6 +220,9 @@ def _problem_table(results) -> str:
               help="Synthetic problems ('What is 3 times 7?'), rendered with the model's chat template.")
 @click.option("--samples", type=int, default=1, show_default=True, help="Samples per problem.")
 @click.option("--no-baseline", is_flag=True, help="Skip the one-at-a-time create_completion loop.")
+@click.option("--confidence", is_flag=True,
+              help="Also measure each batch size with per-token confidence on (what --vote entropy and the "
+                   "others need): off, on, on, off, the faster of each kept, and the ratio shown.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write every row, the settings and the machine as JSON here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
@@ -231,7 +234,7 @@ def _problem_table(results) -> str:
                    "from the best row and compare it with this limit in seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tokens, problems, samples, ctx, kv_type,
-                  flash_attn, no_baseline, stress, time_limit, json_path, plot_path, quiet) -> None:
+                  flash_attn, no_baseline, confidence, stress, time_limit, json_path, plot_path, quiet) -> None:
     """Measure speed and memory of the engine at several batch sizes against a create_completion loop.
 
     Every row does the same work: --problems synthetic problems x --samples
@@ -262,7 +265,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
     result = bench_module.bench(
         model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
         problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory,
-        baseline=not no_baseline, progress=not quiet,
+        baseline=not no_baseline, confidence=confidence, progress=not quiet,
     )
     click.echo(bench_module.render_table(result))
     if json_path is not None:
@@ -283,7 +286,7 @@ def _stress_and_project(result, n_problems, time_limit, *, model, n_gpu_layers, 
     rows = [r for r in result.rows if r.error is None and r.generated_tokens_per_s]
     if not rows:
         raise click.ClickException("no engine row succeeded: nothing to stress or project from")
-    best = max(rows, key=lambda r: r.generated_tokens_per_s)
+    best = max((r for r in rows if not r.confidence), key=lambda r: r.generated_tokens_per_s)
     settings = result.settings
     outcome = stress(problems=n_problems, warmup=min(500, max(1, n_problems // 10)), progress=not quiet,
                      model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_size=best.batch_size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..config import RunConfig
@@ -69,11 +70,13 @@ class _StepWatch:
 
 def engine_row(
     model: Path, config: RunConfig, batch_size: int, problems: Sequence[Problem], prompts: list | None,
-    gpu_build: bool, say, notes: list[str],
+    gpu_build: bool, say, notes: list[str], *, confidence: bool = False,
 ) -> tuple[BenchRow, list | None, str]:
-    """Run the work on a fresh engine of ``batch_size`` sequences; also returns the prompts and the description."""
-    label = f"batch {batch_size}"
-    row = BenchRow(kind=KIND_ENGINE, batch_size=batch_size)
+    """Run the work on a fresh engine of ``batch_size`` sequences (computing per-token confidence with
+    ``confidence``); also returns the prompts and the description."""
+    label = f"batch {batch_size}" + (", confidence" if confidence else "")
+    row = BenchRow(kind=KIND_ENGINE, batch_size=batch_size, confidence=confidence)
+    config = replace(config, confidence=confidence)
     rss = RssProbe()
     gpu = GpuProbe.open(gpu_build)
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")

@@ -35,6 +35,8 @@ def _num(value, spec: str) -> str:
 
 def _cells(row: BenchRow) -> list[str]:
     name = "create_completion loop" if row.kind == KIND_BASELINE else "engine"
+    if row.confidence:
+        name = "engine + confidence" + ("" if row.confidence_ratio is None else f" ({row.confidence_ratio:.1%})")
     batch = "1" if row.kind == KIND_BASELINE else str(row.batch_size)
     if row.error and not row.generated_tokens:
         return [name, batch, "failed"] + ["-"] * (len(TABLE_COLUMNS) - 3)
@@ -96,7 +98,7 @@ def plot(result: BenchResult, path: str | Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-    rows = [r for r in result.rows if r.generated_tokens]
+    rows = [r for r in result.rows if r.generated_tokens and not r.confidence]
     sizes = [r.batch_size for r in rows]
     fig = Figure(figsize=(7, 6.5), layout="constrained")
     FigureCanvasAgg(fig)

@@ -45,10 +45,14 @@ class BenchRow:
     n_gpu_layers: int = 0  # layers actually offloaded
     speedup: float | None = None  # generated_tokens_per_s over the baseline's
     error: str | None = None  # why the row could not run (the model or context did not fit, ...)
+    confidence: bool = False  # the engine computed per-token confidence (bench --confidence)
+    confidence_ratio: float | None = None  # with confidence: its throughput over the same batch's without
 
     @property
     def label(self) -> str:
-        return "create_completion loop" if self.kind == KIND_BASELINE else f"engine, batch {self.batch_size}"
+        if self.kind == KIND_BASELINE:
+            return "create_completion loop"
+        return f"engine, batch {self.batch_size}" + (", confidence" if self.confidence else "")
 
 
 @dataclass
@@ -93,6 +97,7 @@ class BenchResult:
     settings: BenchSettings
     baseline: BenchRow | None  # None with baseline=False
     rows: list[BenchRow] = field(default_factory=list)  # the engine, one row per batch size, ascending
+    # (with --confidence two per batch size: without, then with)
     machine: dict = field(default_factory=dict)  # platform, CPUs, RAM, versions, GPU
     notes: list[str] = field(default_factory=list)  # what the loader had to change, said once
 

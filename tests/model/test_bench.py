@@ -153,3 +153,16 @@ def test_bench_auto_batch_follows_the_budget_and_shows_the_estimate(tmp_path):
         assert row["error"] is None
         # the estimate stands beside the measured growth, within the 10% the README promises
         assert abs(row["estimate_mb"] / row["rss_growth_mb"] - 1) < 0.10, (row["estimate_mb"], row["rss_growth_mb"])
+
+
+@pytest.mark.model
+def test_confidence_rows_run_beside_the_plain_ones_and_give_their_ratio(tmp_path):
+    from aimo_gguf.bench import bench, render_table
+
+    result = bench(threads=1, batch_sizes="2", max_tokens=4, problems=2, baseline=False, confidence=True,
+                   progress=False)
+    plain, with_it = result.rows
+    assert (plain.confidence, with_it.confidence) == (False, True)
+    assert plain.generated_tokens == with_it.generated_tokens == 8
+    assert with_it.confidence_ratio == pytest.approx(with_it.generated_tokens_per_s / plain.generated_tokens_per_s)
+    assert "engine + confidence (" in render_table(result)
