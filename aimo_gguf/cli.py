@@ -437,6 +437,37 @@ def convert_command(source, quiet, **options) -> None:
         click.echo(path)
 
 
+@cli.command("report", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("summaries", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw accuracy against generated tokens per problem to this PNG (needs matplotlib).")
+def report_command(summaries, plot_path) -> None:
+    """Compare graded runs: pass@1, the voted accuracy, every vote mode's, pass@n and tokens.
+
+    SUMMARIES are --summary JSON files of runs whose problems had an answer
+    column. Every vote mode's accuracy comes from the same samples, so one run
+    compares the modes without rerunning the model.
+
+    \b
+    Examples:
+      aimo-gguf run val.csv -n 8 --vote entropy --summary s.json && aimo-gguf report s.json
+      aimo-gguf report smollm2.json gemma.json --plot modes.png
+    """
+    from .outputs import check_distinct, check_writable
+    from .report import plot, read_report, render, require_matplotlib
+
+    reports = [read_report(path) for path in summaries]
+    if plot_path is not None:
+        require_matplotlib()
+        check_distinct({**{f"summary {i + 1}": p for i, p in enumerate(summaries)}, "--plot": plot_path},
+                       outputs={"--plot"})
+        check_writable(plot_path, "the plot")
+    click.echo(render(reports))
+    if plot_path is not None:
+        plot(reports, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+
+
 @cli.command("models", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.option("--ctx", default=8192, show_default=True, type=click.IntRange(min=64),
               help="Context of one sequence (capped at each model's trained context).")

@@ -158,3 +158,71 @@ def test_the_grading_counters_match_a_recomputation_from_the_traces(tmp_path):
     assert data["mode_accuracy"]["majority"] == pytest.approx(correct["majority"] / n)
     table_text = result.summary.table()
     assert "pass@1 / pass@n" in table_text and "by vote mode" in table_text
+
+
+# --- aimo-gguf report ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_summaries(tmp_path):
+    """Two graded runs on the fake engine: majority and entropy votes, the same samples."""
+    rng = random.Random(11)
+    table = [[rng.choice([1, 2, None]) for _ in range(4)] for _ in range(12)]
+    confidences = [[conf(rng.uniform(0.1, 2)) for _ in range(4)] for _ in range(12)]
+    problems = [Problem(id=f"q{i}", problem=f"q{i}", answer=1) for i in range(12)]
+    paths = []
+    for vote in ("majority", "entropy"):
+        engine = FakeEngine(lambda p, s: boxed(table[p][s]), batch_size=4, confidence=lambda p, s: confidences[p][s])
+        path = tmp_path / f"{vote}.json"
+        runner.run(problems, output=tmp_path / f"{vote}.csv", summary=path, progress=False, engine=engine,
+                   samples=4, batch_size=4, early_stop=False, vote=vote)
+        paths.append(path)
+    return paths
+
+
+def test_report_prints_every_mode_side_by_side_and_plots(two_summaries, tmp_path):
+    from click.testing import CliRunner
+
+    from aimo_gguf.cli import cli
+
+    plot = tmp_path / "modes.png"
+    result = CliRunner().invoke(cli, ["report", *map(str, two_summaries), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert lines[0].split(" | ")[1:4] == ["model", "vote", "graded"] and len(lines) == 3
+    majority, entropy = (json.loads(p.read_text()) for p in two_summaries)
+    # The same samples: every mode's accuracy is the same in both runs; each run's own column is its vote.
+    assert majority["mode_correct"] == entropy["mode_correct"]
+    assert majority["correct"] == majority["mode_correct"]["majority"]
+    assert entropy["correct"] == entropy["mode_correct"]["entropy"]
+    assert f"{entropy['pass_at_1']:.1%}" in lines[2] and "(n=4)" in lines[2]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "is not a summary JSON"),
+    ('{"a": 1}', "is not an aimo-gguf run summary"),
+    ('{"graded": 0, "samples_per_problem": 4}', "no answer column"),
+])
+def test_report_refuses_what_is_not_a_graded_summary_in_one_line(tmp_path, content, message):
+    from click.testing import CliRunner
+
+    from aimo_gguf.cli import cli
+
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    result = CliRunner().invoke(cli, ["report", str(path)])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    missing = CliRunner().invoke(cli, ["report", str(tmp_path / "nope.json")])
+    assert missing.exit_code != 0 and "no such file" in missing.output
+
+
+def test_report_will_not_plot_over_a_summary(two_summaries):
+    from click.testing import CliRunner
+
+    from aimo_gguf.cli import cli
+
+    result = CliRunner().invoke(cli, ["report", str(two_summaries[0]), "--plot", str(two_summaries[0])])
+    assert result.exit_code != 0 and "--plot" in result.output
+    assert json.loads(two_summaries[0].read_text())["graded"] == 12

@@ -1,0 +1,137 @@
+"""``aimo-gguf report``: the grading counters of one or more runs side by side.
+
+Each run's ``--summary`` JSON holds, when its problems had answers, pass@1
+(mean sample accuracy), the accuracy of the vote mode it ran with, the
+accuracy every vote mode would have given on the same samples (maj@n is the
+``majority`` column), pass@n and the tokens it generated. ``report`` reads
+them back; it never needs the model or the traces.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .outputs import check_writable
+from .voting import VOTE_MODES
+
+PLOT_HINT = "pip install 'aimo-gguf[plot]'"
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """The grading figures of one run, read from its summary."""
+
+    name: str  # the summary file, as given
+    model: str
+    vote: str
+    samples: int  # samples per problem (the n of pass@n)
+    graded: int
+    accuracy: float  # under the run's own vote mode
+    pass_at_1: float
+    pass_at_n: float
+    modes: dict[str, float]  # vote mode -> accuracy on the same samples
+    tokens_per_problem: float | None
+    tokens_per_correct: float | None
+    low_confidence: int  # samples cut by --stop-below
+
+
+def read_report(path: str | Path) -> RunReport:
+    """One summary JSON as a RunReport; a one-line InputError when it is not a graded run's summary."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a summary JSON") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is not a summary JSON ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(data, dict) or "graded" not in data or "samples_per_problem" not in data:
+        raise InputError(f"{path} is not an aimo-gguf run summary (written by aimo-gguf run --summary)")
+    graded = data.get("graded") or 0
+    if not graded:
+        raise InputError(f"{path}: the run had no answer column, so there is nothing to grade")
+    modes = data.get("mode_correct") or {}
+    if not isinstance(modes, dict):
+        raise InputError(f"{path}: mode_correct is not a table of counts")
+    passed = data.get("pass_at_n") or 0
+    return RunReport(
+        name=str(path), model=Path(str(data.get("model") or "?")).name, vote=str(data.get("vote") or "majority"),
+        samples=int(data["samples_per_problem"]), graded=int(graded), accuracy=(data.get("correct") or 0) / graded,
+        pass_at_1=float(data.get("pass_at_1") or 0.0), pass_at_n=passed / graded,
+        modes={mode: modes[mode] / graded for mode in VOTE_MODES if mode in modes},
+        tokens_per_problem=data.get("tokens_per_problem"), tokens_per_correct=data.get("tokens_per_correct"),
+        low_confidence=int(data.get("low_confidence") or 0),
+    )
+
+
+COLUMNS = ("run", "model", "vote", "graded", "pass@1", "voted", *VOTE_MODES, "pass@n", "tokens/problem",
+           "tokens/correct", "cut")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.0f}"
+
+
+def render(reports: list[RunReport]) -> str:
+    """A markdown table, one row per run; the best vote mode of each row in bold."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in reports:
+        best = max(r.modes.values(), default=None)
+        modes = [("**" + _pct(r.modes[m]) + "**") if m in r.modes and r.modes[m] == best else _pct(r.modes.get(m))
+                 for m in VOTE_MODES]
+        lines.append("| " + " | ".join([
+            r.name, r.model, r.vote, str(r.graded), _pct(r.pass_at_1), _pct(r.accuracy), *modes,
+            f"{_pct(r.pass_at_n)} (n={r.samples})", _num(r.tokens_per_problem), _num(r.tokens_per_correct),
+            str(r.low_confidence),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
+
+
+def plot(reports: list[RunReport], path: str | Path) -> None:
+    """Accuracy against generated tokens per problem: one marker per vote mode (and pass@1, pass@n)
+    per run, the runs of one mode joined in order of tokens."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    points = [r for r in reports if r.tokens_per_problem]
+    series = {"pass@1": lambda r: r.pass_at_1, **{m: (lambda r, m=m: r.modes.get(m)) for m in VOTE_MODES},
+              "pass@n": lambda r: r.pass_at_n}
+    markers = dict(zip(series, "v o s D ^ x".split(), strict=True))
+    for name, value in series.items():
+        pts = sorted((r.tokens_per_problem, value(r)) for r in points if value(r) is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[name], linestyle="-" if len(pts) > 1
+                    else "none", label=name)
+    for r in points:
+        ax.annotate(Path(r.name).stem, (r.tokens_per_problem, r.accuracy), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xlabel("generated tokens per problem")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    path = check_writable(path, "the plot")
+    try:
+        fig.savefig(path, dpi=120, format="png")
+    except OSError as e:
+        raise InputError(f"cannot write the plot to {path}: {e.strerror or e}") from None
