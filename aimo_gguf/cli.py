@@ -159,8 +159,9 @@ def cli() -> None:
 def run(problems, output, summary_path, traces, journal, resume, quiet, verbose, **options) -> None:
     """Solve PROBLEMS (CSV, Parquet or JSONL with id, problem[, answer]).
 
-    Without PROBLEMS it solves the sample problems shipped with aimo-gguf;
-    without --model it uses the embedded SmolLM2-135M-Instruct Q4_1.
+    Without PROBLEMS it solves the sample problems shipped with aimo-gguf
+    ('graded' names the bundled graded set: 320 problems in five levels, with
+    answers); without --model it uses the embedded SmolLM2-135M-Instruct Q4_1.
 
     \b
     Examples:
@@ -169,6 +170,7 @@ def run(problems, output, summary_path, traces, journal, resume, quiet, verbose,
           --n-gpu-layers 40 --samples 8 --batch-size 16 --max-tokens 2048 \\
           -o submission.csv --summary summary.json
       aimo-gguf run problems.csv --time-limit 3600 --early-stop-votes 3 --resume
+      aimo-gguf run graded -n 8 --vote entropy --summary s.json && aimo-gguf report s.json
     """
     from .runner import run as run_problems
 

@@ -30,8 +30,12 @@ from aimo_gguf.errors import AimoError, InputError, OutputError
 
 SAMPLE_PROBLEMS = "sample"
 """Name that stands for the sample problem set shipped inside the package."""
+GRADED_PROBLEMS = "graded"
+"""Name of the graded set shipped inside the package: 320 word problems in five levels
+(scripts/make_graded_set.py), which a 135M-270M model partly solves."""
 
-_SAMPLE_RESOURCE = ("data", "sample_problems.jsonl")
+_BUNDLED = {SAMPLE_PROBLEMS: "sample_problems.jsonl", GRADED_PROBLEMS: "graded_problems.jsonl"}
+BUNDLED_SETS = tuple(_BUNDLED)
 
 ID_COLUMN = "id"
 PROBLEM_COLUMN = "problem"
@@ -74,14 +78,14 @@ class Problem:
     answer: int | None = None
 
 
-def sample_problems_path() -> Path:
-    """Return the path of the sample problem set shipped with the package."""
-    resource = resources.files("aimo_gguf").joinpath(*_SAMPLE_RESOURCE)
+def sample_problems_path(name: str = SAMPLE_PROBLEMS) -> Path:
+    """Return the path of a problem set shipped with the package (``sample`` or ``graded``)."""
+    resource = resources.files("aimo_gguf").joinpath("data", _BUNDLED[name])
     # setuptools installs package data as plain files; only an exotic zipped
     # install would give a non-filesystem resource, which readers below cannot open.
     if not isinstance(resource, Path) or not resource.is_file():
         raise AimoError(
-            f"the sample problem set is missing from the installed package ({resource}); "
+            f"the {name} problem set is missing from the installed package ({resource}); "
             "reinstall aimo-gguf"
         )
     return resource
@@ -91,13 +95,15 @@ def read_problems(path: str | Path | None) -> list[Problem]:
     """Read a problems file (CSV, Parquet or JSON Lines), keeping its order.
 
     ``None`` or the name ``"sample"`` reads the sample set bundled with the
-    package.  Columns other than ``id``, ``problem`` and ``answer`` are ignored.
+    package, ``"graded"`` the graded set.  Columns other than ``id``, ``problem`` and ``answer`` are ignored.
 
     Raises:
         InputError: the file is missing, unreadable, or its content is invalid.
     """
-    if path is None or (isinstance(path, str) and path == SAMPLE_PROBLEMS):
-        path = sample_problems_path()
+    if path is None:
+        path = SAMPLE_PROBLEMS
+    if isinstance(path, str) and path in _BUNDLED:
+        path = sample_problems_path(path)
     path = Path(path)
 
     suffix = path.suffix.lower()
@@ -105,7 +111,7 @@ def read_problems(path: str | Path | None) -> list[Problem]:
         shown = f"unsupported extension '{path.suffix}'" if path.suffix else "no extension"
         raise InputError(
             f"problems file {path} has {shown}; use one of {', '.join(SUPPORTED_SUFFIXES)} "
-            f"(or '{SAMPLE_PROBLEMS}' for the bundled sample set)"
+            f"(or '{SAMPLE_PROBLEMS}' or '{GRADED_PROBLEMS}' for a bundled set)"
         )
     if not path.exists():
         raise InputError(f"problems file not found: {path}; check the path")

@@ -26,7 +26,7 @@ from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
 from .outputs import TraceWriter, check_distinct, check_writable
 from .problems import (
-    SAMPLE_PROBLEMS,
+    BUNDLED_SETS,
     Problem,
     read_problems,
     write_json_atomic,
@@ -93,7 +93,7 @@ def run(
     deadline = t0 + config.time_limit - config.margin if config.time_limit else None
     source = None
     if not isinstance(problems, (list, tuple)):
-        source = None if problems in (None, SAMPLE_PROBLEMS) else Path(problems)
+        source = None if problems is None or problems in BUNDLED_SETS else Path(problems)
         problems = read_problems(problems)
     if engine is None:
         from .models import resolve_model

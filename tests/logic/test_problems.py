@@ -11,6 +11,7 @@ import pytest
 
 from aimo_gguf.errors import InputError, OutputError
 from aimo_gguf.problems import (
+    GRADED_PROBLEMS,
     SAMPLE_PROBLEMS,
     Problem,
     read_problems,
@@ -315,3 +316,33 @@ def test_write_into_unwritable_location_is_an_output_error(tmp_path: Path) -> No
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
         write_submission(blocker / "submission.csv", [("a", 1)])
+
+
+def test_the_graded_set_is_what_its_script_makes_and_every_answer_is_right():
+    import importlib.util
+    import math
+    import re
+
+    spec = importlib.util.spec_from_file_location("make_graded_set", Path(__file__).parents[2] / "scripts" /
+                                                  "make_graded_set.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = sample_problems_path(GRADED_PROBLEMS)
+    assert path.read_text(encoding="utf-8") == script.render()
+    problems = read_problems(GRADED_PROBLEMS)
+    assert len(problems) >= 300 and len({p.id for p in problems}) == len(problems)
+    assert {p.id.split("-")[0] for p in problems} == {"L1", "L2", "L3", "L4", "L5"}
+    # Recompute the answers of the kinds that say their arithmetic in words.
+    for p in problems:
+        numbers = [int(n) for n in re.findall(r"\d+", p.problem)]
+        if "gets" in p.problem:
+            assert p.answer == numbers[0] + numbers[1]
+        elif "remainder when" in p.problem:
+            assert p.answer == numbers[0] % numbers[1]
+        elif "sum of the integers from 1 to" in p.problem:
+            assert p.answer == numbers[-1] * (numbers[-1] + 1) // 2
+        elif "be chosen from a class" in p.problem:
+            assert p.answer == math.comb(numbers[1], numbers[0])
+        elif "sum of the digits" in p.problem:
+            assert p.answer == sum(map(int, str(numbers[0])))
+        assert 0 <= p.answer <= 99999
