@@ -6,8 +6,10 @@ Three steps, each usable on its own:
    answer the text ends on (the later of its last complete ``\\boxed{...}`` /
    ``\\fbox{...}`` and its last "final answer is" / "final answer:" / "answer
    is" / "Answer:" phrase), then the other of the two; a candidate that is an
-   expression ending in ``= N`` or prose around a number ("The largest $n$ is
-   34") also offers what follows its last ``=`` and its last number. Only a
+   expression ending in ``= N`` also offers what follows its last ``=``, a
+   phrase the number it starts with ("the answer is 42 (since 6 * 7)"), and a
+   label ("Final Answer: The largest $n$ is 34") the last number of its
+   prose. A phrase whose value is not a whole number gives way to the box. Only a
    text with neither a box nor a phrase falls back to its last number (or
    the math expression it ends on). ``find_answer_text`` is the first.
 2. ``normalize_answer`` turns a string into an ``int`` (or ``None``): it
@@ -42,18 +44,21 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # A brace preceded by a backslash is a literal brace (``\{``), not a group.
 _BRACE_RE = re.compile(r"(?<!\\)[{}]")
 
-_BARE_BOX_RE = re.compile(r"\\boxed\s+([^\s${}\\]+)")  # ``\boxed 5``: a one-token box without braces
+_BARE_BOX_RE = re.compile(r"\\boxed\s+(-?\d[^\s${}\\]*)")  # ``\boxed 5``: a number boxed without braces
 _PHRASE_RE = re.compile(
     # A ``**`` right after the colon closes a bold label ("**Final Answer:** 7");
     # after "is" it would open a bold answer, so it is left to the answer.
-    r"final\s+answer\s*(?:\*\*|__)?\s*(?:is\b\s*:?|:\s*(?:\*\*|__)?)"
+    # (Each optional ``**`` carries its own spaces: two ``\s*`` around an optional group would backtrack
+    # quadratically over a long run of blanks.)
+    r"final\s+answer\s*(?:(?:\*\*|__)\s*)?(?:is\b\s*:?|(?P<label>:)\s*(?:\*\*|__)?)"
     r"|answer\s+is\b\s*:?"
-    r"|(?:^|\n)[ \t#*_]*answer\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?",  # "Answer: 7" / "**Answer:** 7" on a line
+    r"|(?:^|\n)[ \t#*_]*answer\s*(?:(?:\*\*|__)\s*)?(?P<line>:)\s*(?:\*\*|__)?",  # "Answer: 7", "**Answer:** 7"
     re.IGNORECASE,
 )
 # Special tokens a chat model may leave in its text (``<|im_end|>``, ``<|reserved_special_token_12|>``, ``</s>``).
 _CHAT_TOKEN_RE = re.compile(r"<\|[^|<>\s]{1,64}\|>|</s>|<eos>|<end_of_turn>")
 _EQUALS_RE = re.compile(r"(?<![<>!=])=(?!=)")
+_LEADING_NUMBER_RE = re.compile(r"\$?\s*(-?\d[\d,]*(?:\.\d+)?)\$?(?=[\s.,;:!?)]|$)")
 _MATH_SEGMENT_RE = re.compile(r"\$[^$]+\$")
 # Where a phrase's answer stops: a sentence-ending mark before whitespace or
 # the end (so ``2.5`` survives), a newline, or ", " (``42, since ...``).
@@ -97,16 +102,22 @@ _CHAR_TRANSLATION = str.maketrans(
 
 def answer_candidates(text: str) -> list[str]:
     """The raw candidate answers of ``text``, best first (see the module's docstring)."""
+    return [raw for raw, _ in _candidates(text)]
+
+
+def _candidates(text: str) -> list[tuple[str, bool]]:
+    """(candidate, whether a value there that is not a whole number ends the search), best first. A phrase
+    that gives a fraction ("in hours the answer is 2.5") does not hide an earlier box; a box does."""
     text = _CHAT_TOKEN_RE.sub(" ", text)
     box, box_at = _last_box(text)
-    phrase, phrase_at = _last_phrase(text)
-    found: list[str] = []
+    phrase, phrase_at, label = _last_phrase(text)
+    found: list[tuple[str, bool]] = []
     ordered = [(box_at, box, False), (phrase_at, phrase, True)]
     ordered.sort(key=lambda c: -c[0])  # the one the text ends on first
-    for _, candidate, prose in ordered:
+    for _, candidate, is_phrase in ordered:
         if candidate is not None:
-            found.append(candidate)
-            found.extend(_parts(candidate, prose=prose))
+            found.append((candidate, not is_phrase))
+            found.extend((part, not is_phrase) for part in _parts(candidate, phrase=is_phrase, label=label))
     last = None if found else _last_number(text)  # a box or a phrase that has no value is not an answer
     if last is not None:
         # The text ends on a number in math mode: the whole expression first (``$\\frac3{4}$`` is not 4).
@@ -114,8 +125,8 @@ def answer_candidates(text: str) -> list[str]:
         for segment in _MATH_SEGMENT_RE.finditer(text, max(0, len(text) - PHRASE_WINDOW)):
             pass
         if segment is not None and last in segment.group() and not _NUMBER_RE.search(text, segment.end()):
-            found.append(segment.group())
-        found.append(last)
+            found.append((segment.group(), True))
+        found.append((last, True))
     return found
 
 
@@ -183,12 +194,14 @@ def extract_answer(
     modulo: int | None = None,
 ) -> int | None:
     """Find, normalize and validate the answer of one completion."""
-    for raw in answer_candidates(text):
+    for raw, final in _candidates(text):
         value = answer_value(raw)
         if value is None:
             continue
         if value.denominator != 1:
-            return None  # the sample's answer is not a whole number: not a later, lesser candidate
+            if final:
+                return None  # the sample's answer is not a whole number: not a later, lesser candidate
+            continue
         return validate_answer(int(value), min_answer=min_answer, max_answer=max_answer, modulo=modulo)
     return None
 
@@ -242,20 +255,23 @@ def _group_content(s: str, start: int) -> str | None:
     return None
 
 
-def _last_phrase(text: str) -> tuple[str | None, int]:
-    """Answer after the last "answer is"-style phrase that is followed by a digit, and where it is."""
-    found, at = None, -1
+def _last_phrase(text: str) -> tuple[str | None, int, bool]:
+    """Answer after the last "answer is"-style phrase that is followed by a digit, where it is, and
+    whether the phrase is a label ("Final Answer: ...", "Answer: ...") that prose may follow."""
+    found, at, label = None, -1, False
     for m in _PHRASE_RE.finditer(text):
         window = text[m.end() : m.end() + PHRASE_WINDOW]
         candidate = _until_sentence_end(window)
         if _DIGIT_RE.search(candidate):
-            found, at = candidate, m.end()
-    return found, at
+            found, at, label = candidate, m.end(), bool(m.group("label") or m.group("line"))
+    return found, at, label
 
 
-def _parts(candidate: str, *, prose: bool) -> list[str]:
-    """Smaller candidates inside one that may not parse whole: what follows its last ``=`` (``2 * 2 = 4``),
-    and in a phrase's prose ("The volume of $ABCDEFGH$ is 120") its last math segment and last number."""
+def _parts(candidate: str, *, phrase: bool, label: bool) -> list[str]:
+    """Smaller candidates inside one that may not parse whole: what follows its last ``=`` (``2 * 2 = 4``);
+    after a phrase the number it starts with ("the answer is 42 (since 6 * 7)"); after a label, whose
+    prose names the answer ("Final Answer: The volume of $ABCDEFGH$ is 120"), its last math segment and
+    its last number."""
     parts = []
     equals = None
     for equals in _EQUALS_RE.finditer(candidate):
@@ -264,7 +280,11 @@ def _parts(candidate: str, *, prose: bool) -> list[str]:
         tail = candidate[equals.end():].strip()
         if tail:
             parts.append(tail if not tail.endswith("$") or "$" in tail[:-1] else tail[:-1])
-    if prose:
+    if phrase:
+        lead = _LEADING_NUMBER_RE.match(candidate)
+        if lead is not None:
+            parts.append(lead.group(1))
+    if label:
         segment = None
         for segment in _MATH_SEGMENT_RE.finditer(candidate):
             pass

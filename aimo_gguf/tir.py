@@ -150,8 +150,8 @@ def code_to_run(text: str) -> str | None:
 
 
 def tir_answer(text: str, results: list, *, min_answer: int, max_answer: int, modulo: int | None) -> int | None:
-    """A TIR sample's answer: the last \\boxed{} after its last tool output, else the last
-    integer its last successful tool output printed."""
+    """A TIR sample's answer: the answer the text after its last tool output ends on, when that text
+    boxes one (``extract_answer``), else the last integer its last successful tool output printed."""
     outputs = list(_OUTPUT_BLOCK.finditer(text))
     tail = text[outputs[-1].end():] if outputs else text
     if "\\boxed" in tail:

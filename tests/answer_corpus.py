@@ -32,6 +32,9 @@ ENDINGS = [
     "Final answer: ${a}$",
     "Therefore the remainder is $\\boxed{{{a}}}$.\n\nFinal Answer: The final answer is ${a}$. I hope it is correct.",
     "The sum is $\\boxed{{{w}}}$. After adding the last term, the final answer is ${a}$.",
+    "So the answer is $\\boxed{{{a}}}$. Let me double-check: ${w} + {d} = {a}$, which matches.",
+    "\\boxed{{{a}}}\n\nThis is consistent with the earlier estimate of about {w}.",
+    "The final answer is $\\boxed{{{a}}}$.\n\nNote: the case $k = {w}$ was already counted.",
 ]
 TRAILERS = ["", "", "", "<|im_end|>", "</s>", "<|eot_id|>", "<end_of_turn>", "\n<|endoftext|>"]
 STEPS = [

@@ -64,7 +64,8 @@ DISAGREEMENTS = [
 @pytest.mark.parametrize(("text", "ours", "theirs", "why"), DISAGREEMENTS, ids=[d[3][:40] for d in DISAGREEMENTS])
 def test_each_listed_disagreement_is_what_it_says(text, ours, theirs, why):
     assert extract_answer(text) == ours
-    assert oracle(text) == theirs
+    # What Math-Verify 0.9.0 gives, for the record; a later version that agrees is welcome.
+    assert oracle(text) != ours
 
 
 # The completions the issue found, each a family now handled; Math-Verify agrees on all of them.

@@ -211,3 +211,32 @@ def test_long_text_without_box_is_fast() -> None:
 )
 def test_extraction_families_real_outputs_use(text: str, expected: int | None) -> None:
     assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A later phrase in passing does not beat the box: it gives no number of its own.
+        ("\\boxed{12}\n\nCheck: the answer is at most 20, which holds.", 12),
+        # A phrase gives the number it starts with, not the last one of its sentence.
+        ("The answer is 42 (since 6 * 7).", 42),
+        # A phrase whose value is not whole gives way to the box before it.
+        (r"\boxed{150}. In hours the answer is 2.5.", 150),
+        # "\boxed" followed by a word is not a box.
+        (r"\boxed{7}, written in \boxed form", 7),
+    ],
+)
+def test_cases_the_review_found(text: str, expected: int | None) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Final Answer" + "\n" * 50_000 + "x",
+    "Answer" + " " * 50_000,
+    "final answer **" + " " * 50_000 + "is",
+    "\n" + "answer " * 10_000,
+])
+def test_long_runs_of_blanks_after_a_phrase_stay_linear(text: str) -> None:
+    start = time.perf_counter()
+    extract_answer(text)
+    assert time.perf_counter() - start < 0.5
