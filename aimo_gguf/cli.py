@@ -288,7 +288,10 @@ def _stress_and_project(result, n_problems, time_limit, *, model, n_gpu_layers, 
     rows = [r for r in result.rows if r.error is None and r.generated_tokens_per_s]
     if not rows:
         raise click.ClickException("no engine row succeeded: nothing to stress or project from")
-    best = max((r for r in rows if not r.confidence), key=lambda r: r.generated_tokens_per_s)
+    rows = [r for r in rows if not r.confidence]
+    if not rows:
+        raise click.ClickException("no engine row without confidence succeeded: nothing to stress or project from")
+    best = max(rows, key=lambda r: r.generated_tokens_per_s)
     settings = result.settings
     outcome = stress(problems=n_problems, warmup=min(500, max(1, n_problems // 10)), progress=not quiet,
                      model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_size=best.batch_size)

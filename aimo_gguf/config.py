@@ -93,9 +93,10 @@ class RunConfig:
               "--stop-below need it, when the problems have answers (every vote mode's accuracy is "
               "reported), or with --traces].")
     confidence_top_k: int = _opt(DEFAULT_TOP_K, "Top log-probabilities per token for entropy and confidence.")
-    group_window: int = _opt(DEFAULT_GROUP_WINDOW, "Tokens per sliding window of the group confidence "
-                                                   "(--vote deepconf, --stop-below).")
-    tail_window: int = _opt(DEFAULT_TAIL_WINDOW, "Tokens before a sample's end that --vote tail averages.")
+    group_window: int = _opt(0, "Tokens per sliding window of the group confidence (--vote deepconf, "
+                                f"--stop-below) [default: a quarter of --max-tokens, 16 to {DEFAULT_GROUP_WINDOW}].")
+    tail_window: int = _opt(0, "Tokens before a sample's end that --vote tail averages "
+                               f"[default: a quarter of --max-tokens, 16 to {DEFAULT_TAIL_WINDOW}].")
     time_limit: float | None = _opt(
         None, "Seconds for the whole run, model load included: every problem gets a share of the time left, "
               "and the submission is written before the limit.")
@@ -157,8 +158,11 @@ class RunConfig:
             (self.confidence is not False or not self.needs_confidence,
              "--no-confidence: --vote, --keep-top and --stop-below need the confidence"),
             (self.confidence_top_k >= 1, f"--confidence-top-k must be at least 1, got {self.confidence_top_k}"),
-            (self.group_window >= 1, f"--group-window must be at least 1, got {self.group_window}"),
-            (self.tail_window >= 1, f"--tail-window must be at least 1, got {self.tail_window}"),
+            (self.group_window >= 0, f"--group-window must be 0 (automatic) or more, got {self.group_window}"),
+            (self.tail_window >= 0, f"--tail-window must be 0 (automatic) or more, got {self.tail_window}"),
+            (self.stop_below is None or self.windows[0] <= self.max_tokens,
+             f"--group-window ({self.group_window}) is longer than --max-tokens ({self.max_tokens}): no window "
+             f"would fill, so --stop-below would cut nothing"),
             (self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}"),
             (self.time_margin >= 0, f"--time-margin must be 0 (automatic) or more, got {self.time_margin}"),
             (self.time_limit is None or self.time_margin < self.time_limit,
@@ -192,8 +196,15 @@ class RunConfig:
         wanted = self.confidence if self.confidence is not None else (self.needs_confidence or graded or traces)
         if not wanted:
             return None
-        return ConfidenceSettings(top_k=self.confidence_top_k, group_window=self.group_window,
-                                  tail_window=self.tail_window)
+        group, tail = self.windows
+        return ConfidenceSettings(top_k=self.confidence_top_k, group_window=group, tail_window=tail)
+
+    @property
+    def windows(self) -> tuple[int, int]:
+        """--group-window and --tail-window with 0 resolved: a quarter of --max-tokens, 16 to 2048 (DeepConf's
+        2048 suits its 32k-token traces; a window longer than a sample never fills)."""
+        auto = min(DEFAULT_GROUP_WINDOW, max(16, self.max_tokens // 4))
+        return self.group_window or auto, self.tail_window or min(DEFAULT_TAIL_WINDOW, auto)
 
     @property
     def margin(self) -> float:

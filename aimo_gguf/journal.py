@@ -26,7 +26,7 @@ import json
 import os
 import stat
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from .config import RunConfig
@@ -38,7 +38,8 @@ HEADER_PREFIX = b'{"journal": '  # how every journal starts, as json.dumps write
 ANSWER_SETTINGS = ("samples", "max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "system_prompt",
                    "raw_prompt", "stop", "ignore_eos", "min_answer", "max_answer", "modulo", "fallback_answer",
                    "early_stop", "early_stop_votes", "tir", "max_tool_calls", "tool_timeout", "tool_output_chars",
-                   "tir_weight")
+                   "tir_weight", "early_stop_lead", "stop_unanswered", "vote", "vote_floor", "keep_top", "stop_below",
+                   "stop_warmup", "confidence_top_k", "group_window", "tail_window")
 
 
 def default_journal(output: str | Path) -> Path:
@@ -53,6 +54,12 @@ def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
     data["model"] = path.name
     data["model_bytes"] = path.stat().st_size if path.exists() else None  # two files of one name differ here
     return json.loads(json.dumps(data))  # tuples -> lists, as they come back from the file
+
+
+def _defaults() -> dict:
+    """The answer-deciding settings at their RunConfig defaults, as a journal records them."""
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.name in ANSWER_SETTINGS}
+    return json.loads(json.dumps(defaults))
 
 
 def lock_holder(fd: int) -> int | None:
@@ -169,7 +176,8 @@ class Journal:
         if not (isinstance(header, dict) and header.get("journal") == JOURNAL_FORMAT
                 and isinstance(header.get("settings"), dict)):
             raise InputError(f"{self.path} is not an aimo-gguf journal")
-        recorded = header["settings"]
+        # A setting newer than the journal was at its default when the journal was written.
+        recorded = {**_defaults(), **header["settings"]}
         changed = sorted(k for k in set(settings) | set(recorded) if settings.get(k) != recorded.get(k))
         if changed:
             raise InputError(f"{self.path} was written with other settings ({changed[0]}: "

@@ -31,9 +31,9 @@ class RunReport:
     samples: int  # samples per problem (the n of pass@n)
     graded: int
     accuracy: float  # under the run's own vote mode
-    pass_at_1: float
-    pass_at_n: float
-    modes: dict[str, float]  # vote mode -> accuracy on the same samples
+    pass_at_1: float | None  # None: a summary from before these counters
+    pass_at_n: float | None
+    modes: dict[str, float]  # vote mode -> accuracy on the same samples (majority only without confidence)
     tokens_per_problem: float | None
     tokens_per_correct: float | None
     low_confidence: int  # samples cut by --stop-below
@@ -52,19 +52,31 @@ def read_report(path: str | Path) -> RunReport:
         raise InputError(f"{path} is not a summary JSON ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(data, dict) or "graded" not in data or "samples_per_problem" not in data:
         raise InputError(f"{path} is not an aimo-gguf run summary (written by aimo-gguf run --summary)")
-    graded = data.get("graded") or 0
-    if not graded:
+    try:
+        return _report(path, data)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"{path}: a field of the summary has the wrong type ({e})") from None
+
+
+def _report(path: Path, data: dict) -> RunReport:
+    graded = int(data.get("graded") or 0)
+    if graded <= 0:
         raise InputError(f"{path}: the run had no answer column, so there is nothing to grade")
     modes = data.get("mode_correct") or {}
     if not isinstance(modes, dict):
         raise InputError(f"{path}: mode_correct is not a table of counts")
-    passed = data.get("pass_at_n") or 0
+
+    def number(key: str) -> float | None:
+        value = data.get(key)
+        return None if value is None else float(value)
+
+    passed = number("pass_at_n")
     return RunReport(
         name=str(path), model=Path(str(data.get("model") or "?")).name, vote=str(data.get("vote") or "majority"),
-        samples=int(data["samples_per_problem"]), graded=int(graded), accuracy=(data.get("correct") or 0) / graded,
-        pass_at_1=float(data.get("pass_at_1") or 0.0), pass_at_n=passed / graded,
-        modes={mode: modes[mode] / graded for mode in VOTE_MODES if mode in modes},
-        tokens_per_problem=data.get("tokens_per_problem"), tokens_per_correct=data.get("tokens_per_correct"),
+        samples=int(data["samples_per_problem"]), graded=graded, accuracy=float(data.get("correct") or 0) / graded,
+        pass_at_1=number("pass_at_1"), pass_at_n=None if passed is None else passed / graded,
+        modes={mode: float(modes[mode]) / graded for mode in VOTE_MODES if mode in modes},
+        tokens_per_problem=number("tokens_per_problem"), tokens_per_correct=number("tokens_per_correct"),
         low_confidence=int(data.get("low_confidence") or 0),
     )
 

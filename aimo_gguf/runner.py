@@ -157,6 +157,7 @@ class _Outcome:
         self.results: list[ProblemResult] = []
         self.summary = RunSummary(problems=len(problems), samples_per_problem=config.samples,
                                   max_tokens=config.max_tokens, time_limit=config.time_limit, vote=config.vote)
+        self.modes: tuple[str, ...] = VOTE_MODES  # the vote modes whose accuracy is counted
         self.seconds: list[float] = []  # per problem: a float each, the only per-problem state a long run keeps
         self.budgets: list[float] = []
         self.deadline: float | None = None
@@ -175,6 +176,8 @@ class _Outcome:
         summary.load_seconds = info.load_seconds
         for note in info.notes:
             print(f"aimo-gguf: {note}", file=sys.stderr)
+        # Without confidence every vote weighs 1: the other modes would only repeat majority.
+        self.modes = VOTE_MODES if info.confidence else ("majority",)
         todo = self._take_journaled(log.entries if log is not None else {})
         bar = _ProgressBar(len(self.problems), engine, summary, enabled=progress)
         self.tool_stats = ToolStats() if config.tir else None
@@ -241,7 +244,9 @@ class _Outcome:
                 s.pass_at_1_sum += result.sample_correct / voters
             s.pass_at_n += result.sample_correct > 0
             fallback = self.config.fallback_answer
-            for mode, answer in (result.mode_answers or dict.fromkeys(VOTE_MODES)).items():
+            answers = result.mode_answers or {}
+            for mode in self.modes:
+                answer = answers.get(mode)
                 right = (fallback if answer is None else answer) == expected
                 s.mode_correct[mode] = s.mode_correct.get(mode, 0) + right
         if not resumed:

@@ -101,18 +101,21 @@ def build_prompt(engine: BatchEngine, problem: Problem, config: RunConfig) -> li
 
 def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:
     """Whether a problem's sampling can stop: the winner cannot change (``tally.max_weight`` bounds what
-    a sample still running can add), an answer has --early-stop-votes votes, the leading answer is
-    --early-stop-lead votes ahead, or --stop-unanswered samples ended without an answer."""
+    a sample still running can add), the winner (by weight, the answer that would be submitted) has
+    --early-stop-votes votes or is --early-stop-lead votes ahead of every other answer, or
+    --stop-unanswered samples ended without an answer."""
     if config.stop_unanswered and unanswered >= config.stop_unanswered:
         return True
     if config.early_stop and tally.decided():
         return True
-    if not tally.counts:
+    winner = tally.winner()
+    if winner is None:
         return False
-    top, second = (sorted(tally.counts.values(), reverse=True) + [0])[:2]
-    if config.early_stop_votes and top >= config.early_stop_votes:
+    count = tally.counts[winner]
+    if config.early_stop_votes and count >= config.early_stop_votes:
         return True
-    return bool(config.early_stop_lead) and top - second >= config.early_stop_lead
+    second = max((c for a, c in tally.counts.items() if a != winner), default=0)
+    return bool(config.early_stop_lead) and count - second >= config.early_stop_lead
 
 
 class _InFlight:
@@ -246,7 +249,8 @@ class Solver:
                     break
                 request = Request(key=(index, j), prompt=tokens, max_tokens=config.max_tokens,
                                   seed=sample_seed(config.seed, problem.id, j), sampling=self.sampling,
-                                  prefix_key=index, tool=self._tool((index, j), text), stop_below=flight.threshold)
+                                  prefix_key=index, tool=self._tool((index, j), text),
+                                  stop_below=flight.threshold if j >= config.stop_warmup else None)
                 flight.requests[j] = request
                 flight.issued += 1
                 yield request
@@ -304,7 +308,7 @@ class Solver:
             flight.votes.append(Vote(j, answer, confidence, bonus))
             flight.unanswered += answer is None
             flight.sample_correct += answer is not None and answer == flight.problem.answer
-            if config.stop_below is not None and flight.threshold is None and confidence is not None:
+            if config.stop_below is not None and j < config.stop_warmup and confidence is not None:
                 self._warm_up(flight, confidence.lowest_group_confidence)
             self._trace(flight, j, completion, answer)
             if not flight.stopped and flight.tally.remaining and decided(flight.tally, config,
@@ -317,14 +321,15 @@ class Solver:
             self._finish(flight)
 
     def _warm_up(self, flight: _InFlight, lowest_group: float) -> None:
-        """A warm-up sample finished: once there are enough, the threshold is set for the samples running
-        and to come."""
+        """A warm-up sample (number below --stop-warmup, whatever the order they finish in) finished: once
+        all have, the threshold is set for the later samples running and to come."""
         flight.warm.append(lowest_group)
         if len(flight.warm) < self.config.stop_warmup:
             return
         flight.threshold = _percentile(flight.warm, self.config.stop_below)
-        for request in flight.requests.values():
-            request.stop_below = flight.threshold
+        for j, request in flight.requests.items():
+            if j >= self.config.stop_warmup:
+                request.stop_below = flight.threshold
 
     def _trace(self, flight: _InFlight, j: int, completion: Completion, answer: int | None) -> None:
         if self.traces is None:

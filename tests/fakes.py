@@ -57,11 +57,13 @@ def problems_of(n: int, *, answers: list[int | None] | None = None) -> list[Prob
     return [Problem(id=f"p{i}", problem=f"What is {i} + 1?", answer=answers[i]) for i in range(n)]
 
 
-def fake_info(*, batch_size: int = 1, n_ctx_seq: int = 4096, n_gpu_layers_requested: int = 0) -> LoadInfo:
+def fake_info(*, batch_size: int = 1, n_ctx_seq: int = 4096, n_gpu_layers_requested: int = 0,
+              confidence: bool = False) -> LoadInfo:
     return LoadInfo(model_path="fake.gguf", description="fake 0B Q0", n_layers=2, n_params=0, size_bytes=0,
                     n_gpu_layers_requested=n_gpu_layers_requested, n_gpu_layers=0, gpu_offload_supported=False,
                     n_ctx_seq=n_ctx_seq, n_seq_max=batch_size, kv_unified=False, kv_type="f16",
-                    share_prompts=False, cache_prompts=False, threads=1, notes=(), load_seconds=0.0)
+                    share_prompts=False, cache_prompts=False, threads=1, notes=(), load_seconds=0.0,
+                    confidence=confidence)
 
 
 class FakeEngine(BatchEngine):
@@ -93,7 +95,7 @@ class FakeEngine(BatchEngine):
         self.closed = False
         self.stats = EngineStats()
         self.info = fake_info(batch_size=batch_size, n_ctx_seq=n_ctx_seq,
-                              n_gpu_layers_requested=n_gpu_layers_requested)
+                              n_gpu_layers_requested=n_gpu_layers_requested, confidence=confidence is not None)
 
     @property
     def chat_template(self) -> str | None:

@@ -134,6 +134,7 @@ class LoadInfo:
     threads: int
     notes: tuple[str, ...]  # what the loader had to change, said once to the user
     load_seconds: float
+    confidence: bool = False  # completions carry confidence aggregates
 
 
 @runtime_checkable

@@ -168,8 +168,8 @@ def token_signals(logits: np.ndarray, tokens: np.ndarray | list[int], k: int = D
                 work[r, i] = -np.inf
                 found += 1
         finally:
-            for j in range(found):  # put back what was marked, also after an interrupt
-                work[r, idx[:, j]] = top[:, j]
+            for j in reversed(range(found)):  # put back what was marked (last first: a row with fewer
+                work[r, idx[:, j]] = top[:, j]  # than k finite logits marks one index twice), also after an interrupt
     else:
         top = np.partition(logits, vocab - k, axis=1)[:, vocab - k:]
     top_lp = top.astype(np.float64) - lse[:, None]

@@ -212,6 +212,7 @@ class Engine(BatchEngine):
             threads=threads,
             notes=tuple(notes),
             load_seconds=time.perf_counter() - t0,
+            confidence=confidence is not None,
         )
 
     # --- lifetime -----------------------------------------------------------------------------------------

@@ -226,3 +226,72 @@ def test_report_will_not_plot_over_a_summary(two_summaries):
     result = CliRunner().invoke(cli, ["report", str(two_summaries[0]), "--plot", str(two_summaries[0])])
     assert result.exit_code != 0 and "--plot" in result.output
     assert json.loads(two_summaries[0].read_text())["graded"] == 12
+
+
+def test_stop_once_n_agree_counts_the_answer_the_weighted_vote_submits():
+    # One sure vote for 9, then three unsure votes for 4: under entropy 9 leads, so "3 agree on 4" stops
+    # nothing (stopping there would submit 9 on one vote); 9's third vote does.
+    answers = [9, 4, 4, 4, 9, 9, 9, 9]
+    confidences = [conf(0.05)] + [conf(2.0)] * 3 + [conf(0.05)] * 4
+    result, engine = solve_one(answers, confidences, vote="entropy", early_stop_votes=3)
+    assert result.answer == 9 and result.votes == 3 and len(engine.pulled) == 6
+    result, engine = solve_one(answers, confidences, early_stop_votes=3)  # majority: 4 has 3 at sample 3
+    assert result.answer == 4 and len(engine.pulled) == 4
+
+
+def test_the_warm_up_is_the_first_sample_numbers_whatever_finishes_first():
+    # Later samples finish first (fewer steps); the warm-up is still samples 0-3, and only 4-7 can be cut.
+    answers = [7] * 8
+    groups = [5.0, 6.0, 7.0, 8.0, 1.0, 1.0, 9.0, 9.0]
+    engine = FakeEngine(lambda p, s: boxed(answers[s]), batch_size=8, steps=lambda p, s: 20 - s,
+                        confidence=lambda p, s: conf(1.0, group=groups[s]))
+    cfg = RunConfig(samples=8, batch_size=8, early_stop=False, stop_below=50, stop_warmup=4)
+    (result,) = solve(problems_of(1), engine, cfg)
+    assert result.low_confidence == 0  # 4-7 finished before the warm-up did: nothing to cut them with
+    engine = FakeEngine(lambda p, s: boxed(answers[s]), batch_size=8, steps=lambda p, s: s + 1,
+                        confidence=lambda p, s: conf(1.0, group=groups[s]))
+    (result,) = solve(problems_of(1), engine, cfg)
+    assert result.low_confidence == 2
+    assert all(r.stop_below is None for r in engine.pulled[:4])
+
+
+@pytest.mark.parametrize("content", [
+    '{"graded": "x", "samples_per_problem": 4}',
+    '{"graded": 3, "samples_per_problem": "x"}',
+    '{"graded": 3, "samples_per_problem": 4, "mode_correct": {"majority": "a"}}',
+    '{"graded": 3, "samples_per_problem": 4, "tokens_per_problem": "many"}',
+])
+def test_report_on_a_summary_with_wrong_types_is_one_line(tmp_path, content):
+    from click.testing import CliRunner
+
+    from aimo_gguf.cli import cli
+
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    result = CliRunner().invoke(cli, ["report", str(path)])
+    assert result.exit_code != 0 and "Traceback" not in result.output and "wrong type" in result.output
+
+
+def test_without_confidence_only_majority_is_counted(tmp_path):
+    problems = [Problem(id=f"q{i}", problem=f"q{i}", answer=1) for i in range(3)]
+    engine = FakeEngine(lambda p, s: boxed(1), batch_size=2)
+    result = runner.run(problems, output=tmp_path / "sub.csv", progress=False, engine=engine, samples=2, batch_size=2)
+    assert result.summary.mode_correct == {"majority": 3}
+
+
+def test_resume_is_refused_when_the_vote_changes_and_keeps_the_grading_counters(tmp_path):
+    problems = [Problem(id=f"q{i}", problem=f"q{i}", answer=i % 2) for i in range(6)]
+
+    def engine():  # replies by sample number only: a resumed run numbers its problems from 0 again
+        return FakeEngine(lambda p, s: boxed(s % 2 if s < 3 else None), batch_size=4,
+                          confidence=lambda p, s: conf(0.5 + s, group=3.0 + s))
+
+    kw = dict(output=tmp_path / "sub.csv", progress=False, samples=4, batch_size=4, early_stop=False)
+    full = runner.run(problems, engine=engine(), **kw, journal=tmp_path / "full.jsonl")
+    runner.run(problems[:3], engine=engine(), **kw)  # the journal holds the first three problems
+    with pytest.raises(InputError, match="vote"):
+        runner.run(problems, engine=engine(), **kw, resume=True, vote="entropy")
+    resumed = runner.run(problems, engine=engine(), **kw, resume=True)
+    assert resumed.summary.resumed == 3
+    for name in ("correct", "pass_at_1_sum", "pass_at_n", "mode_correct", "low_confidence", "answer_tokens"):
+        assert getattr(resumed.summary, name) == getattr(full.summary, name), name

@@ -332,7 +332,7 @@ def test_the_graded_set_is_what_its_script_makes_and_every_answer_is_right():
     problems = read_problems(GRADED_PROBLEMS)
     assert len(problems) >= 300 and len({p.id for p in problems}) == len(problems)
     assert {p.id.split("-")[0] for p in problems} == {"L1", "L2", "L3", "L4", "L5"}
-    # Recompute the answers of the kinds that say their arithmetic in words.
+    # Recompute every answer from the numbers in its text.
     for p in problems:
         numbers = [int(n) for n in re.findall(r"\d+", p.problem)]
         if "gets" in p.problem:
@@ -345,4 +345,23 @@ def test_the_graded_set_is_what_its_script_makes_and_every_answer_is_right():
             assert p.answer == math.comb(numbers[1], numbers[0])
         elif "sum of the digits" in p.problem:
             assert p.answer == sum(map(int, str(numbers[0])))
+        elif "gives away" in p.problem:
+            assert p.answer == numbers[0] - numbers[1]
+        elif "boxes with" in p.problem:
+            assert p.answer == numbers[0] * numbers[1]
+        elif "shared equally" in p.problem:
+            assert p.answer * numbers[1] == numbers[0]
+        elif "packs of" in p.problem:
+            assert p.answer == numbers[0] * numbers[1] + numbers[2]
+        elif "bags of" in p.problem:
+            assert p.answer == numbers[0] * numbers[1] - numbers[2]
+        elif "are multiples of" in p.problem:
+            assert p.answer == numbers[0] // numbers[1]
+        elif "positive divisors" in p.problem:
+            assert p.answer == sum(numbers[0] % d == 0 for d in range(1, numbers[0] + 1))
+        elif "arithmetic sequence" in p.problem:
+            a, b, _, k = numbers
+            assert p.answer == a + (k - 1) * (b - a)
+        else:
+            raise AssertionError(f"a kind of problem this test does not check: {p.problem}")
         assert 0 <= p.answer <= 99999
