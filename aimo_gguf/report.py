@@ -117,7 +117,7 @@ def require_matplotlib() -> None:
 
 def plot(reports: list[RunReport], path: str | Path) -> None:
     """Accuracy against generated tokens per problem: one marker per vote mode (and pass@1, pass@n)
-    per run, the runs of one mode joined in order of tokens."""
+    per run, the runs of one model and mode joined in order of tokens."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -129,11 +129,14 @@ def plot(reports: list[RunReport], path: str | Path) -> None:
     series = {"pass@1": lambda r: r.pass_at_1, **{m: (lambda r, m=m: r.modes.get(m)) for m in VOTE_MODES},
               "pass@n": lambda r: r.pass_at_n}
     markers = dict(zip(series, "v o s D ^ x".split(), strict=True))
-    for name, value in series.items():
-        pts = sorted((r.tokens_per_problem, value(r)) for r in points if value(r) is not None)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[name], linestyle="-" if len(pts) > 1
-                    else "none", label=name)
+    models = sorted({r.model for r in points})
+    for k, (name, value) in enumerate(series.items()):
+        color = f"C{k}"
+        for i, model in enumerate(models):  # runs of one model joined in order of tokens; models apart
+            pts = sorted((r.tokens_per_problem, value(r)) for r in points if r.model == model and value(r) is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[name], color=color,
+                        linestyle="-" if len(pts) > 1 else "none", label=name if i == 0 else None)
     for r in points:
         ax.annotate(Path(r.name).stem, (r.tokens_per_problem, r.accuracy), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
