@@ -311,10 +311,10 @@ class Solver:
             if config.stop_below is not None and j < config.stop_warmup and confidence is not None:
                 self._warm_up(flight, confidence.lowest_group_confidence)
             self._trace(flight, j, completion, answer)
-            if not flight.stopped and flight.tally.remaining and decided(flight.tally, config,
-                                                                          unanswered=flight.unanswered):
-                flight.early_stopped = True
-                flight.cancel()
+        if reason != FINISH_CANCELLED and not flight.stopped and flight.tally.remaining \
+                and decided(flight.tally, self.config, unanswered=flight.unanswered):
+            flight.early_stopped = True  # a cut sample leaves fewer to come: that can decide it too
+            flight.cancel()
         # Done once every sample that will ever be issued has come back; no need
         # to wait for the engine to pull the next request.
         if flight.ended == flight.issued and (flight.issued == self.config.samples or flight.stopped):
