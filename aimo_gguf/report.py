@@ -14,11 +14,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bench.report import require_matplotlib
 from .errors import InputError
 from .outputs import check_writable
 from .voting import VOTE_MODES
-
-PLOT_HINT = "pip install 'aimo-gguf[plot]'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +105,6 @@ def render(reports: list[RunReport]) -> str:
             str(r.low_confidence),
         ]) + " |")
     return "\n".join(lines)
-
-
-def require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise InputError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
 
 
 def plot(reports: list[RunReport], path: str | Path) -> None:
