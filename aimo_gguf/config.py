@@ -56,7 +56,7 @@ class RunConfig:
         None, "Memory budget for --batch-size auto and -ngl auto, e.g. 16GiB [CPU: 80% of available RAM; "
               "GPU: its free memory through NVML (nvidia-ml-py), else required]."
     )
-    samples: int = _opt(DEFAULT_SAMPLES, "Samples per problem, majority-voted.")
+    samples: int = _opt(DEFAULT_SAMPLES, "Samples per problem, voted on (--vote).")
     max_tokens: int = _opt(DEFAULT_MAX_TOKENS, "Most tokens generated per sample.")
     temperature: float = _opt(DEFAULT_TEMPERATURE, "Sampling temperature (0 = greedy).")
     top_k: int = _opt(40, "Top-k sampling (0 = off).")
