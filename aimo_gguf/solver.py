@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from .answers import extract_answer
 from .config import RunConfig
 from .engine.api import (
@@ -326,7 +328,7 @@ class Solver:
         flight.warm.append(lowest_group)
         if len(flight.warm) < self.config.stop_warmup:
             return
-        flight.threshold = _percentile(flight.warm, self.config.stop_below)
+        flight.threshold = float(np.percentile(flight.warm, self.config.stop_below))
         for j, request in flight.requests.items():
             if j >= self.config.stop_warmup:
                 request.stop_below = flight.threshold
