@@ -83,7 +83,7 @@ class PythonTool:
         self._last_scan = 0  # where the last closed block ended in the text
         self._counted = False  # in stats.samples_with_tools
 
-    def wants_call(self, text: bytearray, piece: bytes) -> bool:
+    def wants_call(self, text: bytearray, piece: bytes, token: int = -1) -> bool:
         if b"`" not in piece or self.calls >= self.max_calls:
             return False
         return code_to_run(self._unscanned(bytes(text).decode("utf-8", "replace"))) is not None
@@ -98,7 +98,7 @@ class PythonTool:
                 self.stats.samples_with_tools += 1
         self._future = self.pool.submit(self.key, code or "")
 
-    def poll(self) -> str | None:
+    def poll(self):
         future = self._future
         if future is None or not future.done():
             return None
@@ -112,6 +112,10 @@ class PythonTool:
         self.results.append(result)
         self.stats.record(result.status, result.seconds)
         body = result.output.rstrip("\n") if result.output.strip() else "(no output)"
+        return self._format(body)
+
+    def _format(self, body: str):
+        """The reply decoded into the sample: a fenced output block."""
         return "\n" + OUTPUT_OPEN + body + OUTPUT_CLOSE
 
     def _unscanned(self, generated: str) -> str:

@@ -158,7 +158,7 @@ class FakeEngine(BatchEngine):
 
         start = text.find("```python")
         end = text.find("```", start + 9) + 3 if start >= 0 else -1
-        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), b"```"):
+        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), b"```", -1):
             return text
         tool.start(text[:end])
         deadline = time.monotonic() + 30

@@ -46,23 +46,33 @@ class SamplingParams:
     min_p: float = 0.05  # 0.0 = off
 
 
-class ToolHook(Protocol):
-    """What the engine needs from a tool (``aimo_gguf.tir`` has the Python one).
+# What a tool hands back to decode into its sequence: plain text (tokenized as text: a special token's
+# spelling in it stays text), or parts of (text, parse_special) tokenized one by one, so a format's
+# framing tokens (harmony's <|start|>, <|message|>, <|end|>) are real special tokens while the tool's
+# output in between can never forge one.
+ToolReply = str | tuple[tuple[str, bool], ...]
 
-    After each sampled piece of text the engine asks ``wants_call``; on True the
-    sequence pauses with its KV cache kept, and ``start`` gets the text so far.
-    The engine polls (without waiting) at every step, other sequences decoding
-    meanwhile; the text ``poll`` returns is decoded into the sequence, which
-    then generates on. ``reset`` is called if the sequence restarts from its
-    prompt (a KV preemption). None of these may block: they run on the decode
-    thread.
+
+class ToolHook(Protocol):
+    """What the engine needs from a tool (``aimo_gguf.tir`` has the fenced-Python one,
+    ``aimo_gguf.harmony`` gpt-oss's, ``aimo_gguf.thinking`` the thinking budget).
+
+    After each sampled token the engine asks ``wants_call(text, piece, token)``,
+    an end-of-generation token included (before it would end the sequence); on
+    True the sequence pauses with its KV cache kept, the token (its piece added
+    to the text) stays pending, and ``start`` gets the text so far. The engine
+    polls (without waiting) at every step, other sequences decoding meanwhile;
+    the reply ``poll`` returns is decoded into the sequence after the pending
+    token, and the sequence then generates on. ``reset`` is called if the
+    sequence restarts from its prompt (a KV preemption). None of these may
+    block: they run on the decode thread.
     """
 
-    def wants_call(self, text: bytearray, piece: bytes) -> bool: ...
+    def wants_call(self, text: bytearray, piece: bytes, token: int) -> bool: ...
 
     def start(self, text: str) -> None: ...
 
-    def poll(self) -> str | None: ...
+    def poll(self) -> ToolReply | None: ...
 
     def reset(self) -> None: ...
 
@@ -82,6 +92,9 @@ class Request:
     # Set by the caller (any time): with confidence on, the sequence ends as low_confidence once the mean
     # confidence of its last full window of tokens is below this (DeepConf's online early termination).
     stop_below: float | None = None
+    # Special tokens (harmony's <|channel|>, <|end|>, <|call|>) written into the completion's text, so its
+    # messages can be parsed; otherwise control tokens render empty. The ending token is never written.
+    render_special: bool = False
 
 
 @dataclass(slots=True)
@@ -135,6 +148,8 @@ class LoadInfo:
     notes: tuple[str, ...]  # what the loader had to change, said once to the user
     load_seconds: float
     confidence: bool = False  # completions carry confidence aggregates
+    architecture: str = ""  # general.architecture of the GGUF (llama, qwen2, gpt-oss, ...)
+    name: str = ""  # general.name of the GGUF, when it has one
 
 
 @runtime_checkable

@@ -212,6 +212,8 @@ class Engine(BatchEngine):
             notes=tuple(notes),
             load_seconds=time.perf_counter() - t0,
             confidence=confidence is not None,
+            architecture=model.meta("general.architecture") or "",
+            name=model.meta("general.name") or "",
         )
 
     # --- lifetime -----------------------------------------------------------------------------------------
@@ -316,7 +318,8 @@ class Engine(BatchEngine):
         scheduler = Scheduler(
             requests, n_slots=self.batch_size, n_ctx_seq=self.n_ctx_seq, n_ctx_total=context.n_ctx,
             kv_unified=self.kv_unified, share_prompts=self.share_prompts, token_budget=self.token_budget,
-            stats=self.stats, tokenize=lambda text: model.tokenize(text, add_special=False, parse_special=False),
+            stats=self.stats, tokenize=lambda text, special=False: model.tokenize(text, add_special=False,
+                                                                                 parse_special=special),
             piece=model.piece, stops=self._stops, max_preemptions=self.max_preemptions, slot_cache=self._slot_cache,
             windowed=model.n_swa > 0)
         stats = self.stats
@@ -433,7 +436,8 @@ class Engine(BatchEngine):
             for slot, h, c, lp in zip(sampling, *(a.tolist() for a in signals), strict=True):
                 slot.tracker.add(h, c, lp)
         for slot, token in zip(sampling, tokens, strict=True):
-            scheduler.accept(slot, token, piece(token), eog=token in eog and not ignore_eos)
+            text = piece(token, True) if slot.request.render_special else piece(token)
+            scheduler.accept(slot, token, text, eog=token in eog and not ignore_eos)
 
     def _flush(self, finished: list[Completion]) -> Iterator[Completion]:
         reasons = self.stats.finish_reasons

@@ -139,6 +139,7 @@ class LlamaModel(_Owner):
         self._vocab = llama_cpp.llama_model_get_vocab(ptr)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._pieces: list[bytes | None] = [None] * self.n_vocab
+        self._special_pieces: dict[int, bytes] = {}  # pieces with special tokens spelled out (rarely used)
         self.eog_tokens = tuple(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
 
     def _free(self, ptr) -> None:
@@ -211,14 +212,15 @@ class LlamaModel(_Owner):
             tokens = tokens[1:]
         return tokens
 
-    def piece(self, token: int) -> bytes:
-        """The bytes a token renders to (control tokens render empty); cached."""
-        piece = self._pieces[token]
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes a token renders to (control tokens render empty, unless ``special``); cached."""
+        pieces = self._special_pieces if special else self._pieces
+        piece = pieces.get(token) if special else pieces[token]
         if piece is None:
             buf = ctypes.create_string_buffer(256)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 256, 0, special)
             piece = buf.raw[: max(n, 0)]
-            self._pieces[token] = piece
+            pieces[token] = piece
         return piece
 
     def token_text(self, token: int) -> str:

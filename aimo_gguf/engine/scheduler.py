@@ -99,8 +99,8 @@ class Scheduler:
         share_prompts: bool,
         token_budget: int,
         stats: EngineStats,
-        tokenize: Callable[[str], list[int]],
-        piece: Callable[[int], bytes],
+        tokenize: Callable[..., list[int]],  # (text) as plain text; (text, True) with special tokens parsed
+        piece: Callable[..., bytes],  # (token); (token, True) renders a special token's text too
         stops: StopMatcher | None = None,
         max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,
         slot_cache: list[list[int]] | None = None,
@@ -331,7 +331,11 @@ class Scheduler:
         output = seq.request.tool.poll()
         if output is None:
             return False
-        tokens = self.tokenize(output)
+        if isinstance(output, str):
+            tokens = self.tokenize(output)
+        else:  # (text, parse_special) parts: framing tokens special, the tool's output plain text
+            tokens = [t for text, special in output for t in (self.tokenize(text, True) if special
+                                                                else self.tokenize(text))]
         if seq.inject(tokens, self.piece, n_ctx_seq=self.n_ctx_seq) is None:
             self._release(seq, FINISH_LENGTH)
             return True

@@ -10,7 +10,7 @@ request it runs. Its life, as the scheduler moves it::
 
 Plain Python: no llama.cpp here. Token pieces come in as bytes, stop strings
 are matched on those bytes, and the tool hook (``Request.tool``) is asked
-after every piece whether the text just closed a call.
+after every token (an end-of-generation one too) whether it just closed a call.
 """
 
 from __future__ import annotations
@@ -140,9 +140,15 @@ class Sequence:
         (decoding the token next step, or paused on a tool call: state TOOL)."""
         self.state = SeqState.DECODE
         self.generated.append(token)
-        if eog:
-            return FINISH_EOS
         text = self.text
+        tool = self.request.tool
+        if eog:
+            # A format whose tool calls end on an end-of-generation token (gpt-oss's <|call|>) pauses here.
+            if tool is None or len(self.generated) >= self.max_new or not tool.wants_call(text, piece, token):
+                return FINISH_EOS
+            text += piece
+            self._pause(token, tool)
+            return None
         text += piece
         if stops and piece:
             cut = stops.find(text, len(piece))
@@ -158,11 +164,16 @@ class Sequence:
                 return FINISH_LOW_CONFIDENCE
         self.feed = [token]
         self.fed = 0
-        tool = self.request.tool
-        if tool is not None and piece and tool.wants_call(text, piece):
-            self.state = SeqState.TOOL  # keeps its KV; the token is decoded with the tool's output
-            tool.start(bytes(text).decode("utf-8", "replace"))
+        if tool is not None and tool.wants_call(text, piece, token):
+            self._pause(token, tool)
         return None
+
+    def _pause(self, token: int, tool) -> None:
+        """Wait for ``tool`` with the KV kept; ``token`` is decoded with the tool's reply."""
+        self.feed = [token]
+        self.fed = 0
+        self.state = SeqState.TOOL
+        tool.start(bytes(self.text).decode("utf-8", "replace"))
 
     def inject(self, tokens: list[int], piece: Callable[[int], bytes], *, n_ctx_seq: int) -> int | None:
         """Queue a tool's output after the pending token; returns the tokens queued, or None when
@@ -175,7 +186,8 @@ class Sequence:
         self.inject_from = len(pending)
         self.feed = pending + tokens
         self.fed = 0
-        self.text += b"".join(piece(t) for t in tokens)
+        special = self.request.render_special
+        self.text += b"".join(piece(t, True) if special else piece(t) for t in tokens)
         self.injected += len(tokens)
         # The injected tokens use context the generation budget had counted on.
         self.max_new = min(self.max_new, len(self.generated) + n_ctx_seq - self.pos - len(self.feed))

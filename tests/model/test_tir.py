@@ -90,7 +90,7 @@ def test_the_competition_adapter_takes_tir(tmp_path):
 class NeverDone:
     """A tool that pauses at the first piece and never returns."""
 
-    def wants_call(self, text, piece):
+    def wants_call(self, text, piece, token=-1):
         return True
 
     def start(self, text):
@@ -115,3 +115,56 @@ def test_the_callers_clock_runs_while_every_sequence_waits_on_a_tool(engine):
 
     [done] = engine.generate([request], on_step=on_step)
     assert done.finish_reason == "cancelled" and len(done.tokens) == 1
+
+
+class PauseOnToken:
+    """A tool hook that pauses on one token (here SmolLM2's end of turn, standing in for gpt-oss's
+    <|call|>) and replies with chat-format framing parsed as special tokens, as harmony's tool does."""
+
+    def __init__(self, token: int, reply) -> None:
+        self.token, self.reply, self.calls, self.pending = token, reply, 0, False
+
+    def wants_call(self, text, piece, token=-1):
+        return token == self.token and self.calls == 0
+
+    def start(self, text):
+        self.calls += 1
+        self.started_with = text
+        self.pending = True
+
+    def poll(self):
+        if not self.pending:
+            return None
+        self.pending = False
+        return self.reply
+
+    def reset(self):
+        self.calls, self.pending = 0, False
+
+
+@pytest.mark.model
+def test_a_pause_on_an_end_of_generation_token_decodes_the_reply_into_the_same_sequence(engine):
+    [end_of_turn] = engine.tokenize("<|im_end|>", add_special=False)
+    assert end_of_turn in engine._eog  # the token would end the sample: the hook keeps it going
+    alone = {c.request.key: c.tokens for c in engine.generate(_plain_requests(engine))}
+    framing = "\n<|im_start|>user\nNow say it in French.<|im_end|>\n<|im_start|>assistant\n"
+    hook = PauseOnToken(end_of_turn, (("\n<|im_start|>user\n", True), ("Now say it in French.", False),
+                                      ("<|im_end|>\n<|im_start|>assistant\n", True)))
+    prompt = engine.tokenize(USER.format("What is 2+2?"))  # greedy, it ends its turn after 7 tokens
+    paused = Request("paused", prompt, 60, 0, GREEDY, tool=hook, render_special=True)
+    out = {c.request.key: c for c in engine.generate([paused, *_plain_requests(engine)])}
+    done = out["paused"]
+    assert hook.calls == 1 and hook.started_with.endswith("<|im_end|>")  # paused on the token, its text kept
+    assert end_of_turn in done.tokens
+    cut = done.tokens.index(end_of_turn) + 1
+    before, after = done.tokens[:cut], done.tokens[cut:]
+    assert len(after) > 2  # the sample went on after the reply
+    assert framing in done.text  # the reply is in the text, special tokens spelled out (render_special)
+    # The same tokens as a fresh greedy run whose prompt holds everything the paused sequence's KV held:
+    # the prompt, its tokens up to the end of turn, and the reply (framing parsed as special tokens).
+    reply = engine.tokenize(framing, add_special=False)
+    fresh = Request("fresh", list(prompt) + before + reply, len(after), 0, GREEDY)
+    [again] = engine.generate([fresh])
+    assert again.tokens == after[:len(again.tokens)] and len(again.tokens) >= min(len(after), 5)
+    for key, tokens in alone.items():
+        assert out[key].tokens == tokens  # the pause did not change the other sequences' greedy tokens
