@@ -116,12 +116,8 @@ def config_options(command=None, *, only: tuple[str, ...] | None = None):
             show_envvar=False,
         )
         if kind is bool:
-            if f.default is None:  # three states: on, off, or decided by the library
-                decls = [f"{flag}/--no-{flag[2:]}"]
-            elif f.default:
-                decls = [f"{flag}/--no-{flag[2:]}"]
-            else:
-                kwargs["is_flag"] = True
+            # Every switch has its --no- form: a --recipe that turns one on can be turned off again.
+            decls = [f"{flag}/--no-{flag[2:]}"]
             kwargs["default"] = f.default
         elif f.metadata.get("multiple"):
             kwargs.update(multiple=True, type=str)
@@ -171,9 +167,14 @@ def run(problems, output, summary_path, traces, journal, resume, quiet, verbose,
           -o submission.csv --summary summary.json
       aimo-gguf run problems.csv --time-limit 3600 --early-stop-votes 3 --resume
       aimo-gguf run graded -n 8 --vote entropy --summary s.json && aimo-gguf report s.json
+      aimo-gguf run problems.csv -m gpt-oss-20b.gguf --recipe aimo3-gpt-oss --tir -ngl -1
     """
     from .runner import run as run_problems
 
+    # Only the options given (on the command line or in AIMO_GGUF_*): a --recipe fills the others.
+    ctx = click.get_current_context()
+    defaults = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+    options = {k: v for k, v in options.items() if ctx.get_parameter_source(k) not in defaults}
     result = run_problems(
         problems,
         output=output,
@@ -471,6 +472,17 @@ def report_command(summaries, plot_path) -> None:
     if plot_path is not None:
         plot(reports, plot_path)
         click.echo(f"wrote {plot_path}", err=True)
+
+
+@cli.command("recipes", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+def recipes_command() -> None:
+    """List the --recipe bundles of run: what each is for, where its settings come from, the settings.
+
+    Any flag given with --recipe overrides the recipe's value.
+    """
+    from .recipes import RECIPES
+
+    click.echo("\n\n".join(r.describe() for r in RECIPES.values()))
 
 
 @cli.command("models", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)

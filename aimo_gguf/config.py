@@ -20,7 +20,9 @@ from .engine.api import (
 )
 from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
 from .errors import InputError
-from .prompts import DEFAULT_SYSTEM_PROMPT
+from .harmony import REASONING_EFFORTS
+from .prompts import DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES
+from .recipes import RECIPES
 from .voting import DEFAULT_VOTE_FLOOR, VOTE_MODES
 
 DEFAULT_SAMPLES = 4
@@ -38,7 +40,10 @@ def _opt(default, help: str, **extra):
 class RunConfig:
     """Settings of one run; see each field's help."""
 
-    model: str | None = _opt(None, "GGUF model file [default: the embedded SmolLM2-135M-Instruct Q4_1].")
+    model: str | None = _opt(None, "GGUF model file, or the first part of a split one (NAME-00001-of-0000N.gguf) "
+                                   "[default: the embedded SmolLM2-135M-Instruct Q4_1].")
+    recipe: str | None = _opt(None, "A named bundle of settings (aimo-gguf recipes lists them, with their "
+                                    "sources); every flag given still overrides it.", choices=tuple(RECIPES))
     n_gpu_layers: int | str = _opt(
         0, "Layers to offload to the GPU (-1 = all), or 'auto': the most that fit the GPU's free memory "
            "(or --max-memory) with this batch and context. Falls back to fewer, then to CPU.", accepts_auto=True)
@@ -65,6 +70,14 @@ class RunConfig:
     seed: int = _opt(0, "Base seed; each sample's seed derives from it, the problem id and the sample number.")
     system_prompt: str = _opt(DEFAULT_SYSTEM_PROMPT, "System prompt (asks for the answer in \\boxed{}).")
     raw_prompt: bool = _opt(False, "Plain 'Problem: ... Solution:' prompt instead of the chat template (base models).")
+    prompt_style: str = _opt(
+        "auto", "Prompt family: harmony (gpt-oss: channels, reasoning effort, its python tool), think (a <think> "
+                "block first, the instruction in the user turn, no system prompt), plain (system prompt and "
+                "problem), or auto: from the GGUF's architecture, chat template and name.", choices=PROMPT_STYLES)
+    reasoning_effort: str = _opt("high", "gpt-oss's reasoning effort (harmony prompts).", choices=REASONING_EFFORTS)
+    think_reserve: int = _opt(0, "Tokens kept for the answer with think prompts: a sample still thinking this "
+                                 "close to --max-tokens has its thinking closed for it [default: an eighth of "
+                                 "--max-tokens, at most 512].")
     stop: tuple[str, ...] = _opt((), "Stop string ending a sample (repeatable).", multiple=True)
     ignore_eos: bool = _opt(False, "Never stop at end-of-sequence (benchmarks: every sample runs --max-tokens).")
     early_stop: bool = _opt(True, "Stop a problem's sampling once no pending sample can change its winner.")
@@ -167,6 +180,15 @@ class RunConfig:
             (self.time_margin >= 0, f"--time-margin must be 0 (automatic) or more, got {self.time_margin}"),
             (self.time_limit is None or self.time_margin < self.time_limit,
              f"--time-margin ({self.time_margin:g} s) must be shorter than --time-limit ({self.time_limit} s)"),
+            (self.recipe is None or self.recipe in RECIPES,
+             f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
+            (self.prompt_style in PROMPT_STYLES,
+             f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}"),
+            (self.reasoning_effort in REASONING_EFFORTS,
+             f"--reasoning-effort must be one of {', '.join(REASONING_EFFORTS)}, got {self.reasoning_effort!r}"),
+            (self.think_reserve >= 0, f"--think-reserve must be 0 (automatic) or more, got {self.think_reserve}"),
+            (self.think_reserve < self.max_tokens,
+             f"--think-reserve ({self.think_reserve}) must be smaller than --max-tokens ({self.max_tokens})"),
             (self.max_tool_calls >= 0, f"--max-tool-calls must be 0 or more, got {self.max_tool_calls}"),
             (self.tool_timeout > 0, f"--tool-timeout must be positive, got {self.tool_timeout}"),
             (self.tool_output_chars >= 20, f"--tool-output-chars must be at least 20, got {self.tool_output_chars}"),
@@ -218,6 +240,15 @@ class RunConfig:
     def sequence_ctx(self) -> int:
         """The context one sequence gets, after resolving the automatic default."""
         return self.ctx or PROMPT_ALLOWANCE + self.max_tokens
+
+
+def make_config(**options) -> RunConfig:
+    """A RunConfig from flag values: ``recipe``'s settings first, every option given on top of them."""
+    name = options.get("recipe")
+    if name is not None and name not in RECIPES:
+        raise InputError(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
+    settings = RECIPES[name].settings if name is not None else {}
+    return RunConfig(**{**settings, **options})
 
 
 def option_fields():

@@ -33,7 +33,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from .config import RunConfig
+from .config import make_config
 from .engine.api import BatchEngine
 from .errors import InputError
 from .problems import Problem
@@ -103,7 +103,7 @@ class KaggleSolver:
         self.n_problems = n_problems
         self.problems_left = n_problems
         self.planned_share = (total_seconds - safety_seconds) / n_problems
-        self.config = RunConfig(model=model, **options)
+        self.config = make_config(model=model, **options)
         self.stats = AdapterStats()
         self.tool_stats = ToolStats() if self.config.tir else None
         if engine is None:

@@ -4,11 +4,22 @@ Instruction models get the chat template stored in their GGUF
 (``tokenizer.chat_template``), rendered with Jinja the way Hugging Face
 tokenizers render it. Base models, or any model with ``raw_prompt``, get a
 plain "Problem: ... Solution:" completion prompt.
+
+Three prompt families (``--prompt-style``), told apart by the GGUF's
+architecture, chat template and name (``detect_style``):
+
+- ``harmony``: gpt-oss (``aimo_gguf.harmony``): system, developer and user
+  messages, the reasoning effort, the Python tool declared as gpt-oss's own.
+- ``think``: reasoning models with a ``<think>`` block (``aimo_gguf.thinking``):
+  no system prompt, the instruction in the user turn, the reply opened with
+  ``<think>``.
+- ``plain``: a system prompt and the problem through the chat template.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date, datetime
 from functools import lru_cache
 
 import jinja2
@@ -20,6 +31,21 @@ from .errors import InputError
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 RAW_PROMPT_TEMPLATE = "{system}\n\nProblem: {problem}\nSolution:"
 RAW_PROMPT_STOPS = ("\nProblem:",)  # a base model goes on to invent the next problem
+PROMPT_STYLES = ("auto", "harmony", "think", "plain")
+# Reasoning families whose GGUF template may not show the <think> block (OpenMath-Nemotron keeps Qwen2.5's).
+_THINKING_NAMES = re.compile(r"(?i)\bR1\b|QwQ|OpenMath-Nemotron|Thinking|\bOpenThinker")
+
+
+def detect_style(architecture: str, template: str | None, name: str = "") -> str:
+    """The prompt family of a model, from its GGUF: ``harmony`` for gpt-oss (its architecture, or a
+    template that writes harmony channels), ``think`` for a template with a ``<think>`` block or a
+    known reasoning family's name, else ``plain``."""
+    template = template or ""
+    if architecture == "gpt-oss" or "<|channel|>" in template:
+        return "harmony"
+    if "<think>" in template or "</think>" in template or _THINKING_NAMES.search(name or ""):
+        return "think"
+    return "plain"
 
 
 def raw_prompt(problem: str, system_prompt: str) -> str:
@@ -33,7 +59,7 @@ def _compile(template: str) -> jinja2.Template:
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)  # a render can pass its own clock
     try:
         return env.from_string(template)
     except jinja2.TemplateError as e:
@@ -47,11 +73,15 @@ def chat_prompt(
     system_prompt: str,
     bos_token: str = "",
     eos_token: str = "",
+    today: date | None = None,
+    **variables,
 ) -> str:
     """Render the chat template with a system and a user message, ready for the reply.
 
     Templates that refuse a system role (Gemma's, for one) get the system
-    prompt folded into the user message instead.
+    prompt folded into the user message instead. ``variables`` go to the
+    template as they are (``enable_thinking``, ``reasoning_effort``); a template
+    that asks for the date (``strftime_now``) gets ``today`` when given.
     """
     compiled = _compile(template)
     user = problem.strip()
@@ -64,11 +94,14 @@ def chat_prompt(
     error: Exception | None = None
     for messages in variants:
         try:
+            if today is not None:
+                variables["strftime_now"] = today.strftime
             return compiled.render(
                 messages=messages,
                 add_generation_prompt=True,
                 bos_token=bos_token,
                 eos_token=eos_token,
+                **variables,
             )
         except jinja2.TemplateError as e:
             error = e

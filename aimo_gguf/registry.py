@@ -46,6 +46,7 @@ class Entry:
     sliding_window: int = 0
     swa_every: int = 0  # layer i has the sliding window when i % swa_every < swa_every - 1
     config: dict | None = None  # the model's Hugging Face config.json numbers (aimo-gguf synth)
+    recipe: str = ""  # the --recipe that runs it as its makers recommend (aimo_gguf.recipes)
 
     @property
     def size_bytes(self) -> int:
@@ -123,11 +124,11 @@ def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str
 def fits_table(entries: list[Entry], gpus: list[str], *, ctx: int, batch_size: int, kv_type: str = "f16") -> str:
     """One row per entry: size, context used, and the offload that fits each GPU."""
     sizes = [parse_size(g) for g in gpus]
-    header = ["model", "quant", "size", "ctx"] + [f"{g} GPU" for g in gpus]
+    header = ["model", "quant", "size", "recipe", "ctx"] + [f"{g} GPU" for g in gpus]
     rows = []
     for e in entries:
         c = min(ctx, e.ctx_train)
-        rows.append([e.name, e.quant, format_bytes(e.size_bytes), str(c)]
+        rows.append([e.name, e.quant, format_bytes(e.size_bytes), e.recipe or "-", str(c)]
                     + [fit(e, s, ctx=c, batch_size=batch_size, kv_type=kv_type).label for s in sizes])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]

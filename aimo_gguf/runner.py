@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, make_config
 from .engine.api import BatchEngine
 from .errors import InputError, OutputError
 from .interrupt import EXIT_CODES, Stopped, stop_signals
@@ -89,7 +89,7 @@ def run(
     clock starts here, model load included.
     """
     t0 = clock()
-    config = config or RunConfig(**options)
+    config = config or make_config(**options)
     deadline = t0 + config.time_limit - config.margin if config.time_limit else None
     source = None
     if not isinstance(problems, (list, tuple)):
@@ -189,6 +189,7 @@ class _Outcome:
 
         solver = Solver(engine, config, traces=tracer, on_step=on_step, deadline=deadline,
                         tool_stats=self.tool_stats, clock=clock)
+        summary.prompt_style = solver.style
         self.t_start = time.perf_counter()
         try:
             for result in solver.solve([self.problems[i] for i in todo]):
@@ -235,6 +236,8 @@ class _Outcome:
         s.too_long += result.too_long
         s.low_confidence += result.low_confidence
         s.answer_tokens += result.tokens
+        s.answers_final += result.answers_final
+        s.answers_fallback += result.answers_fallback
         if result.correct is not None:
             expected = self.problems[result.index].answer
             s.graded += 1

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import harmony
 from .answers import extract_answer
 from .config import RunConfig
 from .engine.api import (
@@ -37,8 +38,11 @@ from .engine.api import (
     Request,
     SamplingParams,
 )
+from .errors import InputError
+from .harmony import HarmonyTool, harmony_answer
 from .problems import Problem
-from .prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, raw_prompt
+from .prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style, raw_prompt
+from .thinking import ThinkBudget, default_reserve, open_thinking, think_answer
 from .tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
 from .voting import Tally, Vote, every_mode, max_vote_weight, pick, vote_weight
 
@@ -67,6 +71,8 @@ class ProblemResult:
     sample_correct: int = 0  # finished samples whose own answer is the expected one
     low_confidence: int = 0  # samples cut by --stop-below (they do not vote)
     mode_answers: dict[str, int | None] | None = None  # the winner every vote mode picks from the same samples
+    answers_final: int = 0  # samples answered in their final part (harmony's final channel, after </think>)
+    answers_fallback: int = 0  # samples answered only from their analysis or thinking
 
 
 class TraceSink(Protocol):
@@ -81,17 +87,38 @@ def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-def prompt_text(engine: BatchEngine, problem: Problem, config: RunConfig) -> str:
-    """The prompt for ``problem``: the model's chat template, or the raw format for base models.
+def prompt_style(engine: BatchEngine, config: RunConfig) -> str:
+    """The prompt family of this run: --prompt-style, or the one the GGUF says (``detect_style``)."""
+    if config.raw_prompt:
+        return "plain"
+    if config.prompt_style != "auto":
+        return config.prompt_style
+    info = engine.info
+    return detect_style(info.architecture, engine.chat_template, info.name)
 
-    With --tir and the default system prompt, the system prompt invites Python.
+
+def prompt_text(engine: BatchEngine, problem: Problem, config: RunConfig, *, style: str | None = None) -> str:
+    """The prompt for ``problem`` in its family (``prompt_style``): harmony's messages, a think model's
+    user turn, or the model's chat template with the system prompt (the raw format for base models).
+
+    With --tir and the default system prompt, a plain or think prompt invites fenced Python; a
+    harmony prompt declares gpt-oss's python tool instead.
     """
+    style = style or prompt_style(engine, config)
     system = config.system_prompt
+    if style == "harmony":
+        python = harmony.PYTHON_DESCRIPTION.format(timeout=config.tool_timeout) if config.tir else None
+        return harmony.render_prompt(problem.problem, instructions=system, reasoning_effort=config.reasoning_effort,
+                                     python=python)
     if config.tir and system == DEFAULT_SYSTEM_PROMPT:
         system = TIR_SYSTEM_PROMPT
     template = None if config.raw_prompt else engine.chat_template
     if template is None:
         return raw_prompt(problem.problem, system)
+    if style == "think":  # no system prompt: the instruction follows the problem in the user turn
+        user = f"{problem.problem.strip()}\n\n{system}" if system else problem.problem
+        return open_thinking(chat_prompt(user, template=template, system_prompt="", bos_token=engine.bos_token,
+                                         eos_token=engine.eos_token, enable_thinking=True))
     return chat_prompt(problem.problem, template=template, system_prompt=system, bos_token=engine.bos_token,
                        eos_token=engine.eos_token)
 
@@ -120,12 +147,22 @@ def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:
     return bool(config.early_stop_lead) and count - second >= config.early_stop_lead
 
 
+def harmony_call_token(engine: BatchEngine) -> int:
+    """The id of harmony's ``<|call|>`` token; a model without harmony's special tokens is an error."""
+    ids = engine.tokenize(harmony.CALL, add_special=False, parse_special=True)
+    ends = engine.tokenize(harmony.END, add_special=False, parse_special=True)
+    if len(ids) != 1 or len(ends) != 1:
+        raise InputError("--prompt-style harmony needs gpt-oss's special tokens (<|call|>, <|end|>), and this "
+                         "model has none: use --prompt-style plain or auto")
+    return ids[0]
+
+
 class _InFlight:
     """A problem whose samples are running."""
 
     __slots__ = ("index", "problem", "tally", "requests", "issued", "ended", "early_stopped", "cut", "start",
                  "deadline", "budget", "votes", "threshold", "warm", "unanswered", "low_confidence", "tokens",
-                 "sample_correct")
+                 "sample_correct", "answers_final", "answers_fallback")
 
     def __init__(self, index: int, problem: Problem, n_samples: int, max_weight: float, start: float) -> None:
         self.index = index
@@ -146,6 +183,8 @@ class _InFlight:
         self.low_confidence = 0
         self.tokens = 0
         self.sample_correct = 0
+        self.answers_final = 0
+        self.answers_fallback = 0
 
     @property
     def stopped(self) -> bool:
@@ -197,6 +236,9 @@ class Solver:
                                                                               self.bonus)
         self.timed = deadline is not None or config.problem_time_cap is not None
         self.parallel = max(1, engine.batch_size // config.samples)  # problems that run side by side
+        self.style = prompt_style(engine, config)
+        self._call_token = harmony_call_token(engine) if self.style == "harmony" else -1
+        self.reserve = config.think_reserve or default_reserve(config.max_tokens)
         self._limits = dict(min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo)
         self._flights: dict[int, _InFlight] = {}
         self._done: list[ProblemResult] = []
@@ -240,7 +282,7 @@ class Solver:
                 self._out_of_time = True
             if self._out_of_time:
                 return
-            text = prompt_text(self.engine, problem, config)
+            text = prompt_text(self.engine, problem, config, style=self.style)
             tokens = self.engine.tokenize(text)
             flight = self._open(index, problem)
             if len(tokens) >= self.engine.n_ctx_seq:
@@ -251,19 +293,40 @@ class Solver:
                     break
                 request = Request(key=(index, j), prompt=tokens, max_tokens=config.max_tokens,
                                   seed=sample_seed(config.seed, problem.id, j), sampling=self.sampling,
-                                  prefix_key=index, tool=self._tool((index, j), text),
-                                  stop_below=flight.threshold if j >= config.stop_warmup else None)
+                                  prefix_key=index, tool=self._tool((index, j), text, len(tokens)),
+                                  stop_below=flight.threshold if j >= config.stop_warmup else None,
+                                  render_special=self.style == "harmony")
                 flight.requests[j] = request
                 flight.issued += 1
                 yield request
             if flight.ended == flight.issued and flight.index in self._flights:
                 self._finish(flight)  # every issued sample already came back
 
-    def _tool(self, key: tuple[int, int], prompt: str) -> PythonTool | None:
-        if self._pool is None:
-            return None
-        return PythonTool(self._pool, key, max_calls=self.config.max_tool_calls, stats=self.tool_stats,
-                          prefix=prompt)
+    def _tool(self, key: tuple[int, int], prompt: str, n_prompt: int):
+        """The sample's tool hook: its Python tool with --tir (harmony's or fenced), inside the thinking
+        budget with think prompts; None when it needs none."""
+        python = None
+        if self._pool is not None:
+            if self.style == "harmony":
+                python = HarmonyTool(self._pool, key, max_calls=self.config.max_tool_calls, stats=self.tool_stats,
+                                     call_token=self._call_token)
+            else:
+                python = PythonTool(self._pool, key, max_calls=self.config.max_tool_calls, stats=self.tool_stats,
+                                    prefix=prompt)
+        if self.style == "think":
+            budget = min(self.config.max_tokens, self.engine.n_ctx_seq - n_prompt)
+            return ThinkBudget(max_tokens=budget, reserve=min(self.reserve, budget // 2), inner=python)
+        return python
+
+    def _answer(self, text: str, python: PythonTool | None) -> tuple[int | None, str | None]:
+        """A finished sample's answer and where it came from ("final", "fallback", or None for plain)."""
+        if self.style == "harmony":
+            return harmony_answer(text, **self._limits)
+        if self.style == "think":
+            return think_answer(text, python.results if python is not None else None, **self._limits)
+        if python is not None:
+            return tir_answer(text, python.results, **self._limits), None
+        return extract_answer(text, **self._limits), None
 
     def _open(self, index: int, problem: Problem) -> _InFlight:
         flight = _InFlight(index, problem, self.config.samples, self.weight, self.clock())
@@ -291,8 +354,9 @@ class Solver:
         flight.ended += 1
         reason = completion.finish_reason
         tool = completion.request.tool
-        if tool is not None:
-            self._pool.release(tool.key)  # the sample is over: its worker goes (on the pool's threads)
+        python = tool.inner if isinstance(tool, ThinkBudget) else tool
+        if python is not None:
+            self._pool.release(python.key)  # the sample is over: its worker goes (on the pool's threads)
         flight.tokens += len(completion.tokens)
         confidence = completion.confidence
         if reason == FINISH_LOW_CONFIDENCE:
@@ -301,11 +365,10 @@ class Solver:
             self._trace(flight, j, completion, None)
         elif reason != FINISH_CANCELLED:
             config = self.config
-            if tool is not None:
-                answer = tir_answer(completion.text, tool.results, **self._limits)
-            else:
-                answer = extract_answer(completion.text, **self._limits)
-            bonus = self.bonus if tool is not None and tool.all_ok else 1.0
+            answer, source = self._answer(completion.text, python)
+            flight.answers_final += source == "final"
+            flight.answers_fallback += source == "fallback"
+            bonus = self.bonus if python is not None and python.all_ok else 1.0
             flight.tally.add(j, answer, bonus * vote_weight(config.vote, confidence, config.vote_floor))
             flight.votes.append(Vote(j, answer, confidence, bonus))
             flight.unanswered += answer is None
@@ -358,6 +421,7 @@ class Solver:
             correct=None if expected is None else answer == expected, cut=flight.cut,
             seconds=self.clock() - flight.start, budget=flight.budget, tokens=flight.tokens,
             sample_correct=flight.sample_correct, low_confidence=flight.low_confidence,
+            answers_final=flight.answers_final, answers_fallback=flight.answers_fallback,
             mode_answers=every_mode(flight.votes, floor=config.vote_floor, keep_top=config.keep_top)
             if flight.votes else None,
         ))
@@ -393,15 +457,6 @@ class Solver:
             if not flight.cut and (self._out_of_time or now >= flight.deadline):
                 flight.cut = True
                 flight.cancel()
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    """The ``pct`` percentile of ``values``, interpolated linearly (NumPy's default)."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
 def solve(problems: Sequence[Problem], engine: BatchEngine, config: RunConfig, **options) -> Iterator[ProblemResult]:

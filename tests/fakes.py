@@ -15,8 +15,10 @@ at its next step as ``low_confidence``, as the real engine cuts it.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 from aimo_gguf.engine import (
     FINISH_CANCELLED,
@@ -39,6 +41,8 @@ TEMPLATE = (
 )
 
 Reply = Callable[[int, int], str]
+HARMONY_SPECIALS = ("<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|call|>", "<|return|>", "<|constrain|>")
+_SPECIAL_RE = re.compile("(" + "|".join(re.escape(t) for t in HARMONY_SPECIALS) + ")")
 
 
 def boxed(answer: int | None) -> str:
@@ -80,8 +84,12 @@ class FakeEngine(BatchEngine):
         # "tokens": one step per character of its reply, at most max_tokens, as the real engine does
         n_gpu_layers_requested: int = 0,
         confidence: Callable[[int, int], Confidence] | None = None,
+        architecture: str = "",  # "gpt-oss": harmony's special tokens are one token each, as in its vocabulary
+        name: str = "",
     ) -> None:
         self.reply = reply
+        self.specials = {t: 0x110000 + i for i, t in enumerate(HARMONY_SPECIALS)} if architecture == "gpt-oss" \
+            else {}
         self.confidence = confidence
         self.batch_size = batch_size
         self.n_ctx_seq = n_ctx_seq
@@ -94,8 +102,9 @@ class FakeEngine(BatchEngine):
         self.steps = 0
         self.closed = False
         self.stats = EngineStats()
-        self.info = fake_info(batch_size=batch_size, n_ctx_seq=n_ctx_seq,
-                              n_gpu_layers_requested=n_gpu_layers_requested, confidence=confidence is not None)
+        self.info = replace(fake_info(batch_size=batch_size, n_ctx_seq=n_ctx_seq,
+                                      n_gpu_layers_requested=n_gpu_layers_requested,
+                                      confidence=confidence is not None), architecture=architecture, name=name)
 
     @property
     def chat_template(self) -> str | None:
@@ -119,6 +128,11 @@ class FakeEngine(BatchEngine):
         self.closed = True
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        if parse_special and self.specials:
+            tokens = []
+            for part in _SPECIAL_RE.split(text):
+                tokens += [self.specials[part]] if part in self.specials else [ord(c) for c in part]
+            return tokens
         return [ord(c) for c in text]  # one token per character: prompt lengths are easy to control
 
     def pulled_for(self, problem_index: int) -> list[Request]:
@@ -151,14 +165,20 @@ class FakeEngine(BatchEngine):
             return self._done(request, text[: request.max_tokens], FINISH_LENGTH)
         return self._done(request, text, FINISH_EOS)
 
-    @staticmethod
-    def _run_tool(tool, text: str) -> str:
-        """What the engine does with a reply that closes a code block: pause, run, inject the output."""
+    def _run_tool(self, tool, text: str) -> str:
+        """What the engine does with a reply that closes a code block (or, harmony's, that has a
+        <|call|> token): pause, run, inject the output (a reply's parts joined)."""
         import time
 
-        start = text.find("```python")
-        end = text.find("```", start + 9) + 3 if start >= 0 else -1
-        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), b"```", -1):
+        call = self.specials.get("<|call|>")
+        if call is not None and "<|call|>" in text:
+            end = text.index("<|call|>") + len("<|call|>")
+            token, piece = call, b"<|call|>"
+        else:
+            start = text.find("```python")
+            end = text.find("```", start + 9) + 3 if start >= 0 else -1
+            token, piece = -1, b"```"
+        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), piece, token):
             return text
         tool.start(text[:end])
         deadline = time.monotonic() + 30
@@ -166,7 +186,12 @@ class FakeEngine(BatchEngine):
         while output is None and time.monotonic() < deadline:
             time.sleep(0.005)
             output = tool.poll()
-        return text[:end] + (output or "") + text[end:]
+        if output is not None and not isinstance(output, str):
+            output = "".join(part for part, _ in output)
+        rest = text[end:]
+        if token == call and output is not None:
+            rest = self._run_tool(tool, rest)  # harmony samples may call again after the reply
+        return text[:end] + (output or "") + rest
 
     def generate(self, requests: Iterable[Request], *, on_step: Callable[[], None] | None = None
                  ) -> Iterator[Completion]:
