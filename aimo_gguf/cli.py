@@ -355,6 +355,35 @@ def quantize_command(src, dst, type_, threads, imatrix, allow_requantize, force)
     click.echo(out)
 
 
+@cli.command("split", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
+@click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--max-tensors", type=click.IntRange(min=1), default=None, help="Most tensors per part.")
+@click.option("--max-size", default=None, help="Most tensor bytes per part, e.g. 45GB (a Hub file holds 50 GB).")
+@click.option("--force", is_flag=True, help="Overwrite parts that exist.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
+    """Write the GGUF model IN as a split model OUT-00001-of-0000N.gguf, ... (llama.cpp's gguf-split format).
+
+    Every command takes the split model by its first part; prints the parts' paths.
+
+    \b
+    Example:
+      aimo-gguf split models/big.gguf models/big.gguf --max-size 45GB
+    """
+    from .memory import parse_size
+    from .split import split_gguf
+
+    size = 0
+    if max_size is not None:
+        try:
+            size = parse_size(max_size)
+        except Exception:
+            raise click.BadParameter(f"{max_size!r} is not a size like 45GB", param_hint="--max-size") from None
+    for part in split_gguf(src, dst, max_tensors=max_tensors or 0, max_size=size, force=force, progress=not quiet):
+        click.echo(part)
+
+
 @cli.command("synth", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.option("--like",
               help="A model of the registry or another known shape (see aimo-gguf synth --list), "

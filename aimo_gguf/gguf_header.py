@@ -53,8 +53,21 @@ class Header:
 
 def read_header(path: str | Path, *, strings: tuple[str, ...] = ()) -> Header:
     """The metadata and tensor list of the GGUF file at ``path``; the string arrays named in
-    ``strings`` are decoded whatever their length."""
-    return _read(str(path), tuple(strings))
+    ``strings`` are decoded whatever their length. For the first part of a split model, the
+    metadata of the first part and the tensors of every part (``aimo_gguf.split``)."""
+    from .split import model_files
+
+    files = model_files(path)
+    header = _read(str(files[0]), tuple(strings))
+    if len(files) == 1:
+        return header
+    tensors = list(header.tensors)
+    for part in files[1:]:
+        tensors += _read(str(part), ()).tensors
+    expected = header.fields.get("split.tensors.count")
+    if expected is not None and expected != len(tensors):
+        raise ModelError(f"{path}: its parts hold {len(tensors)} tensors, and the first part says {expected}")
+    return Header(version=header.version, fields=header.fields, tensors=tuple(tensors))
 
 
 @lru_cache(maxsize=16)

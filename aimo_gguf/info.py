@@ -41,7 +41,15 @@ class ModelInfo:
             "kv_type": self.kv_type,
             "n_gpu_layers_requested": self.n_gpu_layers_requested,
             "estimate": {**asdict(est), "cpu": est.cpu, "gpu": est.gpu, "total": est.total},
+            "files": [str(f) for f in self.files],
         }
+
+    @property
+    def files(self) -> list[Path]:
+        """The model's files: one, or every part of a split model."""
+        from .split import model_files
+
+        return model_files(self.path)
 
     def table(self) -> str:
         s, est = self.shape, self.estimate
@@ -52,7 +60,7 @@ class ModelInfo:
             ("architecture", f"{s.architecture}, {s.n_layers} layers{window}"),
             ("parameters", f"{s.n_params / 1e9:.2f} B" if s.n_params >= 1e9 else f"{s.n_params / 1e6:.0f} M"),
             ("file type", s.file_type),
-            ("size", format_bytes(s.file_bytes)),
+            ("size", format_bytes(s.file_bytes) + (f" in {len(self.files)} parts" if len(self.files) > 1 else "")),
             ("trained context", f"{s.n_ctx_train} tokens"),
             ("chat template", "yes" if s.has_chat_template else "no (use --raw-prompt)"),
             ("configuration", f"{self.batch_size} sequences x {self.ctx} tokens, KV {self.kv_type}, "

@@ -127,6 +127,7 @@ class MemoryEstimate:
 def read_shape(path: str | Path) -> ModelShape:
     """Read the layer layout and tensor sizes of a GGUF file (header only, memory-mapped)."""
     from .gguf_header import read_header
+    from .split import model_bytes
 
     header = read_header(path)
     fields = header.fields
@@ -182,7 +183,7 @@ def read_shape(path: str | Path) -> ModelShape:
         name=str(get("general.name", Path(path).name)),
         file_type=_file_type_name(get("general.file_type")),
         n_params=sum(math.prod(t.shape) for t in header.tensors),
-        file_bytes=Path(path).stat().st_size,
+        file_bytes=model_bytes(path),
         has_chat_template="tokenizer.chat_template" in fields,
         architecture=arch,
         n_layers=n_layers,

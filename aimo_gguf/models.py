@@ -45,7 +45,19 @@ def resolve_model(model: str | Path | None) -> Path:
 
 
 def check_gguf(path: Path) -> None:
-    """Raise ModelError with one clear line unless ``path`` is a readable GGUF file."""
+    """Raise ModelError with one clear line unless ``path`` is a readable GGUF file (for the first part
+    of a split model, unless every part is)."""
+    from .split import model_files, part_names
+
+    if part_names(path.name) is not None and path.exists():
+        for part in model_files(path):
+            check_gguf_file(part)
+        return
+    check_gguf_file(path)
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise ModelError with one clear line unless the one file ``path`` is a readable GGUF file."""
     if not path.exists():
         raise ModelError(f"Model file not found: {path}")
     if path.is_dir():

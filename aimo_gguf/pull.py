@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError, ModelError
-from .models import check_gguf
+from .models import check_gguf_file
 
 DEFAULT_MODELS_DIR = "models"
 
@@ -29,21 +29,38 @@ def pull(
     models_dir: str | Path = DEFAULT_MODELS_DIR,
     force: bool = False,
 ) -> Path:
-    """Download ``filename`` of Hub repo ``repo`` and return its path in ``models_dir``."""
+    """Download ``filename`` of Hub repo ``repo`` and return its path in ``models_dir``.
+
+    The first part of a split model (``NAME-00001-of-0000N.gguf``) brings every part, each placed
+    beside the first; the path returned is the first part's, which is what ``--model`` takes."""
     from huggingface_hub import hf_hub_download
+
+    from .split import is_first_part, part_names
 
     if not filename.endswith(".gguf"):
         raise InputError(f"{filename!r} is not a .gguf file: aimo-gguf pulls GGUF files only")
-    target = Path(models_dir) / Path(filename).name
-    if target.exists() and not force:
-        raise InputError(f"{target} already exists: delete it or pass --force")
-    where = f"{repo}/{filename}" + (f"@{revision}" if revision else "")
-    print(f"aimo-gguf: fetching {where} into the Hugging Face cache...", file=sys.stderr)
-    with hub_errors(repo, revision, where, filename=filename):
-        cached = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision))
-    check_gguf(cached)
-    _place(cached.resolve(), target)
-    return target
+    names = part_names(Path(filename).name)
+    if names is not None and not is_first_part(Path(filename).name):
+        raise InputError(f"{filename} is a later part of a split model: pull its first part, {names[0]} "
+                         "(which brings every part)")
+    folder = str(Path(filename).parent) if "/" in filename else ""
+    files = [filename] if names is None else [f"{folder}/{n}" if folder else n for n in names]
+    targets = [Path(models_dir) / Path(f).name for f in files]
+    for target in targets:
+        if target.exists() and not force:
+            raise InputError(f"{target} already exists: delete it or pass --force")
+    cached = []
+    for i, name in enumerate(files):
+        where = f"{repo}/{name}" + (f"@{revision}" if revision else "")
+        part = f" (part {i + 1} of {len(files)})" if len(files) > 1 else ""
+        print(f"aimo-gguf: fetching {where}{part} into the Hugging Face cache...", file=sys.stderr)
+        with hub_errors(repo, revision, where, filename=name):
+            cached.append(Path(hf_hub_download(repo_id=repo, filename=name, revision=revision)))
+    for path in cached:
+        check_gguf_file(path)
+    for path, target in zip(cached, targets, strict=True):
+        _place(path.resolve(), target)
+    return targets[0]
 
 
 @contextmanager

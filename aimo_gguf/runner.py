@@ -139,7 +139,11 @@ def run(
 def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
     """Before the model loads: distinct files, each location writable."""
     labels = {"output": "--output", "summary": "--summary", "traces": "--traces", "journal": "--journal"}
+    from .split import model_files
+
+    parts = model_files(model)
     paths = {"the problems file": source, "the model": model}
+    paths.update({f"part {i + 1} of the model": part for i, part in enumerate(parts[1:], 1)})
     paths.update({labels[name]: path for name, path in outputs.items()})
     check_distinct(paths, outputs=set(labels.values()))
     for name, path in outputs.items():

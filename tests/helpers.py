@@ -88,7 +88,9 @@ def make_hub_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: st
     for name, data in files.items():
         sha = hashlib.sha256(data).hexdigest()
         (repo / "blobs" / sha).write_bytes(data)
-        os.symlink(f"../../blobs/{sha}", snapshot / name)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("../" * (name.count("/") + 2) + f"blobs/{sha}", link)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     import huggingface_hub.constants as constants

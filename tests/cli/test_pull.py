@@ -47,3 +47,36 @@ def test_pull_errors_are_one_line(runner, hub_cache, tmp_path, args, fragment):
     assert fragment in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error:")
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+
+
+PARTS = {"Q4/big-00001-of-00002.gguf": GGUF_BYTES + b"1", "Q4/big-00002-of-00002.gguf": GGUF_BYTES + b"2",
+         "half-00001-of-00002.gguf": GGUF_BYTES}
+
+
+@pytest.fixture
+def split_cache(tmp_path, monkeypatch):
+    return make_hub_cache(tmp_path / "hub", "org/big-GGUF", PARTS, COMMIT, monkeypatch)
+
+
+def test_pulling_the_first_part_of_a_split_model_brings_every_part(runner, split_cache, tmp_path):
+    models = tmp_path / "models"
+    result = runner.invoke(cli, ["pull", "org/big-GGUF", "Q4/big-00001-of-00002.gguf", "--models-dir", str(models)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(models / "big-00001-of-00002.gguf")  # what --model takes
+    assert sorted(p.name for p in models.iterdir()) == ["big-00001-of-00002.gguf", "big-00002-of-00002.gguf"]
+    assert (models / "big-00002-of-00002.gguf").read_bytes() == GGUF_BYTES + b"2"
+    assert "part 2 of 2" in result.stderr
+
+
+@pytest.mark.parametrize(("filename", "fragment"), [
+    ("Q4/big-00002-of-00002.gguf", "pull its first part, big-00001-of-00002.gguf"),
+    ("half-00001-of-00002.gguf", "not in the local cache"),  # its second part is missing: nothing placed
+])
+def test_a_later_part_or_a_missing_part_is_one_line_and_places_nothing(runner, split_cache, tmp_path, filename,
+                                                                       fragment):
+    models = tmp_path / "models"
+    result = runner.invoke(cli, ["pull", "org/big-GGUF", filename, "--models-dir", str(models)])
+    assert result.exit_code == 2 and fragment in result.stderr
+    lines = result.stderr.strip().splitlines()  # progress lines, then one error line
+    assert lines[-1].startswith("Error:") and sum(line.startswith("Error:") for line in lines) == 1
+    assert not models.exists() or list(models.iterdir()) == []

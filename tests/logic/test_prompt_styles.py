@@ -10,7 +10,7 @@ import pytest
 
 from aimo_gguf.engine.api import EngineStats, Request
 from aimo_gguf.engine.scheduler import Scheduler
-from aimo_gguf.engine.sequence import Sequence, SeqState, StopMatcher
+from aimo_gguf.engine.sequence import SeqState, Sequence, StopMatcher
 from aimo_gguf.prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style
 from aimo_gguf.thinking import CONCLUDE, ThinkBudget, default_reserve, open_thinking, think_answer
 
