@@ -39,7 +39,8 @@ ANSWER_SETTINGS = ("samples", "max_tokens", "temperature", "top_k", "top_p", "mi
                    "raw_prompt", "stop", "ignore_eos", "min_answer", "max_answer", "modulo", "fallback_answer",
                    "early_stop", "early_stop_votes", "tir", "max_tool_calls", "tool_timeout", "tool_output_chars",
                    "tir_weight", "early_stop_lead", "stop_unanswered", "vote", "vote_floor", "keep_top", "stop_below",
-                   "stop_warmup", "confidence_top_k", "group_window", "tail_window")
+                   "stop_warmup", "confidence_top_k", "group_window", "tail_window", "prompt_style",
+                   "reasoning_effort", "think_reserve")
 
 
 def default_journal(output: str | Path) -> Path:
@@ -49,10 +50,12 @@ def default_journal(output: str | Path) -> Path:
 
 
 def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
+    from .split import model_bytes
+
     data = {name: getattr(config, name) for name in ANSWER_SETTINGS}
     path = Path(model_path)
     data["model"] = path.name
-    data["model_bytes"] = path.stat().st_size if path.exists() else None  # two files of one name differ here
+    data["model_bytes"] = model_bytes(path) if path.exists() else None  # two files of one name differ here
     return json.loads(json.dumps(data))  # tuples -> lists, as they come back from the file
 
 

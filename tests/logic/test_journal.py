@@ -67,6 +67,15 @@ def test_resume_fingerprint_covers_tir_and_the_model_file(tmp_path):
     plain, tir = fingerprint(RunConfig(), model), fingerprint(RunConfig(tir=True), model)
     assert plain != tir and plain["model_bytes"] == 14
     assert fingerprint(RunConfig(batch_size=64, threads=1), model) == plain  # speed settings do not matter
+    for changed in (dict(prompt_style="think"), dict(reasoning_effort="low"), dict(think_reserve=64)):
+        assert fingerprint(RunConfig(**changed), model) != plain  # the prompt decides answers too
+
+
+def test_the_fingerprint_counts_every_part_of_a_split_model(tmp_path):
+    first, second = tmp_path / "m-00001-of-00002.gguf", tmp_path / "m-00002-of-00002.gguf"
+    first.write_bytes(b"GGUF" + bytes(10))
+    second.write_bytes(b"GGUF" + bytes(20))
+    assert fingerprint(RunConfig(), first)["model_bytes"] == 38
 
 
 def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, capsys):
