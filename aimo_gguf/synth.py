@@ -292,12 +292,24 @@ def write_tokenizer(source: str | Path | None, output: str | Path) -> Path:
     return output
 
 
-def _add_tokenizer(writer, fields: dict, *, pad: int) -> None:
+# gpt-oss's special tokens at their o200k_harmony ids: a synthetic gpt-oss tokenizes harmony prompts to
+# the real lengths, and llama.cpp finds <|return|> and <|call|> (end of generation) as in the real model.
+HARMONY_TOKENS = {200002: "<|return|>", 200003: "<|constrain|>", 200005: "<|channel|>", 200006: "<|start|>",
+                  200007: "<|end|>", 200008: "<|message|>", 200012: "<|call|>"}
+
+
+def _add_tokenizer(writer, fields: dict, *, pad: int, specials: dict[int, str] | None = None) -> None:
     from gguf import TokenType
 
     field = fields.__getitem__
     tokens = list(field("tokenizer.ggml.tokens")) + [f"<|synth_pad_{i}|>" for i in range(pad)]
     types = list(field("tokenizer.ggml.token_type")) + [int(TokenType.UNUSED)] * pad
+    known = set(tokens[:len(tokens) - pad])
+    for token_id, text in (specials or {}).items():
+        # Only in the padding, and only tokens the tokenizer lacks: llama.cpp refuses a vocabulary
+        # where two ids spell the same token.
+        if len(tokens) - pad <= token_id < len(tokens) and text not in known:
+            tokens[token_id], types[token_id] = text, int(TokenType.CONTROL)
     writer.add_tokenizer_model(field("tokenizer.ggml.model"))
     writer.add_tokenizer_pre(field("tokenizer.ggml.pre"))
     writer.add_token_list(tokens)
@@ -326,7 +338,8 @@ def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None
     writer = gguf.GGUFWriter(str(path), spec.architecture)
     try:
         _metadata(writer, spec)
-        _add_tokenizer(writer, fields, pad=spec.vocab - n_tokens)
+        _add_tokenizer(writer, fields, pad=spec.vocab - n_tokens,
+                       specials=HARMONY_TOKENS if spec.architecture == "gpt-oss" else None)
         tensors = list(tensors_of(spec))
         for name, shape, kind in tensors:
             nbytes = _nbytes(shape, kind)

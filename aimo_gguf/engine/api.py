@@ -44,6 +44,9 @@ class SamplingParams:
     top_k: int = 40  # 0 = off
     top_p: float = 0.95  # 1.0 = off
     min_p: float = 0.05  # 0.0 = off
+    grammar: str | None = None  # a GBNF grammar (llama.cpp's) the generated text must follow; None = free.
+    # llama.cpp ends a grammar at an end-of-generation token: one must not name such a token.
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token, bias) added to the logits, as OpenAI's logit_bias
 
 
 # What a tool hands back to decode into its sequence: plain text (tokenized as text: a special token's

@@ -386,7 +386,7 @@ class Engine(BatchEngine):
                 slot.tracker = Tracker(settings)  # also after a preemption: the sample starts over
             request = slot.request
             self._samplers[slot.seq_id] = llama.SamplerChain(request.sampling, request.seed, n_vocab=self.n_vocab,
-                                                              masked=masked)
+                                                              masked=masked, vocab=self._model.vocab)
         for donor, seq_id, keep in plan.copies:
             context.seq_rm(seq_id)  # a reused slot may still hold cells of its own
             context.seq_cp(donor, seq_id)

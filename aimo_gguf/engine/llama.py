@@ -28,7 +28,7 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from .api import FLASH_ATTN_MODES, KV_TYPES, SamplingParams
 
 FLASH_ATTN_TYPES = dict(zip(FLASH_ATTN_MODES, (
@@ -144,6 +144,12 @@ class LlamaModel(_Owner):
 
     def _free(self, ptr) -> None:
         llama_cpp.llama_model_free(ptr)
+
+    @property
+    def vocab(self):
+        """The C vocabulary (for samplers that need it, like the grammar's)."""
+        self.ptr  # noqa: B018 - raises once the model is closed
+        return self._vocab
 
     @property
     def n_layers(self) -> int:
@@ -322,16 +328,28 @@ class LlamaBatch(_Owner):
 class SamplerChain(_Owner):
     """One sequence's sampler chain: logit masks, then greedy or top-k / top-p / min-p / temperature / seeded draw."""
 
-    def __init__(self, sampling: SamplingParams, seed: int, *, n_vocab: int, masked: Sequence[int] = ()) -> None:
+    def __init__(self, sampling: SamplingParams, seed: int, *, n_vocab: int, masked: Sequence[int] = (),
+                 vocab=None) -> None:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._ptr = chain
         add = llama_cpp.llama_sampler_chain_add
-        if masked:
-            biases = (llama_cpp.llama_logit_bias * len(masked))()
-            for i, t in enumerate(masked):
+        if sampling.grammar is not None:
+            fresh_errors()
+            grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
+            if not grammar:
+                self.close()
+                raise InputError(f"the grammar does not parse{last_error()}")
+            add(chain, grammar)
+        bias = [(t, float("-inf")) for t in masked] + [(int(t), float(b)) for t, b in sampling.logit_bias]
+        if bias:
+            biases = (llama_cpp.llama_logit_bias * len(bias))()
+            for i, (t, b) in enumerate(bias):
+                if not 0 <= t < n_vocab:
+                    self.close()
+                    raise InputError(f"logit bias on token {t}, which is not in the vocabulary (0 to {n_vocab - 1})")
                 biases[i].token = t
-                biases[i].bias = float("-inf")
-            add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(masked), biases))
+                biases[i].bias = b
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), biases))
         if sampling.temperature <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
             return
