@@ -42,7 +42,18 @@ class ModelInfo:
             "n_gpu_layers_requested": self.n_gpu_layers_requested,
             "estimate": {**asdict(est), "cpu": est.cpu, "gpu": est.gpu, "total": est.total},
             "files": [str(f) for f in self.files],
+            "prompt_style": self.prompt_style,
         }
+
+    @property
+    def prompt_style(self) -> str:
+        """The prompt family run would detect: harmony, think or plain (``aimo_gguf.prompts.detect_style``)."""
+        from .gguf_header import read_header
+        from .prompts import detect_style
+
+        template = read_header(self.path).fields.get("tokenizer.chat_template")
+        return detect_style(self.shape.architecture, template if isinstance(template, str) else None,
+                            self.shape.name)
 
     @property
     def files(self) -> list[Path]:
@@ -63,6 +74,7 @@ class ModelInfo:
             ("size", format_bytes(s.file_bytes) + (f" in {len(self.files)} parts" if len(self.files) > 1 else "")),
             ("trained context", f"{s.n_ctx_train} tokens"),
             ("chat template", "yes" if s.has_chat_template else "no (use --raw-prompt)"),
+            ("prompt style", f"{self.prompt_style} (--prompt-style auto; aimo-gguf recipes for the settings)"),
             ("configuration", f"{self.batch_size} sequences x {self.ctx} tokens, KV {self.kv_type}, "
                               f"{est.n_gpu_layers} of {s.n_layers + 1} layers on the GPU"),
             ("KV per sequence", format_bytes(est.kv_per_sequence)),

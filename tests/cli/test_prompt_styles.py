@@ -168,3 +168,14 @@ def test_recipes_and_models_list_them(runner):
     assert "source:" in result.stdout and "--min-p 0.02" in result.stdout
     table = runner.invoke(cli, ["models"]).stdout
     assert "recipe" in table and "aimo3-gpt-oss" in table and "r1-distill" in table and "qwen-math" in table
+
+
+def test_the_competition_adapter_takes_a_recipe_and_flags_over_it():
+    from aimo_gguf.kaggle import KaggleSolver
+
+    engine = FakeEngine(lambda p, s: FINAL.format(12), batch_size=8, architecture="gpt-oss")
+    solver = KaggleSolver(engine=engine, recipe="aimo3-gpt-oss", tir=False, max_tokens=400, total_seconds=3600,
+                          safety_seconds=60, n_problems=1)
+    assert (solver.config.samples, solver.config.min_p, solver.config.tir) == (8, 0.02, False)
+    frame = solver.predict("q1", "What is 11 + 1?")
+    assert frame["answer"].to_list() == [12] and solver.stats.failures == 0

@@ -79,3 +79,20 @@ def test_a_bad_grammar_or_bias_is_a_clear_error(tiny):
                               (SamplingParams(logit_bias=((10**7, 1.0),)), "not in the vocabulary")]:
         with pytest.raises(InputError, match=message):
             list(tiny.generate([Request("x", prompt, 4, 0, sampling)]))
+
+
+@pytest.mark.model
+def test_run_detects_harmony_on_the_gpt_oss_gguf_and_counts_where_answers_came_from(tiny, runner, tmp_path):
+    from aimo_gguf.cli import cli
+
+    summary = tmp_path / "s.json"
+    result = runner.invoke(cli, ["run", "-m", tiny.info.model_path, "--tir", "-n", "2", "-b", "4", "--max-tokens",
+                                 "24", "-t", "2", "-q", "-o", str(tmp_path / "sub.csv"), "--summary", str(summary)])
+    assert result.exit_code == 0, result.output
+    s = json.loads(summary.read_text())
+    assert s["prompt_style"] == "harmony" and s["problems_done"] == 12
+    assert s["answers_final"] + s["answers_fallback"] == s["valid_answers"]  # every answer has its source
+    plain = runner.invoke(cli, ["run", "-m", tiny.info.model_path, "--prompt-style", "plain", "-n", "1",
+                                "--max-tokens", "8", "-t", "2", "-q", "-o", str(tmp_path / "p.csv"),
+                                "--summary", str(summary)])
+    assert plain.exit_code == 0 and json.loads(summary.read_text())["prompt_style"] == "plain"
