@@ -372,7 +372,7 @@ def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
       aimo-gguf split models/big.gguf models/big.gguf --max-size 45GB
     """
     from .memory import parse_size
-    from .split import split_gguf
+    from .gguf_split import split_gguf
 
     size = 0
     if max_size is not None:

@@ -55,7 +55,7 @@ def read_header(path: str | Path, *, strings: tuple[str, ...] = ()) -> Header:
     """The metadata and tensor list of the GGUF file at ``path``; the string arrays named in
     ``strings`` are decoded whatever their length. For the first part of a split model, the
     metadata of the first part and the tensors of every part (``aimo_gguf.split``)."""
-    from .split import model_files
+    from .gguf_split import model_files
 
     files = model_files(path)
     header = _read(str(files[0]), tuple(strings))

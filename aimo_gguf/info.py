@@ -58,7 +58,7 @@ class ModelInfo:
     @property
     def files(self) -> list[Path]:
         """The model's files: one, or every part of a split model."""
-        from .split import model_files
+        from .gguf_split import model_files
 
         return model_files(self.path)
 

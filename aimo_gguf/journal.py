@@ -50,7 +50,7 @@ def default_journal(output: str | Path) -> Path:
 
 
 def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
-    from .split import model_bytes
+    from .gguf_split import model_bytes
 
     data = {name: getattr(config, name) for name in ANSWER_SETTINGS}
     path = Path(model_path)

@@ -127,7 +127,7 @@ class MemoryEstimate:
 def read_shape(path: str | Path) -> ModelShape:
     """Read the layer layout and tensor sizes of a GGUF file (header only, memory-mapped)."""
     from .gguf_header import read_header
-    from .split import model_bytes
+    from .gguf_split import model_bytes
 
     header = read_header(path)
     fields = header.fields

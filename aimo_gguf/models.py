@@ -47,7 +47,7 @@ def resolve_model(model: str | Path | None) -> Path:
 def check_gguf(path: Path) -> None:
     """Raise ModelError with one clear line unless ``path`` is a readable GGUF file (for the first part
     of a split model, unless every part is)."""
-    from .split import model_files, part_names
+    from .gguf_split import model_files, part_names
 
     if part_names(path.name) is not None and path.exists():
         for part in model_files(path):

@@ -35,7 +35,7 @@ def pull(
     beside the first; the path returned is the first part's, which is what ``--model`` takes."""
     from huggingface_hub import hf_hub_download
 
-    from .split import is_first_part, part_names
+    from .gguf_split import is_first_part, part_names
 
     if not filename.endswith(".gguf"):
         raise InputError(f"{filename!r} is not a .gguf file: aimo-gguf pulls GGUF files only")

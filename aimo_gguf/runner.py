@@ -139,7 +139,7 @@ def run(
 def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
     """Before the model loads: distinct files, each location writable."""
     labels = {"output": "--output", "summary": "--summary", "traces": "--traces", "journal": "--journal"}
-    from .split import model_files
+    from .gguf_split import model_files
 
     parts = model_files(model)
     paths = {"the problems file": source, "the model": model}
