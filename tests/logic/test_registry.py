@@ -72,3 +72,13 @@ def test_sliding_window_layers_make_gpt_oss_kv_small():
     full = estimate(shape, ctx=16384, batch_size=1, n_gpu_layers=-1).kv_per_sequence
     # 12 full layers x 16384 cells x 2 x 8 x 64 x 2 bytes, plus 12 windows of 128 + 512 cells (padded)
     assert full == 12 * 16384 * 2048 + 12 * 768 * 2048
+
+
+def test_every_model_names_a_recipe_that_exists():
+    from aimo_gguf.recipes import RECIPES
+    from aimo_gguf.registry import load_registry
+
+    entries = load_registry()
+    assert all(e.recipe in RECIPES for e in entries)
+    assert {e.recipe for e in entries if e.name.startswith("gpt-oss")} == {"aimo3-gpt-oss"}
+    assert {e.recipe for e in entries if "R1" in e.name or "QwQ" in e.name} == {"r1-distill"}
