@@ -54,7 +54,7 @@ class Header:
 def read_header(path: str | Path, *, strings: tuple[str, ...] = ()) -> Header:
     """The metadata and tensor list of the GGUF file at ``path``; the string arrays named in
     ``strings`` are decoded whatever their length. For the first part of a split model, the
-    metadata of the first part and the tensors of every part (``aimo_gguf.split``)."""
+    metadata of the first part and the tensors of every part (``aimo_gguf.gguf_split``)."""
     from .gguf_split import model_files
 
     files = model_files(path)

@@ -57,7 +57,7 @@ class ThinkBudget:
         self.seen += 1
         if not self.closed and b">" in piece and text.rfind(THINK_CLOSE.encode(), max(0, len(text) - 64)) >= 0:
             self.closed = True
-        if not self.closed and self.seen >= self.limit:
+        if not self.closed and self.seen >= self.limit and piece:  # never on an end token (it renders empty)
             self.closed = self._concluding = True
             return True
         if self.inner is not None and self.inner.wants_call(text, piece, token):

@@ -88,6 +88,13 @@ def test_the_budget_closes_the_thinking_reserve_tokens_before_the_end():
     assert feed(hook, ["a"] * 5) == []  # closed once: never again
 
 
+def test_the_budget_never_pauses_on_an_end_of_generation_token():
+    hook = ThinkBudget(max_tokens=4, reserve=2)
+    text = bytearray(b"ab")
+    assert not hook.wants_call(text, b"a", 1) and not hook.wants_call(text, b"", 2)  # the end token: it ends
+    assert hook.wants_call(text, b"c", 3)  # a sample that goes on is still closed
+
+
 def test_a_model_that_closes_its_thinking_itself_is_left_alone():
     hook = ThinkBudget(max_tokens=10, reserve=3)
     assert feed(hook, ["x", "</", "think", ">", "\n", "so", "4", "."]) == []
