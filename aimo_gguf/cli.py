@@ -251,6 +251,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
           --batch-sizes 8,16,32 --max-tokens 512 --json bench.json --plot bench.png
     """
     from . import bench as bench_module
+    from .gguf_split import model_paths
     from .models import resolve_model
     from .outputs import check_distinct, check_writable
 
@@ -259,7 +260,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
     sizes = batch_sizes
     if plot_path is not None:
         bench_module.require_matplotlib()
-    check_distinct({"the model": resolve_model(model), "--json": json_path, "--plot": plot_path},
+    check_distinct({**model_paths(resolve_model(model)), "--json": json_path, "--plot": plot_path},
                    outputs={"--json", "--plot"})
     if plot_path is not None:
         check_writable(plot_path, "the plot")
@@ -371,14 +372,15 @@ def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
     Example:
       aimo-gguf split models/big.gguf models/big.gguf --max-size 45GB
     """
-    from .memory import parse_size
+    from .errors import InputError
     from .gguf_split import split_gguf
+    from .memory import parse_size
 
     size = 0
     if max_size is not None:
         try:
             size = parse_size(max_size)
-        except Exception:
+        except (InputError, ValueError):
             raise click.BadParameter(f"{max_size!r} is not a size like 45GB", param_hint="--max-size") from None
     for part in split_gguf(src, dst, max_tensors=max_tensors or 0, max_size=size, force=force, progress=not quiet):
         click.echo(part)

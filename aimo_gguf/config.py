@@ -182,6 +182,8 @@ class RunConfig:
              f"--time-margin ({self.time_margin:g} s) must be shorter than --time-limit ({self.time_limit} s)"),
             (self.recipe is None or self.recipe in RECIPES,
              f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}"),
+            (not self.raw_prompt or self.prompt_style in ("auto", "plain"),
+             f"--raw-prompt is a plain prompt: it cannot go with --prompt-style {self.prompt_style}"),
             (self.prompt_style in PROMPT_STYLES,
              f"--prompt-style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}"),
             (self.reasoning_effort in REASONING_EFFORTS,

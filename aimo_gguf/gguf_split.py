@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, OutputError
 
 PART_RE = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 PART_NAME = "{stem}-{no:05d}-of-{count:05d}.gguf"  # as llama.cpp's llama_split_path writes it
@@ -55,6 +55,12 @@ def model_files(path: str | Path) -> list[Path]:
     return parts
 
 
+def model_paths(path: str | Path) -> dict[str, Path]:
+    """The model's files labelled for ``outputs.check_distinct``: no output may name any of them."""
+    parts = model_files(path)
+    return {"the model": parts[0], **{f"part {i} of the model": p for i, p in enumerate(parts[1:], 2)}}
+
+
 def model_bytes(path: str | Path) -> int:
     """Bytes of the model's files, every part of a split model."""
     return sum(p.stat().st_size for p in model_files(path))
@@ -74,7 +80,10 @@ def split_gguf(src: str | Path, out: str | Path, *, max_tensors: int = 0, max_si
         raise InputError(f"{src}: no such file")
     if out.suffix != ".gguf":
         raise InputError(f"{out}: the output must end in .gguf (the parts are named NAME-00001-of-0000N.gguf)")
-    reader = gguf.GGUFReader(str(src))
+    try:
+        reader = gguf.GGUFReader(str(src))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {src} as GGUF: {e}") from None
     if reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT) is not None:
         raise InputError(f"{src} is already a part of a split model")
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
@@ -102,10 +111,16 @@ def split_gguf(src: str | Path, out: str | Path, *, max_tensors: int = 0, max_si
         raise InputError(f"cannot create {out.parent}: {e.strerror or e}") from None
     if progress:
         print(f"aimo-gguf: writing {len(parts)} parts of {src.name}", file=sys.stderr)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-    writer.close()
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor in reader.tensors:
+            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+        writer.close()
+    except OSError as e:
+        writer.close()
+        for part in parts:  # half a split is no model: leave nothing behind
+            part.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {out.parent}/{parts[0].name}...: {e.strerror or e}") from None
     return parts

@@ -58,9 +58,6 @@ PYTHON_DESCRIPTION = (
     "will respond with the output of the execution or time out after {timeout:g} seconds. sympy and numpy "
     "can be imported. Internet access for this session is disabled."
 )
-DEFAULT_INSTRUCTIONS = (
-    "Solve the math problem. The final answer is an integer; put it within \\boxed{} in your final message."
-)
 _HEADER_RECIPIENT = re.compile(r"\bto=(\S+)")
 
 
@@ -77,7 +74,7 @@ def system_message(*, reasoning_effort: str = "high", python: str | None = None,
     return f"{START}system{MESSAGE}{text}{END}"
 
 
-def render_prompt(problem: str, *, instructions: str = DEFAULT_INSTRUCTIONS, reasoning_effort: str = "high",
+def render_prompt(problem: str, *, instructions: str = "", reasoning_effort: str = "high",
                   python: str | None = None, identity: str = DEFAULT_IDENTITY, today: date | None = None) -> str:
     """The prompt of one problem, ready for the assistant's reply: system, developer (the instructions,
     when there are any) and user messages, then ``<|start|>assistant``."""
@@ -135,6 +132,7 @@ def parse(text: str, *, role: str = "assistant") -> list[Message]:
 
 
 def _message(header: str, role: str | None, content: str, end: str) -> Message:
+    header = header.replace(CONSTRAIN, " ")  # "to=functions.f<|constrain|>json": the type is a word of its own
     head, _, channel_part = header.partition(CHANNEL)
     words = head.split()
     if role is None:
@@ -145,7 +143,7 @@ def _message(header: str, role: str | None, content: str, end: str) -> Message:
         match = _HEADER_RECIPIENT.search(part)
         if match:
             recipient = match.group(1)
-    channel_words = _HEADER_RECIPIENT.sub("", channel_part.replace(CONSTRAIN, " ")).split()
+    channel_words = _HEADER_RECIPIENT.sub("", channel_part).split()
     channel = channel_words[0] if channel_words else ""
     content_type = channel_words[1] if len(channel_words) > 1 else ""
     return Message(role=role, channel=channel, recipient=recipient, content_type=content_type, content=content,
@@ -187,7 +185,8 @@ class HarmonyTool(PythonTool):
         self._reply: tuple[str, str, str] | None = None  # (author, channel, text) known at once
         self._channel = "analysis"  # the channel of the call being run: its reply goes there too
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int = -1) -> bool:
+    def wants_call(self, text: bytearray, piece: bytes, token: int = -1, *, room: int | None = None,
+                   eog: bool = False) -> bool:
         return token == self.call_token
 
     def start(self, text: str) -> None:
@@ -205,12 +204,7 @@ class HarmonyTool(PythonTool):
             return
         self._channel = channel
         self._reply = None
-        self.calls += 1
-        if not self._counted:
-            self._counted = True
-            with self.stats._lock:
-                self.stats.samples_with_tools += 1
-        self._future = self.pool.submit(self.key, call.content)
+        self._run(call.content)
 
     def poll(self):
         if self._reply is not None:
@@ -229,6 +223,13 @@ class HarmonyTool(PythonTool):
 
 def _tool_message(author: str, channel: str, body: str) -> tuple[tuple[str, bool], ...]:
     """A tool's reply message and the assistant turn opened again: framing as special tokens, the
-    output as plain text (a printed ``<|end|>`` stays text)."""
-    return ((f"{START}{author} to=assistant{CHANNEL}{channel}{MESSAGE}", True), (body, False),
+    output as plain text. llama.cpp parses gpt-oss's <|start|>, <|channel|>, <|message|>,
+    <|constrain|> and <|end|> even in plain text (they are user-defined tokens there), so a printed
+    ``<|`` gets a zero-width space: code cannot forge a message."""
+    return ((f"{START}{author} to=assistant{CHANNEL}{channel}{MESSAGE}", True), (defuse(body), False),
             (f"{END}{START}assistant", True))
+
+
+def defuse(text: str) -> str:
+    """``text`` with every ``<|`` broken by a zero-width space, so no special token can be read in it."""
+    return text.replace("<|", "<\u200b|")

@@ -51,9 +51,10 @@ class ModelInfo:
         from .gguf_header import read_header
         from .prompts import detect_style
 
-        template = read_header(self.path).fields.get("tokenizer.chat_template")
+        fields = read_header(self.path).fields
+        template, name = fields.get("tokenizer.chat_template"), fields.get("general.name")
         return detect_style(self.shape.architecture, template if isinstance(template, str) else None,
-                            self.shape.name)
+                            name if isinstance(name, str) else "")  # what run sees: general.name or nothing
 
     @property
     def files(self) -> list[Path]:

@@ -38,14 +38,28 @@ _THINKING_NAMES = re.compile(r"(?i)\bR1\b|QwQ|OpenMath-Nemotron|Thinking|\bOpenT
 
 def detect_style(architecture: str, template: str | None, name: str = "") -> str:
     """The prompt family of a model, from its GGUF: ``harmony`` for gpt-oss (its architecture, or a
-    template that writes harmony channels), ``think`` for a template with a ``<think>`` block or a
-    known reasoning family's name, else ``plain``."""
+    template that writes harmony channels); ``think`` for a template whose reply opens a ``<think>``
+    block (rendered with thinking on), a template with a thinking switch (``enable_thinking``), or a
+    known reasoning family's name; else ``plain``. A template that only strips ``</think>`` from
+    earlier turns (non-thinking instruct models) is not enough."""
     template = template or ""
     if architecture == "gpt-oss" or "<|channel|>" in template:
         return "harmony"
-    if "<think>" in template or "</think>" in template or _THINKING_NAMES.search(name or ""):
+    if _THINKING_NAMES.search(name or "") or "enable_thinking" in template or _opens_thinking(template):
         return "think"
     return "plain"
+
+
+def _opens_thinking(template: str) -> bool:
+    """Whether the template's generation prompt opens a ``<think>`` block after the user's turn."""
+    if "<think>" not in template:
+        return False
+    marker = "\u2063problem\u2063"
+    try:
+        text = chat_prompt(marker, template=template, system_prompt="", enable_thinking=True)
+    except InputError:
+        return False
+    return "<think>" in text[text.rfind(marker) + len(marker):]
 
 
 def raw_prompt(problem: str, system_prompt: str) -> str:

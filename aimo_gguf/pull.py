@@ -58,8 +58,7 @@ def pull(
             cached.append(Path(hf_hub_download(repo_id=repo, filename=name, revision=revision)))
     for path in cached:
         check_gguf_file(path)
-    for path, target in zip(cached, targets, strict=True):
-        _place(path.resolve(), target)
+    _place_all([(path.resolve(), target) for path, target in zip(cached, targets, strict=True)])
     return targets[0]
 
 
@@ -90,17 +89,26 @@ def hub_errors(repo: str, revision: str | None, where: str, *, filename: str | N
         raise ModelError(f"downloading {where} failed: {e.strerror or e}") from None
 
 
-def _place(source: Path, target: Path) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create {target.parent}: {e.strerror or e}") from None
-    part = target.with_name(f".{target.name}.part")
-    try:
+def _place_all(pairs: list[tuple[Path, Path]]) -> None:
+    """Put each cached file at its target: every one staged first (a hard link where the file
+    systems allow it, else a copy), then all renamed into place, so a failure leaves no part."""
+    for _, target in pairs:
         try:
-            os.link(source, part)
-        except OSError:  # another file system, or links not allowed: copy
-            shutil.copyfile(source, part)
-        os.replace(part, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create {target.parent}: {e.strerror or e}") from None
+    staged = [target.with_name(f".{target.name}.part") for _, target in pairs]
+    try:
+        for (source, target), part in zip(pairs, staged, strict=True):
+            try:
+                os.link(source, part)
+            except OSError:  # another file system, or links not allowed: copy
+                try:
+                    shutil.copyfile(source, part)
+                except OSError as e:
+                    raise ModelError(f"cannot place {target}: {e.strerror or e}") from None
+        for (_, target), part in zip(pairs, staged, strict=True):
+            os.replace(part, target)
     finally:
-        part.unlink(missing_ok=True)
+        for part in staged:
+            part.unlink(missing_ok=True)

@@ -61,7 +61,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         prompt_style="harmony", reasoning_effort="high", system_prompt=AIMO3_INSTRUCTIONS, tir=True,
         samples=8, batch_size=8, temperature=1.0, min_p=0.02, top_p=1.0, top_k=0, early_stop_votes=4,
         vote="entropy", confidence_top_k=5, tool_timeout=6.0, max_tool_calls=128, problem_time_cap=900.0,
-        ctx=65536, max_tokens=65024,
+        max_tokens=65024,  # with --ctx automatic (512 + --max-tokens): the notebook's 65536-token context
     ),
     _recipe(
         "r1-distill",

@@ -53,7 +53,11 @@ class Entry:
         return self.bytes or int(self.size_gb * 1e9)
 
     def pull_commands(self) -> list[str]:
-        return [f"aimo-gguf pull {self.repo} {f}" for f in self.files]
+        """One pull per model: a split model's first part brings the others."""
+        from .gguf_split import is_first_part, part_names
+
+        files = [f for f in self.files if part_names(Path(f).name) is None or is_first_part(Path(f).name)]
+        return [f"aimo-gguf pull {self.repo} {f}" for f in files]
 
     def shape(self) -> ModelShape:
         """A ModelShape from the listed numbers: embeddings and head at the file's mean bits per

@@ -22,6 +22,7 @@ from pathlib import Path
 from .config import RunConfig, make_config
 from .engine.api import BatchEngine
 from .errors import InputError, OutputError
+from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
 from .outputs import TraceWriter, check_distinct, check_writable
@@ -139,11 +140,7 @@ def run(
 def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
     """Before the model loads: distinct files, each location writable."""
     labels = {"output": "--output", "summary": "--summary", "traces": "--traces", "journal": "--journal"}
-    from .gguf_split import model_files
-
-    parts = model_files(model)
-    paths = {"the problems file": source, "the model": model}
-    paths.update({f"part {i + 1} of the model": part for i, part in enumerate(parts[1:], 1)})
+    paths = {"the problems file": source, **model_paths(model)}
     paths.update({labels[name]: path for name, path in outputs.items()})
     check_distinct(paths, outputs=set(labels.values()))
     for name, path in outputs.items():

@@ -42,7 +42,7 @@ from .errors import InputError
 from .harmony import HarmonyTool, harmony_answer
 from .problems import Problem
 from .prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style, raw_prompt
-from .thinking import ThinkBudget, default_reserve, open_thinking, think_answer
+from .thinking import THINK_CLOSE, ThinkBudget, default_reserve, open_thinking, think_answer
 from .tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
 from .voting import Tally, Vote, every_mode, max_vote_weight, pick, vote_weight
 
@@ -88,13 +88,18 @@ def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
 
 
 def prompt_style(engine: BatchEngine, config: RunConfig) -> str:
-    """The prompt family of this run: --prompt-style, or the one the GGUF says (``detect_style``)."""
-    if config.raw_prompt:
-        return "plain"
-    if config.prompt_style != "auto":
-        return config.prompt_style
-    info = engine.info
-    return detect_style(info.architecture, engine.chat_template, info.name)
+    """The prompt family of this run: --prompt-style, or the one the GGUF says (``detect_style``).
+    A model without a chat template (a base model) is prompted plainly, unless it is a harmony one."""
+    template = None if config.raw_prompt else engine.chat_template
+    style = config.prompt_style
+    if style == "auto":
+        info = engine.info
+        style = detect_style(info.architecture, template, info.name)
+        return "plain" if style == "think" and template is None else style
+    if style == "think" and template is None:
+        raise InputError("--prompt-style think needs the model's chat template, and this model has none "
+                         "(a base model: use --prompt-style plain)")
+    return style
 
 
 def prompt_text(engine: BatchEngine, problem: Problem, config: RunConfig, *, style: str | None = None) -> str:
@@ -315,7 +320,8 @@ class Solver:
                                     prefix=prompt)
         if self.style == "think":
             budget = min(self.config.max_tokens, self.engine.n_ctx_seq - n_prompt)
-            return ThinkBudget(max_tokens=budget, reserve=min(self.reserve, budget // 2), inner=python)
+            return ThinkBudget(reserve=min(self.reserve, budget // 2), inner=python,
+                               closed=prompt.rstrip().endswith(THINK_CLOSE))
         return python
 
     def _answer(self, text: str, python: PythonTool | None) -> tuple[int | None, str | None]:
@@ -354,7 +360,7 @@ class Solver:
         flight.ended += 1
         reason = completion.finish_reason
         tool = completion.request.tool
-        python = tool.inner if isinstance(tool, ThinkBudget) else tool
+        python = tool.python if tool is not None else None
         if python is not None:
             self._pool.release(python.key)  # the sample is over: its worker goes (on the pool's threads)
         flight.tokens += len(completion.tokens)

@@ -39,28 +39,29 @@ def open_thinking(prompt: str) -> str:
 
 
 class ThinkBudget:
-    """The tool hook of one thinking sample: once it has generated ``max_tokens - reserve`` tokens
-    without closing its thinking, the thinking is closed for it. ``inner`` is the sample's other
-    tool (the fenced Python tool with --tir), whose calls go through as before."""
+    """The tool hook of one thinking sample: once only ``reserve`` tokens are left to it (its budget,
+    less what its tool replies took of the context) and it has not closed its thinking, the thinking
+    is closed for it. ``inner`` is the sample's Python tool (fenced code, with --tir), whose calls go
+    through as before. ``closed``: the prompt turned thinking off, nothing to close."""
 
-    __slots__ = ("inner", "limit", "seen", "closed", "_active", "_concluding")
+    __slots__ = ("inner", "reserve", "closed", "_off", "_active", "_concluding")
 
-    def __init__(self, *, max_tokens: int, reserve: int, inner=None) -> None:
+    def __init__(self, *, reserve: int, inner=None, closed: bool = False) -> None:
         self.inner = inner
-        self.limit = max(1, max_tokens - reserve)
-        self.seen = 0  # tokens generated so far (one call of wants_call each)
-        self.closed = False  # </think> written, by the model or by us
+        self.reserve = max(1, reserve)
+        self.closed = closed  # </think> written, by the model or by us
+        self._off = closed  # the prompt itself closed the thinking
         self._active = None  # the inner tool while its call runs
         self._concluding = False
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int = -1) -> bool:
-        self.seen += 1
+    def wants_call(self, text: bytearray, piece: bytes, token: int = -1, *, room: int | None = None,
+                   eog: bool = False) -> bool:
         if not self.closed and b">" in piece and text.rfind(THINK_CLOSE.encode(), max(0, len(text) - 64)) >= 0:
             self.closed = True
-        if not self.closed and self.seen >= self.limit and piece:  # never on an end token (it renders empty)
-            self.closed = self._concluding = True
+        if not self.closed and not eog and room is not None and room <= self.reserve:
+            self.closed = self._concluding = True  # an ending sample just ends: never on an end token
             return True
-        if self.inner is not None and self.inner.wants_call(text, piece, token):
+        if self.inner is not None and self.inner.wants_call(text, piece, token, room=room, eog=eog):
             self._active = self.inner
             return True
         return False
@@ -81,18 +82,15 @@ class ThinkBudget:
         return reply
 
     def reset(self) -> None:
-        self.seen, self.closed, self._active, self._concluding = 0, False, None, False
+        self.closed = self._off  # restarted from its prompt: nothing it generated is left
+        self._active, self._concluding = None, False
         if self.inner is not None:
             self.inner.reset()
 
-    # What the solver reads of the sample's Python tool.
     @property
-    def results(self) -> list:
-        return self.inner.results if self.inner is not None else []
-
-    @property
-    def all_ok(self) -> bool:
-        return self.inner is not None and self.inner.all_ok
+    def python(self):
+        """The sample's Python tool, or None."""
+        return self.inner
 
 
 def think_answer(text: str, results: list | None, *, min_answer: int, max_answer: int, modulo: int | None

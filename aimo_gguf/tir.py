@@ -59,6 +59,11 @@ class ToolStats:
             else:
                 self.timeouts += 1
 
+    def count_sample(self) -> None:
+        """One more sample used a tool."""
+        with self._lock:
+            self.samples_with_tools += 1
+
     def to_dict(self) -> dict:
         return {"tool_calls": self.calls, "tool_ok": self.ok, "tool_errors": self.errors,
                 "tool_timeouts": self.timeouts, "tool_seconds": round(self.seconds, 3),
@@ -83,20 +88,29 @@ class PythonTool:
         self._last_scan = 0  # where the last closed block ended in the text
         self._counted = False  # in stats.samples_with_tools
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int = -1) -> bool:
-        if b"`" not in piece or self.calls >= self.max_calls:
+    def wants_call(self, text: bytearray, piece: bytes, token: int = -1, *, room: int | None = None,
+                   eog: bool = False) -> bool:
+        if eog or b"`" not in piece or self.calls >= self.max_calls:
             return False
         return code_to_run(self._unscanned(bytes(text).decode("utf-8", "replace"))) is not None
 
     def start(self, text: str) -> None:
         code = code_to_run(self._unscanned(text))
         self._last_scan = len(self.prefix) + len(text)
+        self._run(code or "")
+
+    def _run(self, code: str) -> None:
+        """Send ``code`` to the sample's worker: one more call, counted."""
         self.calls += 1
         if not self._counted:
             self._counted = True
-            with self.stats._lock:
-                self.stats.samples_with_tools += 1
-        self._future = self.pool.submit(self.key, code or "")
+            self.stats.count_sample()
+        self._future = self.pool.submit(self.key, code)
+
+    @property
+    def python(self):
+        """The sample's Python tool: this one."""
+        return self
 
     def poll(self):
         future = self._future

@@ -178,7 +178,8 @@ class FakeEngine(BatchEngine):
             start = text.find("```python")
             end = text.find("```", start + 9) + 3 if start >= 0 else -1
             token, piece = -1, b"```"
-        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), piece, token):
+        if end < 3 or not tool.wants_call(bytearray(text[:end].encode()), piece, token, room=10**6,
+                                          eog=token == call):
             return text
         tool.start(text[:end])
         deadline = time.monotonic() + 30

@@ -60,18 +60,21 @@ class ToolHook(Protocol):
     """What the engine needs from a tool (``aimo_gguf.tir`` has the fenced-Python one,
     ``aimo_gguf.harmony`` gpt-oss's, ``aimo_gguf.thinking`` the thinking budget).
 
-    After each sampled token the engine asks ``wants_call(text, piece, token)``,
-    an end-of-generation token included (before it would end the sequence); on
-    True the sequence pauses with its KV cache kept, the token (its piece added
-    to the text) stays pending, and ``start`` gets the text so far. The engine
-    polls (without waiting) at every step, other sequences decoding meanwhile;
-    the reply ``poll`` returns is decoded into the sequence after the pending
-    token, and the sequence then generates on. ``reset`` is called if the
-    sequence restarts from its prompt (a KV preemption). None of these may
-    block: they run on the decode thread.
+    After each sampled token the engine asks ``wants_call(text, piece, token,
+    room=..., eog=...)``: ``text`` already ends with the token's ``piece``,
+    ``room`` is how many more tokens the sequence may generate (its budget, less
+    the context its tool replies took), and ``eog`` says the token is an end of
+    generation, asked before it would end the sequence. On True the sequence
+    pauses with its KV cache kept, the token stays pending, and ``start`` gets
+    the text so far. The engine polls (without waiting) at every step, other
+    sequences decoding meanwhile; the reply ``poll`` returns is decoded into the
+    sequence after the pending token (a reply of parts only whole: one that does
+    not fit the context ends the sequence), and the sequence generates on.
+    ``reset`` is called if the sequence restarts from its prompt (a KV
+    preemption). None of these may block: they run on the decode thread.
     """
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int) -> bool: ...
+    def wants_call(self, text: bytearray, piece: bytes, token: int, *, room: int, eog: bool) -> bool: ...
 
     def start(self, text: str) -> None: ...
 

@@ -336,7 +336,7 @@ class Scheduler:
         else:  # (text, parse_special) parts: framing tokens special, the tool's output plain text
             tokens = [t for text, special in output for t in (self.tokenize(text, True) if special
                                                                 else self.tokenize(text))]
-        if seq.inject(tokens, self.piece, n_ctx_seq=self.n_ctx_seq) is None:
+        if seq.inject(tokens, self.piece, n_ctx_seq=self.n_ctx_seq, whole=not isinstance(output, str)) is None:
             self._release(seq, FINISH_LENGTH)
             return True
         # Its KV grows by the injection, within its context: the generation

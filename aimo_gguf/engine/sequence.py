@@ -144,9 +144,13 @@ class Sequence:
         tool = self.request.tool
         if eog:
             # A format whose tool calls end on an end-of-generation token (gpt-oss's <|call|>) pauses here.
-            if tool is None or len(self.generated) >= self.max_new or not tool.wants_call(text, piece, token):
+            if tool is None or len(self.generated) >= self.max_new:
                 return FINISH_EOS
             text += piece
+            if not tool.wants_call(text, piece, token, room=self.max_new - len(self.generated), eog=True):
+                if piece:
+                    del text[-len(piece):]  # the ending token is never written
+                return FINISH_EOS
             self._pause(token, tool)
             return None
         text += piece
@@ -164,7 +168,8 @@ class Sequence:
                 return FINISH_LOW_CONFIDENCE
         self.feed = [token]
         self.fed = 0
-        if tool is not None and tool.wants_call(text, piece, token):
+        if tool is not None and tool.wants_call(text, piece, token, room=self.max_new - len(self.generated),
+                                                eog=False):
             self._pause(token, tool)
         return None
 
@@ -175,11 +180,14 @@ class Sequence:
         self.state = SeqState.TOOL
         tool.start(bytes(self.text).decode("utf-8", "replace"))
 
-    def inject(self, tokens: list[int], piece: Callable[[int], bytes], *, n_ctx_seq: int) -> int | None:
+    def inject(self, tokens: list[int], piece: Callable[..., bytes], *, n_ctx_seq: int, whole: bool = False
+               ) -> int | None:
         """Queue a tool's output after the pending token; returns the tokens queued, or None when
-        the context has no room left (the caller ends the sequence). The output is cut to the room."""
+        the context has no room left (the caller ends the sequence). The output is cut to the room,
+        unless ``whole``: a reply with framing (harmony's message, a closed thinking) that does not fit
+        whole is not queued at all (None)."""
         room = n_ctx_seq - self.pos - 2  # the pending token and one more to sample
-        if room < 1:
+        if room < 1 or (whole and len(tokens) > room):
             return None
         tokens = tokens[:room]
         pending = list(self.feed[self.fed:])

@@ -79,7 +79,7 @@ def test_a_think_model_gets_the_instruction_in_the_user_turn_and_a_thinking_budg
     request = engine.pulled[0]
     text = "".join(map(chr, request.prompt))
     assert "<system>" not in text and text.startswith("<user>What is 0 + 1?\n\nPlease reason step by step")
-    assert isinstance(request.tool, ThinkBudget) and request.tool.limit == 1024 - 128
+    assert isinstance(request.tool, ThinkBudget) and request.tool.reserve == 128 and not request.tool.closed
 
 
 def test_a_think_sample_without_a_final_part_answers_from_its_thinking():
@@ -179,3 +179,21 @@ def test_the_competition_adapter_takes_a_recipe_and_flags_over_it():
     assert (solver.config.samples, solver.config.min_p, solver.config.tir) == (8, 0.02, False)
     frame = solver.predict("q1", "What is 11 + 1?")
     assert frame["answer"].to_list() == [12] and solver.stats.failures == 0
+
+
+def test_prompt_styles_that_cannot_work_are_one_clear_error():
+    with pytest.raises(InputError, match="--raw-prompt is a plain prompt"):
+        RunConfig(raw_prompt=True, prompt_style="harmony")
+    with pytest.raises(InputError, match="think needs the model's chat template"):
+        Solver(FakeEngine(str, chat_template=None), RunConfig(prompt_style="think"))
+    # Detected, not asked for: a reasoning model without a template is prompted plainly, with no budget.
+    engine = FakeEngine(lambda p, s: "\\boxed{3}", chat_template=None, name="DeepSeek R1 Distill")
+    [result] = solve(engine, problems_of(1), samples=1)
+    assert result.answer == 3 and engine.pulled[0].tool is None
+
+
+def test_a_split_models_pull_command_is_its_first_part_alone():
+    from aimo_gguf.registry import load_registry
+
+    [big] = [e for e in load_registry() if e.name == "gpt-oss-120b"]
+    assert len(big.files) == 2 and big.pull_commands() == [f"aimo-gguf pull {big.repo} {big.files[0]}"]

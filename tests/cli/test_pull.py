@@ -80,3 +80,27 @@ def test_a_later_part_or_a_missing_part_is_one_line_and_places_nothing(runner, s
     lines = result.stderr.strip().splitlines()  # progress lines, then one error line
     assert lines[-1].startswith("Error:") and sum(line.startswith("Error:") for line in lines) == 1
     assert not models.exists() or list(models.iterdir()) == []
+
+
+def test_a_part_that_cannot_be_placed_leaves_no_part_behind(runner, split_cache, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    copies = []
+
+    def no_link(*a):
+        raise OSError("cross-device link")
+
+    def copy_then_fail(src, dst):
+        copies.append(dst)
+        if len(copies) == 2:
+            raise OSError(28, "No space left on device")
+        return real_copy(src, dst)
+
+    real_copy = shutil.copyfile
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(shutil, "copyfile", copy_then_fail)
+    models = tmp_path / "models"
+    result = runner.invoke(cli, ["pull", "org/big-GGUF", "Q4/big-00001-of-00002.gguf", "--models-dir", str(models)])
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    assert list(models.iterdir()) == []  # neither the first part nor a staging file

@@ -82,3 +82,10 @@ def test_split_refuses_to_overwrite_or_to_split_a_part(tmp_path):
         split_gguf(parts[0], tmp_path / "again.gguf", max_tensors=1, progress=False)
     with pytest.raises(InputError, match="must end in .gguf"):
         split_gguf(src, tmp_path / "o.bin", max_tensors=3, progress=False)
+
+
+def test_a_file_that_is_not_gguf_is_one_clear_error(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ModelError, match="cannot read .*junk.gguf as GGUF"):
+        split_gguf(junk, tmp_path / "o.gguf", max_tensors=1, progress=False)

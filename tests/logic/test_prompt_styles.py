@@ -21,6 +21,10 @@ GPT_OSS = (TEMPLATES / "gpt-oss.jinja").read_text()
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 LIMITS = dict(min_answer=0, max_answer=99999, modulo=None)
+# A non-thinking instruct template that drops earlier turns' reasoning (as Qwen3's 2507 instruct ones do).
+STRIPS_THINKING = ("{% for m in messages %}{% set c = m.content %}{% if '</think>' in c %}"
+                   "{% set c = c.split('</think>')[-1] %}{% endif %}<|im_start|>{{ m.role }}\n{{ c }}<|im_end|>\n"
+                   "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @pytest.mark.parametrize(("architecture", "template", "name", "style"), [
@@ -34,6 +38,8 @@ LIMITS = dict(min_answer=0, max_answer=99999, modulo=None)
     ("llama", CHATML, "SmolLM2 135M Instruct", "plain"),
     ("gemma3", None, "", "plain"),
     ("qwen2", CHATML, "Brainstorm-R12", "plain"),  # "R1" must be a word
+    ("qwen3", STRIPS_THINKING, "Qwen3 4B Instruct 2507", "plain"),  # only strips </think> from earlier turns
+    ("qwen3", CHATML + "{% if enable_thinking is defined %}{% endif %}", "Qwen3 8B", "think"),  # a switch
 ])
 def test_the_prompt_family_comes_from_architecture_template_and_name(architecture, template, name, style):
     assert detect_style(architecture, template, name) == style
@@ -69,36 +75,74 @@ def test_the_default_reserve(max_tokens, reserve):
     assert default_reserve(max_tokens) == reserve
 
 
-def feed(hook: ThinkBudget, pieces: list[str]) -> list[int]:
-    """Offer ``pieces`` one token each; the positions where the hook wanted to pause."""
-    text, calls = bytearray(), []
+def thinking(hook, max_new=10) -> Sequence:
+    seq = Sequence(0)
+    seq.start(Request("k", [1, 2, 3], max_new, 0, tool=hook), max_new=max_new, order=0, wait_for_prefix=False)
+    seq.take(3)
+    return seq
+
+
+def feed(seq: Sequence, pieces: list[str], *, eog_at: int = -1) -> list[int]:
+    """Sample ``pieces`` into ``seq`` one token each; the positions where it paused for its hook
+    (each pause answered at once, as the scheduler would)."""
+    stops, pauses = StopMatcher(()), []
     for i, piece in enumerate(pieces):
-        text += piece.encode()
-        if hook.wants_call(text, piece.encode(), i):
-            calls.append(i)
-    return calls
+        reason = seq.accept(i, piece.encode(), eog=i == eog_at, stops=stops)
+        if reason is not None:
+            break
+        if seq.state is SeqState.TOOL:
+            pauses.append(i)
+            reply = seq.request.tool.poll()
+            seq.inject([0] * sum(len(t) for t, _ in reply), lambda t, special=False: b"", n_ctx_seq=64, whole=True)
+            seq.state = SeqState.DECODE
+    return pauses
 
 
-def test_the_budget_closes_the_thinking_reserve_tokens_before_the_end():
-    hook = ThinkBudget(max_tokens=10, reserve=3)
-    assert feed(hook, ["a"] * 9) == [6]  # the 7th token: 10 - 3
-    hook.start("...")
-    reply = hook.poll()
-    assert reply == ((CONCLUDE, False), ("</think>", True), ("\n\n", False)) and hook.poll() is None
-    assert feed(hook, ["a"] * 5) == []  # closed once: never again
+@pytest.mark.parametrize(("max_new", "reserve", "pause_at"), [(10, 3, 6), (10, 1, 8), (20, 5, 14)])
+def test_the_budget_fires_where_the_room_left_is_the_reserve(max_new, reserve, pause_at):
+    hook = ThinkBudget(reserve=reserve)
+    seq = thinking(hook, max_new=max_new)
+    pauses = feed(seq, ["a"] * max_new)
+    assert pauses[:1] == [pause_at]  # token pause_at leaves max_new - pause_at - 1 == reserve
+    reply = ThinkBudget(reserve=1)
+    reply.wants_call(bytearray(b"a"), b"a", 0, room=1, eog=False)
+    assert reply.poll() == ((CONCLUDE, False), ("</think>", True), ("\n\n", False)) and reply.poll() is None
+
+
+def test_tool_replies_that_take_the_context_bring_the_budget_forward():
+    # The same sample, with a reply of 20 tokens injected early: the room shrinks, the budget fires sooner.
+    hook = ThinkBudget(reserve=3)
+    seq = thinking(hook, max_new=60)
+    seq.accept(1, b"a", eog=False, stops=StopMatcher(()))
+    seq.inject([0] * 20, lambda t, special=False: b"", n_ctx_seq=40, whole=True)  # max_new shrinks to fit
+    seq.state = SeqState.DECODE
+    room = seq.max_new - len(seq.generated)
+    pauses = feed(seq, ["a"] * room)
+    assert pauses and pauses[0] == room - 3 - 1
 
 
 def test_the_budget_never_pauses_on_an_end_of_generation_token():
-    hook = ThinkBudget(max_tokens=4, reserve=2)
-    text = bytearray(b"ab")
-    assert not hook.wants_call(text, b"a", 1) and not hook.wants_call(text, b"", 2)  # the end token: it ends
-    assert hook.wants_call(text, b"c", 3)  # a sample that goes on is still closed
+    hook = ThinkBudget(reserve=8)
+    seq = thinking(hook, max_new=10)
+    assert seq.accept(5, b"", eog=True, stops=StopMatcher(())) == "eos" and not hook.closed
+    hook = ThinkBudget(reserve=8)
+    seq = thinking(hook, max_new=10)
+    assert seq.accept(5, b"<|im_end|>", eog=True, stops=StopMatcher(())) == "eos"  # a piece that renders too
+    assert bytes(seq.text) == b""  # the ending token is never written
 
 
 def test_a_model_that_closes_its_thinking_itself_is_left_alone():
-    hook = ThinkBudget(max_tokens=10, reserve=3)
-    assert feed(hook, ["x", "</", "think", ">", "\n", "so", "4", "."]) == []
+    hook = ThinkBudget(reserve=3)
+    seq = thinking(hook, max_new=10)
+    assert feed(seq, ["x", "</", "think", ">", "\n", "so", "4", ".", "!", "!"]) == []
     assert hook.closed
+
+
+def test_a_prompt_that_turned_thinking_off_gets_no_closing():
+    hook = ThinkBudget(reserve=5, closed=True)
+    assert feed(thinking(hook, max_new=10), ["a"] * 10) == []
+    hook.reset()
+    assert hook.closed  # a restart from the prompt: still off
 
 
 def test_the_budget_passes_the_python_tool_through_and_reset_starts_over():
@@ -106,7 +150,7 @@ def test_the_budget_passes_the_python_tool_through_and_reset_starts_over():
         def __init__(self):
             self.started, self.resets, self.results, self.all_ok = [], 0, ["r"], True
 
-        def wants_call(self, text, piece, token=-1):
+        def wants_call(self, text, piece, token=-1, **_):
             return piece == b"```"
 
         def start(self, text):
@@ -119,13 +163,14 @@ def test_the_budget_passes_the_python_tool_through_and_reset_starts_over():
             self.resets += 1
 
     inner = Inner()
-    hook = ThinkBudget(max_tokens=100, reserve=10, inner=inner)
-    assert feed(hook, ["a", "```", "b"]) == [1]
+    hook = ThinkBudget(reserve=2, inner=inner)
+    assert hook.wants_call(bytearray(b"a```"), b"```", 1, room=50, eog=False)
     hook.start("a```")
     assert hook.poll() == "\n```output\n1\n```\n" and inner.started == ["a```"] and hook.poll() is None
-    assert hook.results == ["r"] and hook.all_ok
+    assert hook.python is inner
+    assert hook.wants_call(bytearray(b"b"), b"b", 2, room=2, eog=False) and hook.closed
     hook.reset()
-    assert inner.resets == 1 and hook.seen == 0 and not hook.closed
+    assert inner.resets == 1 and not hook.closed
 
 
 @pytest.mark.parametrize(("text", "answer", "source"), [
@@ -147,7 +192,7 @@ class OnToken:
     def __init__(self, token):
         self.token, self.started = token, None
 
-    def wants_call(self, text, piece, token=-1):
+    def wants_call(self, text, piece, token=-1, **_):
         return token == self.token
 
     def start(self, text):

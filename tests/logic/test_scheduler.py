@@ -236,7 +236,7 @@ class Tool:
     def __init__(self, output: str, calls: int = 1) -> None:
         self.output, self.calls, self.started, self.resets = output, calls, 0, 0
 
-    def wants_call(self, text, piece, token=-1):
+    def wants_call(self, text, piece, token=-1, **_):
         return self.started < self.calls
 
     def start(self, text):

@@ -62,7 +62,7 @@ class CallAtOnce:
     def __init__(self):
         self.started = None
 
-    def wants_call(self, text, piece, token=-1):
+    def wants_call(self, text, piece, token=-1, **_):
         return True
 
     def start(self, text):

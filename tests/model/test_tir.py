@@ -90,7 +90,7 @@ def test_the_competition_adapter_takes_tir(tmp_path):
 class NeverDone:
     """A tool that pauses at the first piece and never returns."""
 
-    def wants_call(self, text, piece, token=-1):
+    def wants_call(self, text, piece, token=-1, **_):
         return True
 
     def start(self, text):
@@ -124,7 +124,7 @@ class PauseOnToken:
     def __init__(self, token: int, reply) -> None:
         self.token, self.reply, self.calls, self.pending = token, reply, 0, False
 
-    def wants_call(self, text, piece, token=-1):
+    def wants_call(self, text, piece, token=-1, **_):
         return token == self.token and self.calls == 0
 
     def start(self, text):
