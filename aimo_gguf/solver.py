@@ -181,7 +181,11 @@ class Solver:
         deadline: float | None = None,
         tool_stats: ToolStats | None = None,
         clock: Clock = time.monotonic,
+        parallel: int | None = None,
+        waiting_elsewhere: int = 0,
     ) -> None:
+        # ``parallel`` and ``waiting_elsewhere``: on one replica of several (aimo_gguf.replicas), the problems
+        # running side by side on all of them and those waiting for another, so a time share is the run's.
         self.engine = engine
         self.config = config
         self.traces = traces
@@ -196,7 +200,8 @@ class Solver:
         self.weight = math.inf if config.keep_top < 100 else max_vote_weight(config.vote, config.vote_floor,
                                                                               self.bonus)
         self.timed = deadline is not None or config.problem_time_cap is not None
-        self.parallel = max(1, engine.batch_size // config.samples)  # problems that run side by side
+        self.parallel = parallel or max(1, engine.batch_size // config.samples)  # problems that run side by side
+        self.waiting_elsewhere = waiting_elsewhere
         self._limits = dict(min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo)
         self._flights: dict[int, _InFlight] = {}
         self._done: list[ProblemResult] = []
@@ -375,7 +380,7 @@ class Solver:
         budget = math.inf
         if self.deadline is not None:
             left = self.deadline - flight.start
-            waiting = len(self._problems) - self._finished
+            waiting = len(self._problems) - self._finished + self.waiting_elsewhere
             budget = max(0.0, left * min(self.parallel, waiting) / waiting)
         if self.config.problem_time_cap is not None:
             budget = min(budget, self.config.problem_time_cap)
