@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import InputError
-from .memory import ModelShape, estimate, format_bytes, parse_size
+from .memory import ModelShape, estimate, format_bytes
 from .split import device_label, parse_devices
 
 # A GPU loses memory to the CUDA context and the driver, beyond what llama.cpp allocates
