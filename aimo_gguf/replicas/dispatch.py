@@ -38,6 +38,8 @@ WAIT_SECONDS = 0.1  # one ray.wait: also how often stop signals and the deadline
 STATS_SECONDS = 2.0  # how often busy replicas are asked for their counters (the progress bar's tokens/s)
 LOAD_TIMEOUT = 900.0  # a replica not loaded by then is an error (a cluster short of what it asks for)
 MAX_LOSSES_PER_REPLICA = 2  # replacements allowed, per replica asked for
+SHUTDOWN_SECONDS = 2.0  # kept back from a deadline when the run started its cluster: ray.shutdown takes ~1.3 s
+LATE_SECONDS = 1.0  # after the replicas' deadline, the most the driver waits for their last (cut) results
 ROW_ATTRS = ("replica", "node", "pid", "problems", "generated_tokens", "busy_seconds", "tokens_per_second", "lost")
 
 
@@ -213,7 +215,7 @@ class RayReplicas:
         ray = self.ray
         start = time.monotonic()
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+            ready, _ = _unmasked(ray.wait, list(pending), num_returns=1, timeout=WAIT_SECONDS)
             for ref in ready:
                 member = pending.pop(ref)
                 if not self._loaded(member, ref):
@@ -227,7 +229,7 @@ class RayReplicas:
         """A finished load: True when the replica is ready, False when it died; a load error raises."""
         ray = self.ray
         try:
-            answer = ray.get(ref)
+            answer = _unmasked(ray.get, ref)
         except ray.exceptions.RayActorError:
             member.lost = True
             return False
@@ -244,10 +246,14 @@ class RayReplicas:
                 on_step: Callable[[], None] | None = None, tracer=None, tool_stats=None,
                 margin: float = 0.0) -> Iterator[ProblemResult]:
         """Solve ``problems`` on the replicas; yield each result (``index`` = position in ``problems``) as it
-        arrives. ``deadline`` is a ``clock`` value: replicas cut at it, and the driver stops waiting
-        half a ``margin`` later (what is still out then gets no result: the caller writes fallbacks)."""
+        arrives. ``deadline`` is a ``clock`` value: replicas cut at it (``SHUTDOWN_SECONDS`` earlier when
+        this run must also stop its cluster), and the driver stops waiting a little later (what is still
+        out then gets no result: the caller writes fallbacks)."""
         ray = self.ray
         queue = deque(range(len(problems)))
+        if deadline is not None and self._started:
+            deadline -= SHUTDOWN_SECONDS
+        late = min(LATE_SECONDS, margin / 2)
         deadline_at = None if deadline is None else time.time() + (deadline - clock())
         calls: dict[object, _Call] = {}
         loads: dict[object, _Member] = {}
@@ -266,10 +272,10 @@ class RayReplicas:
                         raise EngineError(f"every replica was lost ({self.failures} in all), {len(queue)} problems "
                                           f"unsolved: the journal keeps what finished, rerun with --resume")
                     break
-                ready, _ = ray.wait([*calls, *loads], num_returns=1, timeout=WAIT_SECONDS)
+                ready, _ = _unmasked(ray.wait, [*calls, *loads], num_returns=1, timeout=WAIT_SECONDS)
                 if on_step is not None:
                     on_step()
-                if deadline is not None and clock() > deadline + margin / 2:
+                if deadline is not None and clock() > deadline + late:
                     break  # the replicas were told to stop at the deadline; what has not come back is lost
                 for obj in ready:
                     if obj in loads:
@@ -313,7 +319,7 @@ class RayReplicas:
         call = calls[gen]
         member = call.member
         try:
-            record = ray.get(next(gen))
+            record = _unmasked(ray.get, next(gen))
         except StopIteration:
             record = None  # the stream ended without its done record
         except ray.exceptions.RayActorError as e:
@@ -364,10 +370,10 @@ class RayReplicas:
         ray, now = self.ray, time.monotonic()
         for member in self.members:
             if member.poll is not None:
-                ready, _ = ray.wait([member.poll], timeout=0)
+                ready, _ = _unmasked(ray.wait, [member.poll], timeout=0)
                 if ready:
                     try:
-                        member.live = ray.get(ready[0])
+                        member.live = _unmasked(ray.get, ready[0])
                     except Exception:  # noqa: BLE001 - only progress: a lost replica is seen by its stream
                         pass
                     member.poll = None
@@ -417,6 +423,18 @@ class RayReplicas:
     def progress_note(self) -> str:
         alive = sum(1 for m in self.members if m.info is not None and not m.lost)
         return f"replicas={alive}/{self.n_replicas}" + (f" lost={self.failures}" if self.failures else "")
+
+
+def _unmasked(call, *args, **kwargs):
+    """``call(...)``, but a stop signal raised inside Ray's C++ (a ``Stopped`` or KeyboardInterrupt from the
+    handler, wrapped by Cython in a SystemError) comes out as itself, for the runner to write the results."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _signal_handlers() -> dict:
