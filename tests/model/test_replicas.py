@@ -21,7 +21,6 @@ import pytest
 from helpers import assert_one_line_error, clean_env
 
 from aimo_gguf.cli import cli
-
 from aimo_gguf.errors import ModelError
 from aimo_gguf.journal import default_journal
 from aimo_gguf.models import default_model_path
