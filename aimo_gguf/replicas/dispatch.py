@@ -184,7 +184,7 @@ class RayReplicas:
                              f"has {gpus:g}")
         from ..engine import default_threads
 
-        threads = config.threads or max(1, default_threads() // (1 if per else replicas))
+        threads = config.threads or max(1, default_threads() // replicas)  # as if all ran on this machine
         cpus_each = 1 if per else threads
         if cpus_each * replicas > cpus + 1e-9:
             raise InputError(f"{replicas} replicas x {cpus_each} threads need {cpus_each * replicas} CPUs; the Ray "
@@ -421,8 +421,10 @@ class RayReplicas:
         return [m.row() for m in self.members if m.info is not None or m.lost]
 
     def progress_note(self) -> str:
+        """``replicas=2/2 done=5+6``: replicas up of those asked for, problems each decided, losses."""
         alive = sum(1 for m in self.members if m.info is not None and not m.lost)
-        return f"replicas={alive}/{self.n_replicas}" + (f" lost={self.failures}" if self.failures else "")
+        done = "+".join(str((m.counters or ReplicaCounters()).problems) for m in self.members if m.info is not None)
+        return f"replicas={alive}/{self.n_replicas} done={done}" + (f" lost={self.failures}" if self.failures else "")
 
 
 def _unmasked(call, *args, **kwargs):
