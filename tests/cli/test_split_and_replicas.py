@@ -106,3 +106,24 @@ def test_info_gives_each_gpu_its_share(runner):
     table = runner.invoke(cli, ["info", "--gpus", "15GB,15GB", "-ngl", "-1"]).output
     assert "per GPU" in table and "GPU1" in table
     assert "per GPU" not in runner.invoke(cli, ["info"]).output  # one GPU (or none): no split to show
+
+
+def test_ngl_auto_over_several_gpus_fits_every_gpu_s_share(monkeypatch, capsys):
+    import aimo_gguf.engine.llama as llama_module
+    import aimo_gguf.split as split
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.loading import resolve_gpu_layers
+    from aimo_gguf.memory import read_shape
+    from aimo_gguf.models import default_model_path
+
+    path = default_model_path()
+    monkeypatch.setattr(llama_module, "supports_gpu_offload", lambda: True)
+    total = split.device_shares(read_shape(str(path)), ctx=512 + 64, batch_size=4, n_gpu_layers=-1,
+                                sizes=[10**10]).per_device[0]
+    roomy = total // 2 + 600 * 2**20  # half the model and the reserve: neither GPU alone, both together
+    monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [roomy, roomy])
+    config = RunConfig(n_gpu_layers="auto", max_tokens=64, batch_size=4)
+    assert resolve_gpu_layers(config, path) == -1
+    assert "fit 2 GPUs (--split-mode layer)" in capsys.readouterr().err
+    monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [roomy // 4, roomy // 4])
+    assert 0 <= resolve_gpu_layers(config, path) < read_shape(str(path)).n_layers
