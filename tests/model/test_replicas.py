@@ -140,6 +140,40 @@ def test_the_time_limit_holds_across_replicas_with_every_row(ray_cluster, tmp_pa
     assert s.problems_done + s.not_started == 40 and s.cut + s.not_started > 0
 
 
+def test_sigterm_of_the_driver_writes_every_row_and_ends_its_cluster(problems, single, tmp_path):
+    out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
+    args = ["run", str(problems), "-o", str(out), "--summary", str(summary), "-q", "-n", "2", "--temperature", "0",
+            "--max-tokens", "24", "-t", "1", "-b", "1", "--ray", "--replicas", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "aimo_gguf", *args], env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    started = []
+    try:
+        _wait_for_journal(default_journal(out), 3, proc)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 10  # every row: the finished answers and the fallback for the rest
+    s = json.loads(summary.read_text())
+    assert s["interrupted"] and s["stopped_by"] == "SIGTERM" and s["problems_done"] >= 2
+    _, alive = psutil.wait_procs(started, timeout=20)  # the run stopped its own cluster
+    _end(alive)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+
+
+def _wait_for_journal(journal: Path, problems: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not (journal.exists() and len(journal.read_text().splitlines()) > problems):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, f"the Ray run never journaled {problems} problems"
+        time.sleep(0.05)
+
+
 def test_sigkill_of_the_driver_then_resume_gives_the_uninterrupted_submission(ray_cluster, problems, single,
                                                                              tmp_path):
     out = tmp_path / "sub.csv"
@@ -149,12 +183,7 @@ def test_sigkill_of_the_driver_then_resume_gives_the_uninterrupted_submission(ra
                             stderr=subprocess.PIPE, text=True)
     started = []
     try:
-        journal = default_journal(out)
-        deadline = time.monotonic() + 120
-        while not (journal.exists() and len(journal.read_text().splitlines()) >= 4):
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "the Ray run never journaled three problems"
-            time.sleep(0.05)
+        _wait_for_journal(default_journal(out), 3, proc)
         started = psutil.Process(proc.pid).children(recursive=True)  # its Ray cluster: ended below
         proc.kill()
         proc.wait(timeout=30)
