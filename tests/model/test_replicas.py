@@ -73,8 +73,8 @@ def single(problems, tmp_path_factory):
 
 
 def test_two_replicas_write_the_single_engine_submission_byte_for_byte(ray_cluster, problems, single, tmp_path):
-    out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
-    result = run(problems, output=out, summary=summary, **GREEDY, **RAY)
+    out, summary, traces = tmp_path / "sub.csv", tmp_path / "s.json", tmp_path / "t.jsonl"
+    result = run(problems, output=out, summary=summary, traces=traces, **GREEDY, **RAY)
     assert out.read_bytes() == single["submission"] == single["nocache"]
     mine = json.loads(summary.read_text())
     assert {k: mine[k] for k in COUNTERS} == {k: single["summary"][k] for k in COUNTERS}
@@ -86,6 +86,9 @@ def test_two_replicas_write_the_single_engine_submission_byte_for_byte(ray_clust
     assert "replica 1" in result.summary.table()
     journal = default_journal(out).read_text().splitlines()
     assert len(journal) == 11  # the header and every problem, once
+    samples = [json.loads(line) for line in traces.read_text().splitlines()]  # the one trace file, from both
+    ended = sum(n for reason, n in mine["finish_reasons"].items() if reason != "cancelled")
+    assert len(samples) == ended and {t["id"] for t in samples} == {p.id for p in read_problems(problems)}
 
 
 def _replica_processes(state: str = "ray::Replica.solve") -> list[psutil.Process]:
