@@ -127,3 +127,23 @@ def test_ngl_auto_over_several_gpus_fits_every_gpu_s_share(monkeypatch, capsys):
     assert "fit 2 GPUs (--split-mode layer)" in capsys.readouterr().err
     monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [roomy // 4, roomy // 4])
     assert 0 <= resolve_gpu_layers(config, path) < read_shape(str(path)).n_layers
+
+
+def test_a_replica_s_time_shares_are_the_run_s():
+    """On one replica of several, a problem's share counts every replica's parallel problems and the
+    problems waiting for the others, not just the few this replica was handed."""
+    from fakes import Clock, TimedEngine, boxed, problems_of
+
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.solver import Solver
+
+    def budgets(**replica):
+        clock = Clock()
+        engine = TimedEngine(lambda p, s: boxed(1), clock, step=1.0, batch_size=1)
+        solver = Solver(engine, RunConfig(samples=1), deadline=clock() + 120, clock=clock, **replica)
+        return [r.budget for r in solver.solve(problems_of(2))]
+
+    alone = budgets()
+    assert alone[0] == pytest.approx(120 * 1 / 2)  # this engine's two problems share all the time
+    shared = budgets(parallel=4, waiting_elsewhere=38)
+    assert shared[0] == pytest.approx(120 * 4 / 40)  # four run at once over the run's forty problems
