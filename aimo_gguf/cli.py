@@ -121,6 +121,9 @@ def config_options(command=None, *, only: tuple[str, ...] | None = None):
             kwargs["default"] = f.default
         elif f.metadata.get("multiple"):
             kwargs.update(multiple=True, type=str)
+        elif "flag_value" in f.metadata:  # --ray alone, or --ray ADDRESS
+            kwargs.update(is_flag=False, flag_value=f.metadata["flag_value"], type=str, default=None,
+                          metavar=f.metadata.get("metavar"))
         else:
             kwargs.update(type=kind, default=None if f.default is MISSING else f.default)
             kwargs["show_default"] = f.default is not None and f.name not in ("system_prompt", "ctx", "model")
@@ -213,7 +216,8 @@ def _problem_table(results) -> str:
 
 
 @cli.command("bench", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
-@config_options(only=("model", "n_gpu_layers", "threads", "ctx", "max_memory", "kv_type", "flash_attn"))
+@config_options(only=("model", "n_gpu_layers", "threads", "ctx", "max_memory", "kv_type", "flash_attn", "split_mode",
+                      "tensor_split", "main_gpu"))
 @click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True,
               help="Batch sizes to measure the engine at, comma-separated; 'auto' is the largest that fits "
                    "--max-memory, as in run.")
@@ -237,7 +241,8 @@ def _problem_table(results) -> str:
                    "from the best row and compare it with this limit in seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tokens, problems, samples, ctx, kv_type,
-                  flash_attn, no_baseline, confidence, stress, time_limit, json_path, plot_path, quiet) -> None:
+                  flash_attn, no_baseline, confidence, stress, time_limit, json_path, plot_path, quiet,
+                  split_mode, tensor_split, main_gpu) -> None:
     """Measure speed and memory of the engine at several batch sizes against a create_completion loop.
 
     Every row does the same work: --problems synthetic problems x --samples
@@ -269,7 +274,8 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
     result = bench_module.bench(
         model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
         problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory,
-        baseline=not no_baseline, confidence=confidence, progress=not quiet,
+        baseline=not no_baseline, confidence=confidence, progress=not quiet, split_mode=split_mode,
+        tensor_split=tensor_split, main_gpu=main_gpu,
     )
     click.echo(bench_module.render_table(result))
     if json_path is not None:
@@ -312,7 +318,11 @@ def _stress_and_project(result, n_problems, time_limit, *, model, n_gpu_layers, 
 
 @cli.command("info", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("model_path", metavar="MODEL", required=False, type=click.Path(dir_okay=False))
-@config_options(only=("n_gpu_layers", "ctx", "max_tokens", "batch_size", "max_memory", "kv_type"))
+@config_options(only=("n_gpu_layers", "ctx", "max_tokens", "batch_size", "max_memory", "kv_type", "split_mode",
+                      "tensor_split", "main_gpu"))
+@click.option("--gpus", "gpus", default=None,
+              help="GPU memory sizes to split the estimate over, e.g. 15GB,15GB or 2x15GB [default: the GPUs NVML "
+                   "sees, when there are several].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def info_command(model_path, as_json, **options) -> None:
     """Describe a GGUF MODEL and estimate the memory of a configuration, from its header alone.
@@ -522,8 +532,9 @@ def recipes_command() -> None:
 @click.option("-b", "--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Sequences decoded together.")
 @config_options(only=("kv_type",))
-@click.option("--gpu", "gpus", default="16GB,80GB", show_default=True,
-              help="Comma-separated GPU memory sizes to fit (16GB = Kaggle T4/P100, 80GB = H100).")
+@click.option("--gpu", "gpus", default="16GB,80GB,2x15GB,4x22GB", show_default=True,
+              help="Comma-separated GPU memory sizes to fit (16GB = Kaggle T4/P100, 80GB = H100); NxSIZE is N "
+                   "GPUs of that size with the model split by layer (2x15GB = Kaggle's 2 x T4, 4x22GB = 4 x L4).")
 @click.option("--pull", "show_pull", is_flag=True, help="Also print the aimo-gguf pull command of each model.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def models_command(ctx, batch_size, kv_type, gpus, show_pull, as_json) -> None:
@@ -539,15 +550,15 @@ def models_command(ctx, batch_size, kv_type, gpus, show_pull, as_json) -> None:
     """
     import json
 
-    from .memory import parse_size
     from .registry import fits_json, fits_table, load_registry
+    from .split import parse_devices
 
     sizes = [g.strip() for g in gpus.split(",") if g.strip()]
     for g in sizes:
         try:
-            parse_size(g)
+            parse_devices(g)
         except Exception:
-            raise click.BadParameter(f"{g!r} is not a size like 16GB or 15GiB", param_hint="--gpu") from None
+            raise click.BadParameter(f"{g!r} is not a size like 16GB, 15GiB or 2x15GB", param_hint="--gpu") from None
     entries = load_registry()
     if as_json:
         click.echo(json.dumps(fits_json(entries, sizes, ctx=ctx, batch_size=batch_size, kv_type=kv_type), indent=2))

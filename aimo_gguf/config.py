@@ -23,6 +23,7 @@ from .errors import InputError
 from .harmony import REASONING_EFFORTS
 from .prompts import DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES
 from .recipes import RECIPES
+from .split import DEFAULT_SPLIT_MODE, SPLIT_MODES, parse_tensor_split
 from .voting import DEFAULT_VOTE_FLOOR, VOTE_MODES
 
 DEFAULT_SAMPLES = 4
@@ -138,6 +139,21 @@ class RunConfig:
     )
     flash_attn: str = _opt("auto", "Flash attention: " + ", ".join(FLASH_ATTN_MODES) + ".", choices=FLASH_ATTN_MODES)
     kv_type: str = _opt("f16", "KV cache element type (the quantized ones need flash attention).", choices=KV_TYPES)
+    # Several GPUs (llama.cpp's split) and several engines (replicas on Ray): see aimo_gguf.split, aimo_gguf.replicas.
+    split_mode: str = _opt(DEFAULT_SPLIT_MODE, "How one model spreads over several GPUs: none (all on --main-gpu), "
+                                               "layer (whole layers per GPU) or row (each matrix's rows across "
+                                               "the GPUs). Ignored on a CPU build.", choices=SPLIT_MODES)
+    tensor_split: str | None = _opt(None, "Each GPU's share of the model, e.g. 3,1 [default: in proportion to "
+                                          "each GPU's free memory].")
+    main_gpu: int = _opt(0, "The GPU holding the whole model with --split-mode none, and the KV cache and small "
+                            "tensors with row.")
+    ray: str | None = _opt(None, "Solve on replicas on Ray: with no ADDRESS a local Ray cluster is started, "
+                                 "else the cluster at ADDRESS (e.g. auto, ray://head:10001) is joined. "
+                                 "Needs pip install 'aimo-gguf[ray]'.", flag_value="local", metavar="[ADDRESS]")
+    replicas: int | None = _opt(None, "With --ray: engines, each loading the model once [default: one per GPU "
+                                      "of the cluster, or --gpus-per-replica of them; required without GPUs].")
+    gpus_per_replica: float | None = _opt(None, "With --ray: GPUs each replica gets, its model split over them "
+                                                "[default: 1 where the cluster has GPUs, else 0].")
 
     def __post_init__(self) -> None:
         checks = [
@@ -200,6 +216,14 @@ class RunConfig:
             (self.kv_type in KV_TYPES, f"--kv-type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}"),
             (self.kv_type == "f16" or self.flash_attn != "off",
              f"--kv-type {self.kv_type} needs flash attention: use --flash-attn auto or on"),
+            (self.split_mode in SPLIT_MODES,
+             f"--split-mode must be one of {', '.join(SPLIT_MODES)}, got {self.split_mode!r}"),
+            (self.main_gpu >= 0, f"--main-gpu must be 0 or more, got {self.main_gpu}"),
+            (self.replicas is None or self.replicas >= 1, f"--replicas must be at least 1, got {self.replicas}"),
+            (self.gpus_per_replica is None or self.gpus_per_replica >= 0,
+             f"--gpus-per-replica must be 0 or more, got {self.gpus_per_replica}"),
+            (self.ray is not None or (self.replicas is None and self.gpus_per_replica is None),
+             "--replicas and --gpus-per-replica need --ray"),
         ]
         for f in fields(self):
             value = getattr(self, f.name)
@@ -209,6 +233,12 @@ class RunConfig:
             if not ok:
                 raise InputError(message)
         self.stop = tuple(self.stop)
+        parse_tensor_split(self.tensor_split)  # a bad value fails here, before any load
+
+    @property
+    def tensor_split_values(self) -> tuple[float, ...] | None:
+        """--tensor-split as numbers (None: llama.cpp's split by free memory)."""
+        return parse_tensor_split(self.tensor_split)
 
     @property
     def needs_confidence(self) -> bool:

@@ -54,3 +54,24 @@ def gpu_name() -> str | None:
         return name.decode() if isinstance(name, bytes) else str(name)
     except Exception:
         return None
+
+
+def gpu_memories() -> list[tuple[int, int, int]]:
+    """(total, used, free) bytes of every visible GPU (``CUDA_VISIBLE_DEVICES``), in llama.cpp's order; []
+    without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is None:
+            indices = list(range(pynvml.nvmlDeviceGetCount()))
+        else:
+            indices = [int(v) for v in visible.split(",") if v.strip().isdigit()]
+        out = []
+        for index in indices:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+            out.append((int(info.total), int(info.used), int(info.free)))
+        return out
+    except Exception:
+        return []

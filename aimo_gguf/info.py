@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import RunConfig
 from .memory import MemoryEstimate, ModelShape, format_bytes, measure, read_shape
 from .models import resolve_model
+from .split import DeviceShares, device_shares, gpu_sizes
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class ModelInfo:
     kv_type: str
     n_gpu_layers_requested: int | str
     estimate: MemoryEstimate
+    devices: DeviceShares | None = None  # each GPU's share, with several GPUs (--gpus, or NVML's)
 
     def to_dict(self) -> dict:
         shape = asdict(self.shape)
@@ -43,6 +45,9 @@ class ModelInfo:
             "estimate": {**asdict(est), "cpu": est.cpu, "gpu": est.gpu, "total": est.total},
             "files": [str(f) for f in self.files],
             "prompt_style": self.prompt_style,
+            "per_gpu": None if self.devices is None else [
+                {"gpu": i, "bytes": b, "layers": n} for i, (b, n) in enumerate(zip(self.devices.per_device,
+                                                                                 self.devices.layers))],
         }
 
     @property
@@ -87,6 +92,10 @@ class ModelInfo:
                     f"{format_bytes(est.output + est.samplers)}, vocabulary and runtime "
                     f"{format_bytes(est.vocab + est.overhead)})"),
         ]
+        if self.devices is not None:
+            rows.insert(rows.index(next(r for r in rows if r[0] == "GPU")) + 1, ("per GPU", ", ".join(
+                f"GPU{i} {format_bytes(b)} ({n} layers)"
+                for i, (b, n) in enumerate(zip(self.devices.per_device, self.devices.layers)))))
         if s.synthetic_like:
             rows.insert(2, ("synthetic", f"random weights with the shapes of {s.synthetic_like} (aimo-gguf synth)"))
         width = max(len(k) for k, _ in rows)
@@ -101,6 +110,7 @@ def describe(
     model: str | Path | None = None,
     *,
     config: RunConfig | None = None,
+    gpus: str | None = None,
     **options,
 ) -> ModelInfo:
     """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
@@ -119,4 +129,18 @@ def describe(
         n_gpu_layers_requested=config.n_gpu_layers,
         estimate=measure(path, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
                          kv_type=config.kv_type, flash_attn=config.flash_attn, kv_unified=config.kv_unified),
+        devices=per_gpu(config, path, gpus, n_gpu_layers=layers, batch_size=batch),
     )
+
+
+def per_gpu(config: RunConfig, path: Path, gpus: str | None, *, n_gpu_layers: int,
+            batch_size: int) -> DeviceShares | None:
+    """Each GPU's share of the estimate: over ``gpus`` (sizes like 15GB,15GB or 2x15GB), else over the
+    GPUs NVML sees when there are several; None for one GPU or none."""
+    sizes = gpu_sizes(gpus)
+    if len(sizes) < 2:
+        return None
+    return device_shares(read_shape(str(path)), ctx=config.sequence_ctx, batch_size=batch_size,
+                         n_gpu_layers=n_gpu_layers, kv_type=config.kv_type, sizes=sizes,
+                         split_mode=config.split_mode, tensor_split=config.tensor_split_values,
+                         main_gpu=config.main_gpu)

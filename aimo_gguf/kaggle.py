@@ -33,11 +33,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from .config import make_config
+from .config import RunConfig, make_config
 from .engine.api import BatchEngine
 from .errors import InputError
 from .problems import Problem
-from .solver import Clock, Solver
+from .solver import Clock, Solver, check_prompt
 from .tir import ToolStats
 
 DEFAULT_TOTAL_SECONDS = 5 * 3600  # AIMO3: five hours of GPU notebook
@@ -88,6 +88,7 @@ class KaggleSolver:
         engine: BatchEngine | None = None,
         verbose: bool = False,
         clock: Clock = time.monotonic,
+        replicas: int = 1,
         **options,
     ) -> None:
         if not (math.isfinite(total_seconds) and total_seconds > 0):
@@ -97,6 +98,8 @@ class KaggleSolver:
                              f"total_seconds ({total_seconds:g}): every problem would get no time")
         if n_problems < 1:
             raise InputError(f"n_problems must be at least 1, got {n_problems}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise InputError(f"replicas must be at least 1, got {replicas!r}")
         self.clock = clock
         already = time.time() - started_at if started_at is not None else 0.0
         self.deadline = clock() - already + total_seconds - safety_seconds
@@ -106,12 +109,19 @@ class KaggleSolver:
         self.config = make_config(model=model, **options)
         self.stats = AdapterStats()
         self.tool_stats = ToolStats() if self.config.tir else None
-        if engine is None:
+        if engine is None and replicas > 1:
+            engine = _load_replicas(self.config, replicas, verbose=verbose)
+        elif engine is None:
             from .loading import load_engine
             from .models import resolve_model
 
             engine = load_engine(self.config, resolve_model(model), verbose=verbose)
         self.engine = engine
+        try:
+            self.prompt_style = check_prompt(engine, self.config)  # here, not at every predict: it would fall back
+        except BaseException:
+            engine.close()
+            raise
         for note in engine.info.notes:
             _log(note)
 
@@ -184,6 +194,36 @@ class KaggleSolver:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool) -> BatchEngine:
+    """One engine per GPU (GPU i holds engine i whole: --split-mode none, --main-gpu i) as one EnginePool,
+    each with ceil(samples / replicas) sequences, so a problem's samples split evenly and share one vote.
+    On a CPU build each engine gets its share of the threads instead."""
+    from dataclasses import replace
+
+    from .engine import default_threads
+    from .engine.llama import supports_gpu_offload
+    from .loading import load_engine
+    from .models import resolve_model
+    from .replicas.pool import EnginePool
+
+    path = resolve_model(config.model)
+    batch = -(-config.samples // replicas)
+    threads = config.threads or max(1, default_threads() // (1 if supports_gpu_offload() else replicas))
+    engines = []
+    try:
+        for i in range(replicas):
+            gpu = dict(split_mode="none", main_gpu=i) if supports_gpu_offload() else {}
+            engines.append(load_engine(replace(config, batch_size=batch, threads=threads, **gpu), path,
+                                       verbose=verbose))
+    except BaseException:
+        for e in engines:
+            e.close()
+        raise
+    _log(f"{replicas} replicas of the model, {batch} sequences each: a problem's samples are shared out "
+         f"and voted on together")
+    return EnginePool(engines)
 
 
 def _known_answer(columns: tuple, named: dict) -> int | None:

@@ -30,6 +30,9 @@ def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, 
         stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
         ignore_eos=config.ignore_eos,
         confidence=config.confidence_settings(graded=graded, traces=traces),
+        split_mode=config.split_mode,
+        tensor_split=config.tensor_split_values,
+        main_gpu=config.main_gpu,
         verbose=verbose,
     )
 
@@ -48,6 +51,12 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
             print("aimo-gguf: --n-gpu-layers auto: this llama-cpp-python build cannot offload: 0 layers (CPU)",
                   file=sys.stderr)
         return 0
+    if config.max_memory is None and config.split_mode != "none":
+        from .split import gpu_sizes
+
+        free = gpu_sizes(free=True)
+        if len(free) > 1:
+            return _split_gpu_layers(config, model_path, free, quiet=quiet)
     if config.max_memory is not None:
         budget, where = parse_size(config.max_memory), "--max-memory"
     else:
@@ -66,6 +75,27 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
         shown = "all" if layers < 0 else str(layers)
         print(f"aimo-gguf: --n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit "
               f"{format_bytes(budget)} ({where}) with {batch} x {config.sequence_ctx} tokens", file=sys.stderr)
+    return layers
+
+
+def _split_gpu_layers(config: RunConfig, model_path: Path, free: list[int], *, quiet: bool) -> int:
+    """-ngl auto over several GPUs: the most layers whose every GPU's share fits its free memory."""
+    from .memory import format_bytes, read_shape
+    from .split import most_gpu_layers_split
+
+    batch = 1 if config.batch_size == "auto" else config.batch_size
+    shape = read_shape(str(model_path))
+    layers, shares = most_gpu_layers_split(shape, ctx=config.sequence_ctx, batch_size=batch, sizes=free,
+                                           kv_type=config.kv_type, split_mode=config.split_mode,
+                                           tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
+                                           reserve=GPU_RUNTIME_RESERVE)
+    if not quiet:
+        shown = "all" if layers < 0 else str(layers)
+        each = ", ".join(f"GPU{i} {format_bytes(b)} of {format_bytes(f)} free"
+                         for i, (b, f) in enumerate(zip(shares.per_device, free)))
+        print(f"aimo-gguf: --n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit {len(free)} GPUs "
+              f"(--split-mode {config.split_mode}) with {batch} x {config.sequence_ctx} tokens: {each}",
+              file=sys.stderr)
     return layers
 
 

@@ -17,7 +17,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import InputError
-from .memory import ModelShape, estimate, format_bytes, parse_size
+from .memory import ModelShape, estimate, format_bytes
+from .split import device_label, parse_devices
 
 # A GPU loses memory to the CUDA context and the driver, beyond what llama.cpp allocates
 # (weights, KV cache, compute buffer: all in the estimate).
@@ -112,9 +113,16 @@ def load_registry(path: str | Path | None = None) -> list[Entry]:
         raise InputError(f"the model registry is malformed ({e})") from None
 
 
-def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str = "f16") -> Fit:
-    """The most layers to offload so that weights, KV cache, compute buffer and reserve fit ``gpu_bytes``."""
+def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str = "f16", n_gpus: int = 1) -> Fit:
+    """The most layers to offload so that weights, KV cache, compute buffer and reserve fit ``gpu_bytes``
+    (on each of ``n_gpus`` GPUs of that size, split by layer: ``gpu_used`` is then the fullest one's)."""
     shape = entry.shape()
+    if n_gpus > 1:
+        from .split import most_gpu_layers_split
+
+        best, shares = most_gpu_layers_split(shape, ctx=ctx, batch_size=batch_size, sizes=[gpu_bytes] * n_gpus,
+                                             kv_type=kv_type, reserve=GPU_RESERVE)
+        return Fit(entry, gpu_bytes, ctx, batch_size, best, max(shares.per_device) + GPU_RESERVE if best else 0)
     best, used = 0, 0
     for n in range(entry.layers + 1, 0, -1):  # layers + 1 = every block and the output head
         e = estimate(shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=n, kv_type=kv_type)
@@ -127,13 +135,13 @@ def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str
 
 def fits_table(entries: list[Entry], gpus: list[str], *, ctx: int, batch_size: int, kv_type: str = "f16") -> str:
     """One row per entry: size, context used, and the offload that fits each GPU."""
-    sizes = [parse_size(g) for g in gpus]
-    header = ["model", "quant", "size", "recipe", "ctx"] + [f"{g} GPU" for g in gpus]
+    sizes = [parse_devices(g) for g in gpus]
+    header = ["model", "quant", "size", "recipe", "ctx"] + [device_label(g) for g in gpus]
     rows = []
     for e in entries:
         c = min(ctx, e.ctx_train)
         rows.append([e.name, e.quant, format_bytes(e.size_bytes), e.recipe or "-", str(c)]
-                    + [fit(e, s, ctx=c, batch_size=batch_size, kv_type=kv_type).label for s in sizes])
+                    + [fit(e, s, ctx=c, batch_size=batch_size, kv_type=kv_type, n_gpus=n).label for n, s in sizes])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
@@ -143,7 +151,8 @@ def fits_json(entries: list[Entry], gpus: list[str], *, ctx: int, batch_size: in
     out = []
     for e in entries:
         c = min(ctx, e.ctx_train)
-        fits = {g: fit(e, parse_size(g), ctx=c, batch_size=batch_size, kv_type=kv_type) for g in gpus}
+        fits = {g: fit(e, parse_devices(g)[1], ctx=c, batch_size=batch_size, kv_type=kv_type,
+                       n_gpus=parse_devices(g)[0]) for g in gpus}
         out.append({**asdict(e), "ctx": c, "batch_size": batch_size, "kv_type": kv_type,
                     "pull": e.pull_commands(),
                     "fits": {g: {"n_gpu_layers": f.n_gpu_layers, "gpu_bytes": f.gpu_used} for g, f in fits.items()}})

@@ -15,12 +15,13 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Protocol
 
 from .config import RunConfig, make_config
-from .engine.api import BatchEngine
+from .engine.api import BatchEngine, EngineStats, LoadInfo
 from .errors import InputError, OutputError
 from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
@@ -33,7 +34,7 @@ from .problems import (
     write_json_atomic,
     write_submission,
 )
-from .solver import Clock, ProblemResult, Solver
+from .solver import Clock, ProblemResult, Solver, check_prompt
 from .summary import RunSummary, peak_rss_mb
 from .tir import ToolStats
 from .voting import VOTE_MODES
@@ -106,6 +107,12 @@ def run(
         journal = default_journal(output) if output is not None else None
     if resume and not journal:
         raise InputError("--resume needs a journal: give --journal or an --output to put it beside")
+    if config.ray is not None:
+        if engine is not None:
+            raise InputError("--ray starts its own replicas: it takes no engine")
+        from .replicas import require_ray
+
+        require_ray()  # the one-line error naming the extra, before any file is touched
     _check_outputs(source, model_path, output=output, summary=summary, traces=traces, journal=journal or None)
 
     outcome = _Outcome(problems, config)
@@ -118,14 +125,22 @@ def run(
                 tracer = stack.enter_context(TraceWriter(traces, append=resume)) if traces is not None else None
                 if log is not None and log.entries:
                     print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
-                if engine is None:
+                graded = any(p.answer is not None for p in problems)
+                if engine is not None:
+                    source = LocalSource(engine, config)
+                elif config.ray is not None:
+                    from .replicas import RayReplicas
+
+                    source = stack.enter_context(RayReplicas(config, model_path, verbose=verbose, graded=graded,
+                                                             traces=traces is not None))
+                else:
                     from .loading import load_engine
 
-                    graded = any(p.answer is not None for p in problems)
                     engine = stack.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
                                                              traces=traces is not None))
+                    source = LocalSource(engine, config)
                 stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
-                outcome.solve(engine, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
+                outcome.solve(source, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
                               clock=clock, safe_point=stop.check)
                 stop.disarm()  # every answer is in: from here on nothing may cut the writing short
         except (KeyboardInterrupt, Stopped) as e:
@@ -148,6 +163,50 @@ def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
             check_writable(path, labels[name].removeprefix("--"), replace=name in ("output", "summary"))
 
 
+class ResultSource(Protocol):
+    """Where a run's results come from: one engine and its Solver (``LocalSource``), or replicas on Ray
+    (``aimo_gguf.replicas.RayReplicas``). The runner journals, counts and writes them alike."""
+
+    info: LoadInfo  # what was loaded (one replica's, with Ray)
+    stats: EngineStats  # the engines' counters, summed over replicas
+    failures: int  # replicas lost and replaced
+    prompt_style: str  # the prompt family the Solvers use (harmony, think, plain)
+
+    def results(self, problems: Sequence[Problem], *, deadline: float | None, clock: Clock, on_step, tracer,
+                tool_stats: ToolStats | None, margin: float) -> Iterator[ProblemResult]: ...
+
+    def final_counters(self) -> None: ...
+
+    def replica_rows(self) -> list[dict] | None: ...
+
+    def progress_note(self) -> str: ...
+
+
+class LocalSource:
+    """One engine and the Solver on it."""
+
+    failures = 0
+
+    def __init__(self, engine: BatchEngine, config: RunConfig) -> None:
+        self.engine, self.config = engine, config
+        self.info, self.stats = engine.info, engine.stats
+        self.prompt_style = check_prompt(engine, config)  # a family the model cannot take fails here
+
+    def results(self, problems, *, deadline, clock, on_step, tracer, tool_stats, margin=0.0):
+        solver = Solver(self.engine, self.config, traces=tracer, on_step=on_step, deadline=deadline,
+                        tool_stats=tool_stats, clock=clock)
+        return solver.solve(problems)
+
+    def final_counters(self) -> None:
+        pass
+
+    def replica_rows(self) -> None:
+        return None
+
+    def progress_note(self) -> str:
+        return ""
+
+
 class _Outcome:
     """The answers and counters of one run while it goes, and the files they end in."""
 
@@ -164,12 +223,11 @@ class _Outcome:
         self.deadline: float | None = None
         self.t_start = time.perf_counter()
 
-    def solve(self, engine: BatchEngine, log: Journal | None, tracer: TraceWriter | None, *, progress: bool,
+    def solve(self, source: ResultSource, log: Journal | None, tracer: TraceWriter | None, *, progress: bool,
               on_result, deadline: float | None, clock: Clock, safe_point=None) -> None:
         config, summary = self.config, self.summary
         self.deadline = deadline
-        self.engine = engine
-        info = engine.info
+        info = source.info
         summary.model, summary.model_description = info.model_path, info.description
         summary.n_gpu_layers_requested, summary.n_gpu_layers = info.n_gpu_layers_requested, info.n_gpu_layers
         summary.gpu_offload_supported, summary.notes = info.gpu_offload_supported, list(info.notes)
@@ -180,7 +238,7 @@ class _Outcome:
         # Without confidence every vote weighs 1: the other modes would only repeat majority.
         self.modes = VOTE_MODES if info.confidence else ("majority",)
         todo = self._take_journaled(log.entries if log is not None else {})
-        bar = _ProgressBar(len(self.problems), engine, summary, enabled=progress)
+        bar = _ProgressBar(len(self.problems), source, summary, enabled=progress)
         self.tool_stats = ToolStats() if config.tir else None
 
         def on_step() -> None:
@@ -188,12 +246,12 @@ class _Outcome:
                 safe_point()
             bar.refresh()
 
-        solver = Solver(engine, config, traces=tracer, on_step=on_step, deadline=deadline,
-                        tool_stats=self.tool_stats, clock=clock)
-        summary.prompt_style = solver.style
+        summary.prompt_style = source.prompt_style
         self.t_start = time.perf_counter()
         try:
-            for result in solver.solve([self.problems[i] for i in todo]):
+            for result in source.results([self.problems[i] for i in todo], deadline=deadline, clock=clock,
+                                         on_step=on_step, tracer=tracer, tool_stats=self.tool_stats,
+                                         margin=config.margin):
                 result = replace(result, index=todo[result.index])
                 self.answers[result.index] = result.answer
                 if log is not None and not (result.cut and result.samples == 0):
@@ -206,7 +264,7 @@ class _Outcome:
             try:
                 bar.close()
             finally:
-                self._collect(engine)
+                self._collect(source)
 
     def _take_journaled(self, earlier: dict) -> list[int]:
         """Answers from an earlier run's journal; returns the positions still to solve."""
@@ -260,9 +318,11 @@ class _Outcome:
         if len(self.problems) <= KEEP_RESULTS:
             self.results.append(result)
 
-    def _collect(self, engine: BatchEngine) -> None:
+    def _collect(self, source: ResultSource) -> None:
         """The engine's and the tools' counters into the summary."""
-        s, stats = self.summary, engine.stats
+        source.final_counters()
+        s, stats = self.summary, source.stats
+        s.replicas, s.replica_failures = source.replica_rows(), source.failures
         s.run_seconds = time.perf_counter() - self.t_start
         s.prompt_tokens = stats.prompt_tokens
         s.shared_prompt_tokens = stats.shared_prompt_tokens
@@ -315,9 +375,9 @@ class _Outcome:
 class _ProgressBar:
     """tqdm on stderr: problems, samples, tokens/s, ETA; refreshed inside long problems too."""
 
-    def __init__(self, total: int, engine: BatchEngine, summary: RunSummary, *, enabled: bool) -> None:
+    def __init__(self, total: int, source: ResultSource, summary: RunSummary, *, enabled: bool) -> None:
         self.enabled = enabled
-        self.stats, self.summary = engine.stats, summary
+        self.source, self.stats, self.summary = source, source.stats, summary
         self._last = 0.0
         self._t0 = time.perf_counter()
         self.interval = PROGRESS_INTERVAL if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
@@ -335,7 +395,9 @@ class _ProgressBar:
             return
         self._last = now
         rate = self.stats.generated_tokens / max(now - self._t0, 1e-9)
-        self._bar.set_postfix_str(f"samples={self.summary.samples} tok/s={rate:.1f}", refresh=False)
+        note = self.source.progress_note()
+        self._bar.set_postfix_str(f"samples={self.summary.samples} tok/s={rate:.1f}" + (f" {note}" if note else ""),
+                                  refresh=False)
         self._bar.refresh()
 
     def advance(self) -> None:

@@ -152,6 +152,15 @@ def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:
     return bool(config.early_stop_lead) and count - second >= config.early_stop_lead
 
 
+def check_prompt(engine: BatchEngine, config: RunConfig) -> str:
+    """The prompt family of a run on ``engine``; one the model cannot take is an InputError, raised
+    when the engine is loaded rather than at the first problem."""
+    style = prompt_style(engine, config)
+    if style == "harmony":
+        harmony_call_token(engine)
+    return style
+
+
 def harmony_call_token(engine: BatchEngine) -> int:
     """The id of harmony's ``<|call|>`` token; a model without harmony's special tokens is an error."""
     ids = engine.tokenize(harmony.CALL, add_special=False, parse_special=True)
@@ -225,7 +234,11 @@ class Solver:
         deadline: float | None = None,
         tool_stats: ToolStats | None = None,
         clock: Clock = time.monotonic,
+        parallel: int | None = None,
+        waiting_elsewhere: int = 0,
     ) -> None:
+        # ``parallel`` and ``waiting_elsewhere``: on one replica of several (aimo_gguf.replicas), the problems
+        # running side by side on all of them and those waiting for another, so a time share is the run's.
         self.engine = engine
         self.config = config
         self.traces = traces
@@ -240,7 +253,8 @@ class Solver:
         self.weight = math.inf if config.keep_top < 100 else max_vote_weight(config.vote, config.vote_floor,
                                                                               self.bonus)
         self.timed = deadline is not None or config.problem_time_cap is not None
-        self.parallel = max(1, engine.batch_size // config.samples)  # problems that run side by side
+        self.parallel = parallel or max(1, engine.batch_size // config.samples)  # problems that run side by side
+        self.waiting_elsewhere = waiting_elsewhere
         self.style = prompt_style(engine, config)
         self._call_token = harmony_call_token(engine) if self.style == "harmony" else -1
         self.reserve = config.think_reserve or default_reserve(config.max_tokens)
@@ -445,7 +459,7 @@ class Solver:
         budget = math.inf
         if self.deadline is not None:
             left = self.deadline - flight.start
-            waiting = len(self._problems) - self._finished
+            waiting = len(self._problems) - self._finished + self.waiting_elsewhere
             budget = max(0.0, left * min(self.parallel, waiting) / waiting)
         if self.config.problem_time_cap is not None:
             budget = min(budget, self.config.problem_time_cap)

@@ -81,6 +81,10 @@ class RunSummary:
     sample_seconds: float = 0.0  # sampling and per-token bookkeeping
     kv_preemptions: int = 0
     peak_rss_mb: float = 0.0
+    # With --ray: per replica (node, pid, problems, generated_tokens, busy_seconds, tokens_per_second, lost),
+    # and the replicas lost (process killed, node gone) and replaced, their unfinished problems solved elsewhere.
+    replicas: list[dict] | None = None
+    replica_failures: int = 0
 
     @property
     def accuracy(self) -> float | None:
@@ -144,6 +148,7 @@ class RunSummary:
             *self._tool_rows(),
             ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
             ("GPU layers", gpu),
+            *self._replica_rows(),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -167,6 +172,17 @@ class RunSummary:
         if self.tokens_per_problem is not None:
             per_correct = f", {self.tokens_per_correct:.0f} per correct answer" if self.tokens_per_correct else ""
             rows.append(("tokens/problem", f"{self.tokens_per_problem:.0f} generated{per_correct}"))
+        return rows
+
+    def _replica_rows(self) -> list[tuple[str, str]]:
+        if not self.replicas:
+            return []
+        lost = f", {self.replica_failures} lost and replaced" if self.replica_failures else ""
+        rows = [("replicas", f"{sum(not r['lost'] for r in self.replicas)} at the end{lost}")]
+        for r in self.replicas:
+            rows.append((f"  replica {r['replica']}", f"{r['tokens_per_second']:.1f} generated tokens/s, "
+                                                      f"{r['problems']} problems, {r['busy_seconds']:.1f} s busy "
+                                                      f"({r['node']}, pid {r['pid']})" + (", lost" if r["lost"] else "")))
         return rows
 
     def _tool_rows(self) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ at its next step as ``low_confidence``, as the real engine cuts it.
 from __future__ import annotations
 
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -86,7 +87,9 @@ class FakeEngine(BatchEngine):
         confidence: Callable[[int, int], Confidence] | None = None,
         architecture: str = "",  # "gpt-oss": harmony's special tokens are one token each, as in its vocabulary
         name: str = "",
+        step_seconds: float = 0.0,  # real time each step takes (threads racing a real engine's pace)
     ) -> None:
+        self.step_seconds = step_seconds
         self.reply = reply
         self.specials = {t: 0x110000 + i for i, t in enumerate(HARMONY_SPECIALS)} if architecture == "gpt-oss" \
             else {}
@@ -231,6 +234,8 @@ class FakeEngine(BatchEngine):
                 continue
             self.steps += 1
             self.stats.steps += 1
+            if self.step_seconds:
+                time.sleep(self.step_seconds)
             done = []
             for entry in list(active):
                 if self._below(entry[0]):  # its window fell below the threshold during this step

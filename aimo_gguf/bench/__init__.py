@@ -77,6 +77,9 @@ def bench(
     baseline: bool = True,
     confidence: bool = False,
     progress: bool = True,
+    split_mode: str = "layer",
+    tensor_split: str | None = None,
+    main_gpu: int = 0,
 ) -> BenchResult:
     """Measure the create_completion loop and the engine at each batch size on the same work.
 
@@ -102,7 +105,7 @@ def bench(
     config = RunConfig(
         model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, threads=threads,
         max_tokens=max_tokens, samples=samples, ctx=ctx, ignore_eos=True, early_stop=False,
-        kv_type=kv_type, flash_attn=flash_attn,
+        kv_type=kv_type, flash_attn=flash_attn, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
     )
     config.threads = config.threads or default_threads()
     path = resolve_model(config.model)

@@ -99,6 +99,9 @@ class Engine(BatchEngine):
         cache_prompts: bool | None = None,  # a slot keeps its prompt's cells for the next request that starts
         # the same way; None = with one KV stream per sequence (a unified cache frees cells on release)
         confidence: ConfidenceSettings | None = None,  # per-token signals, aggregated into each Completion
+        split_mode: str = "layer",  # over several GPUs: none (all on main_gpu), layer, row (see aimo_gguf.split)
+        tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
+        main_gpu: int = 0,
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -131,6 +134,10 @@ class Engine(BatchEngine):
         if layers != 0 and not supported:
             notes.append("GPU offload is not available (CPU build of llama-cpp-python, or no GPU): running on CPU")
             layers = 0
+        split = dict(split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
+        if not supported and (split_mode != "layer" or tensor_split or main_gpu):
+            notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
+            split = {}
         ladder = layer_ladder(layers, gguf_block_count(path) if layers < 0 else None)
         self.max_outputs = max(batch_size, max_outputs or batch_size)
         failure = None
@@ -139,7 +146,7 @@ class Engine(BatchEngine):
                 # The weights or, with them on the GPU, the KV cache and compute buffers may not fit:
                 # each failure tries fewer layers, down to the CPU alone.
                 try:
-                    self._model = llama.LlamaModel(path, n_gpu_layers=n)
+                    self._model = llama.LlamaModel(path, n_gpu_layers=n, **split)
                     self._context = llama.LlamaContext(
                         self._model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
                         n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,

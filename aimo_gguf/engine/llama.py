@@ -29,6 +29,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..split import SPLIT_MODES
 from .api import FLASH_ATTN_MODES, KV_TYPES, SamplingParams
 
 FLASH_ATTN_TYPES = dict(zip(FLASH_ATTN_MODES, (
@@ -123,13 +124,43 @@ class _Owner:
 # --- the model and its vocabulary ----------------------------------------------------------------------------
 
 
+SPLIT_MODE_TYPES = dict(zip(SPLIT_MODES, (
+    llama_cpp.LLAMA_SPLIT_MODE_NONE, llama_cpp.LLAMA_SPLIT_MODE_LAYER, llama_cpp.LLAMA_SPLIT_MODE_ROW)))
+
+
+def max_devices() -> int:
+    """The most GPUs this llama.cpp build can split a model over (the length of ``tensor_split``)."""
+    return int(llama_cpp.llama_max_devices())
+
+
+def model_params(*, n_gpu_layers: int = 0, vocab_only: bool = False, split_mode: str = "layer",
+                 tensor_split: Sequence[float] | None = None, main_gpu: int = 0):
+    """``llama_model_params`` for a load, and the float array its ``tensor_split`` points to (keep it
+    alive until the load returns: llama.cpp reads it then)."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
+    params.vocab_only = vocab_only
+    params.split_mode = SPLIT_MODE_TYPES[split_mode]
+    params.main_gpu = main_gpu
+    array = None
+    if tensor_split:
+        n = max_devices()
+        if len(tensor_split) > n:
+            raise ModelError(f"--tensor-split has {len(tensor_split)} shares; this llama.cpp build splits over "
+                             f"at most {n} GPUs")
+        array = (ctypes.c_float * n)(*tensor_split)
+        params.tensor_split = ctypes.cast(array, ctypes.POINTER(ctypes.c_float))
+    return params, array
+
+
 class LlamaModel(_Owner):
     """A loaded GGUF model: its weights (``n_gpu_layers`` of them on the GPU) and its vocabulary."""
 
-    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False) -> None:
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers
-        params.vocab_only = vocab_only
+    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False,
+                 split_mode: str = "layer", tensor_split: Sequence[float] | None = None, main_gpu: int = 0) -> None:
+        params, self._tensor_split = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only,
+                                                  split_mode=split_mode, tensor_split=tensor_split,
+                                                  main_gpu=main_gpu)
         fresh_errors()
         ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
