@@ -118,7 +118,10 @@ def describe(
 
     config = config or RunConfig(model=None if model is None else str(model), **options)
     path = resolve_model(config.model)
-    layers = resolve_gpu_layers(config, path)
+    if gpus is not None and config.n_gpu_layers == "auto":
+        layers = _layers_for(config, path, gpus)  # the GPUs asked about, not the ones NVML sees
+    else:
+        layers = resolve_gpu_layers(config, path)
     batch = resolve_batch_size(config, path, n_gpu_layers=layers)
     return ModelInfo(
         path=str(path),
@@ -131,6 +134,20 @@ def describe(
                          kv_type=config.kv_type, flash_attn=config.flash_attn, kv_unified=config.kv_unified),
         devices=per_gpu(config, path, gpus, n_gpu_layers=layers, batch_size=batch),
     )
+
+
+def _layers_for(config: RunConfig, path: Path, gpus: str) -> int:
+    """-ngl auto over the GPUs of ``--gpus``: the most layers whose every share fits (the CUDA runtime's
+    reserve kept on each), at a batch of 1 with --batch-size auto."""
+    from .loading import GPU_RUNTIME_RESERVE
+    from .split import most_gpu_layers_split
+
+    batch = 1 if config.batch_size == "auto" else config.batch_size
+    layers, _ = most_gpu_layers_split(read_shape(str(path)), ctx=config.sequence_ctx, batch_size=batch,
+                                      sizes=gpu_sizes(gpus), kv_type=config.kv_type, split_mode=config.split_mode,
+                                      tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
+                                      reserve=GPU_RUNTIME_RESERVE)
+    return layers
 
 
 def per_gpu(config: RunConfig, path: Path, gpus: str | None, *, n_gpu_layers: int,

@@ -100,6 +100,10 @@ class KaggleSolver:
             raise InputError(f"n_problems must be at least 1, got {n_problems}")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise InputError(f"replicas must be at least 1, got {replicas!r}")
+        ray_only = sorted(k for k in ("ray", "gpus_per_replica") if options.get(k) is not None)
+        if ray_only:
+            raise InputError(f"{', '.join(ray_only)}: the adapter's replicas are engines in threads, one per GPU "
+                             "(KaggleSolver(replicas=N)); Ray is for aimo-gguf run --ray")
         self.clock = clock
         already = time.time() - started_at if started_at is not None else 0.0
         self.deadline = clock() - already + total_seconds - safety_seconds
@@ -209,6 +213,12 @@ def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool) -> BatchE
     from .replicas.pool import EnginePool
 
     path = resolve_model(config.model)
+    if supports_gpu_offload():
+        from .devices import gpu_memories
+
+        visible = len(gpu_memories())
+        if visible and replicas > visible:
+            raise InputError(f"replicas={replicas} needs one GPU each, and {visible} GPU(s) are visible")
     batch = -(-config.samples // replicas)
     threads = config.threads or max(1, default_threads() // (1 if supports_gpu_offload() else replicas))
     engines = []

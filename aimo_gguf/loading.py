@@ -60,13 +60,12 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
     if config.max_memory is not None:
         budget, where = parse_size(config.max_memory), "--max-memory"
     else:
-        from .devices import gpu_memory
-
-        memory = gpu_memory()
-        if memory is None:
+        free = one_gpu_free(config)
+        if free is None:
             raise InputError("--n-gpu-layers auto needs the GPU's free memory (install nvidia-ml-py) "
                              "or --max-memory")
-        budget, where = max(0, memory[2] - GPU_RUNTIME_RESERVE), "the GPU's free memory"
+        gpu = config.main_gpu if config.split_mode == "none" else 0
+        budget, where = max(0, free - GPU_RUNTIME_RESERVE), f"GPU {gpu}'s free memory"
     batch = 1 if config.batch_size == "auto" else config.batch_size
     shape = read_shape(str(model_path))
     layers = most_gpu_layers(shape, ctx=config.sequence_ctx, batch_size=batch, max_memory=budget,
@@ -76,6 +75,44 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
         print(f"aimo-gguf: --n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit "
               f"{format_bytes(budget)} ({where}) with {batch} x {config.sequence_ctx} tokens", file=sys.stderr)
     return layers
+
+
+def one_gpu_free(config: RunConfig) -> int | None:
+    """Free bytes of the GPU one engine uses alone (``--main-gpu`` with ``--split-mode none``, else the
+    first), from NVML; None without it."""
+    from .devices import gpu_memories, gpu_memory
+
+    index = config.main_gpu if config.split_mode == "none" else 0
+    if index == 0:
+        memory = gpu_memory()
+        return None if memory is None else memory[2]
+    memories = gpu_memories()
+    if not memories:
+        return None
+    if index >= len(memories):
+        raise InputError(f"--main-gpu {config.main_gpu}: only {len(memories)} GPU(s) are visible "
+                         f"(0 to {len(memories) - 1})")
+    return memories[index][2]
+
+
+def check_devices(config: RunConfig) -> None:
+    """--main-gpu and --tensor-split against the GPUs there are, before a load (a CPU build: nothing)."""
+    from .devices import gpu_memories
+    from .engine.llama import max_devices, supports_gpu_offload
+
+    if not supports_gpu_offload():
+        return
+    shares = config.tensor_split_values
+    if shares is not None and len(shares) > max_devices():
+        raise InputError(f"--tensor-split has {len(shares)} shares: this llama.cpp build drives at most "
+                         f"{max_devices()} devices")
+    visible = len(gpu_memories())
+    if not visible:
+        return  # no NVML: llama.cpp says what is wrong, if anything
+    if config.main_gpu >= visible:
+        raise InputError(f"--main-gpu {config.main_gpu}: only {visible} GPU(s) are visible (0 to {visible - 1})")
+    if shares is not None and len(shares) > visible:
+        raise InputError(f"--tensor-split has {len(shares)} shares, and {visible} GPU(s) are visible")
 
 
 def _split_gpu_layers(config: RunConfig, model_path: Path, free: list[int], *, quiet: bool) -> int:
@@ -116,12 +153,16 @@ def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = Fal
 
         budget = int(0.8 * psutil.virtual_memory().available)
     else:
-        from .devices import gpu_memory
+        if config.split_mode != "none":
+            from .split import gpu_sizes
 
-        memory = gpu_memory()
+            free = gpu_sizes(free=True)
+            if len(free) > 1:
+                return _split_batch(config, model_path, free, layers, quiet=quiet)
+        memory = one_gpu_free(config)
         if memory is None:
             raise InputError("--batch-size auto with GPU layers needs --max-memory (the GPU memory to fill)")
-        budget = max(0, memory[2] - GPU_RUNTIME_RESERVE)
+        budget = max(0, memory - GPU_RUNTIME_RESERVE)
     batch = largest_batch(read_shape(str(model_path)), ctx=config.sequence_ctx, max_memory=budget,
                           n_gpu_layers=layers, kv_type=config.kv_type)
     if not quiet:
@@ -131,11 +172,41 @@ def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = Fal
     return batch
 
 
+def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: int, *, quiet: bool) -> int:
+    """--batch-size auto over several GPUs: the largest batch whose every GPU's share fits its free memory."""
+    from .memory import format_bytes, read_shape
+    from .split import device_shares
+
+    shape = read_shape(str(model_path))
+
+    def fits(batch: int) -> bool:
+        shares = device_shares(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
+                               kv_type=config.kv_type, sizes=free, split_mode=config.split_mode,
+                               tensor_split=config.tensor_split_values, main_gpu=config.main_gpu)
+        return shares.fits(free, GPU_RUNTIME_RESERVE)
+
+    if not fits(1):
+        raise InputError(f"--batch-size auto: even one sequence of {config.sequence_ctx} tokens does not fit "
+                         f"{len(free)} GPUs with {layers} layers offloaded: use fewer GPU layers or a shorter --ctx")
+    lo, hi = 1, 2
+    while hi <= 4096 and fits(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    if not quiet:
+        print(f"aimo-gguf: --batch-size auto: {lo} sequences of {config.sequence_ctx} tokens fit {len(free)} GPUs "
+              f"({', '.join(format_bytes(f) for f in free)} free, --split-mode {config.split_mode})",
+              file=sys.stderr)
+    return lo
+
+
 def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, graded: bool = False,
                 traces: bool = False):
     """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved)."""
     from .engine import Engine
 
+    check_devices(config)
     layers = resolve_gpu_layers(config, model_path)
     batch = resolve_batch_size(config, model_path, n_gpu_layers=layers)
     return Engine(model_path, **engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers, graded=graded,

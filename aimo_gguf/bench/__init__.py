@@ -33,6 +33,7 @@ from ..engine import default_threads
 from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
 from ..models import resolve_model
+from ..split import DEFAULT_SPLIT_MODE
 from .measure import Progress, baseline_row, engine_row, tokenize_only
 from .probes import machine_info
 from .report import plot, render_table, require_matplotlib, write_json
@@ -77,7 +78,7 @@ def bench(
     baseline: bool = True,
     confidence: bool = False,
     progress: bool = True,
-    split_mode: str = "layer",
+    split_mode: str = DEFAULT_SPLIT_MODE,
     tensor_split: str | None = None,
     main_gpu: int = 0,
 ) -> BenchResult:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import EngineError, InputError, ModelError
 from ..models import check_gguf
+from ..split import DEFAULT_SPLIT_MODE
 from . import llama
 from .api import (
     DEFAULT_BATCH_SIZE,
@@ -99,7 +100,7 @@ class Engine(BatchEngine):
         cache_prompts: bool | None = None,  # a slot keeps its prompt's cells for the next request that starts
         # the same way; None = with one KV stream per sequence (a unified cache frees cells on release)
         confidence: ConfidenceSettings | None = None,  # per-token signals, aggregated into each Completion
-        split_mode: str = "layer",  # over several GPUs: none (all on main_gpu), layer, row (see aimo_gguf.split)
+        split_mode: str = DEFAULT_SPLIT_MODE,  # several GPUs: none (all on main_gpu), layer, row (aimo_gguf.split)
         tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
         main_gpu: int = 0,
         verbose: bool = False,
@@ -135,7 +136,7 @@ class Engine(BatchEngine):
             notes.append("GPU offload is not available (CPU build of llama-cpp-python, or no GPU): running on CPU")
             layers = 0
         split = dict(split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
-        if not supported and (split_mode != "layer" or tensor_split or main_gpu):
+        if not supported and (split_mode != DEFAULT_SPLIT_MODE or tensor_split or main_gpu):
             notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
             split = {}
         ladder = layer_ladder(layers, gguf_block_count(path) if layers < 0 else None)

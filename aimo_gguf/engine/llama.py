@@ -29,7 +29,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..split import SPLIT_MODES
+from ..split import DEFAULT_SPLIT_MODE, SPLIT_MODES
 from .api import FLASH_ATTN_MODES, KV_TYPES, SamplingParams
 
 FLASH_ATTN_TYPES = dict(zip(FLASH_ATTN_MODES, (
@@ -133,7 +133,7 @@ def max_devices() -> int:
     return int(llama_cpp.llama_max_devices())
 
 
-def model_params(*, n_gpu_layers: int = 0, vocab_only: bool = False, split_mode: str = "layer",
+def model_params(*, n_gpu_layers: int = 0, vocab_only: bool = False, split_mode: str = DEFAULT_SPLIT_MODE,
                  tensor_split: Sequence[float] | None = None, main_gpu: int = 0):
     """``llama_model_params`` for a load, and the float array its ``tensor_split`` points to (keep it
     alive until the load returns: llama.cpp reads it then)."""
@@ -157,7 +157,8 @@ class LlamaModel(_Owner):
     """A loaded GGUF model: its weights (``n_gpu_layers`` of them on the GPU) and its vocabulary."""
 
     def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False,
-                 split_mode: str = "layer", tensor_split: Sequence[float] | None = None, main_gpu: int = 0) -> None:
+                 split_mode: str = DEFAULT_SPLIT_MODE, tensor_split: Sequence[float] | None = None,
+                 main_gpu: int = 0) -> None:
         params, self._tensor_split = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only,
                                                   split_mode=split_mode, tensor_split=tensor_split,
                                                   main_gpu=main_gpu)

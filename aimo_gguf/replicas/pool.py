@@ -37,17 +37,15 @@ class EnginePool(BatchEngine):
         self.n_ctx_seq = min(e.n_ctx_seq for e in self.engines)
         self.info: LoadInfo = replace(first.info, n_seq_max=self.batch_size,
                                       load_seconds=sum(e.info.load_seconds for e in self.engines))
-        self._stats = EngineStats()
-
     @property
     def stats(self) -> EngineStats:
-        """The engines' counters, summed (a fresh snapshot each time)."""
-        total = self._stats
-        reasons: Counter = Counter()
+        """The engines' counters, summed: a new snapshot each time (the engines' threads go on counting)."""
+        total = EngineStats()
         for f in fields(EngineStats):
             if f.name == "finish_reasons":
+                reasons: Counter = Counter()
                 for e in self.engines:
-                    reasons.update(e.stats.finish_reasons)
+                    reasons.update(dict(e.stats.finish_reasons))  # a copy first: a thread may be adding
                 total.finish_reasons = reasons
             else:
                 setattr(total, f.name, sum(getattr(e.stats, f.name) for e in self.engines))

@@ -26,10 +26,28 @@ def test_a_pool_declares_the_engine_interface_and_adds_the_batches():
     assert pool.tokenize("ab") == [97, 98] and pool.chat_template is not None
 
 
+class HeldEngine(FakeEngine):
+    """A FakeEngine whose samples cannot finish before ``gate`` opens: both engines fill their batch first."""
+
+    def __init__(self, *args, gate: threading.Event, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.gate = gate
+
+    def _finish(self, request):
+        self.gate.wait(timeout=10)
+        return super()._finish(request)
+
+
 def test_one_problem_s_samples_are_shared_out_and_voted_on_together():
-    # Samples of 50 paced steps: each engine holds its two while the other's thread starts.
-    a, b = (FakeEngine(lambda p, s: boxed(12), batch_size=2, steps=lambda p, s: 50, step_seconds=0.001)
-            for _ in range(2))
+    gate = threading.Event()
+    a, b = (HeldEngine(lambda p, s: boxed(12), batch_size=2, gate=gate) for _ in range(2))
+
+    def open_once_both_pulled():
+        while len(a.pulled) + len(b.pulled) < 4:
+            threading.Event().wait(0.001)
+        gate.set()
+
+    threading.Thread(target=open_once_both_pulled, daemon=True).start()
     config = RunConfig(samples=4, early_stop=False)
     [result] = list(Solver(pool_of(a, b), config).solve(problems_of(1)))
     assert result.answer == 12 and result.votes == 4 and result.samples == 4
@@ -88,3 +106,18 @@ def test_the_adapter_on_a_pool_answers_in_the_gateway_s_range():
 def test_bad_replicas_are_an_input_error(replicas):
     with pytest.raises(InputError, match="replicas"):
         KaggleSolver(engine=FakeEngine(lambda p, s: ""), replicas=replicas)
+
+
+def test_the_pool_s_counters_are_a_new_sum_each_time():
+    a, b = FakeEngine(lambda p, s: boxed(1)), FakeEngine(lambda p, s: boxed(1))
+    pool = pool_of(a, b)
+    before = pool.stats
+    list(Solver(pool, RunConfig(samples=2, early_stop=False)).solve(problems_of(2)))
+    after = pool.stats
+    assert before.generated_tokens == 0 and after.generated_tokens == a.stats.generated_tokens + b.stats.generated_tokens
+    assert after is not pool.stats  # nobody holding a snapshot sees it frozen: they read .stats again
+
+
+def test_the_adapter_refuses_ray_options():
+    with pytest.raises(InputError, match="engines in threads"):
+        KaggleSolver(engine=FakeEngine(lambda p, s: ""), ray="local")

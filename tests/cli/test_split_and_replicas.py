@@ -99,7 +99,10 @@ def test_models_has_the_multi_gpu_columns(runner):
     assert two == -1 or two > one  # two T4s hold more of a 14B model than one
 
 
-def test_info_gives_each_gpu_its_share(runner):
+def test_info_gives_each_gpu_its_share(runner, monkeypatch):
+    import aimo_gguf.devices as devices
+
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [])  # whatever this machine has: NVML sees nothing
     result = runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "-1", "--tensor-split", "3,1", "--json"],
                            catch_exceptions=False)
     per = json.loads(result.output)["per_gpu"]
@@ -149,3 +152,61 @@ def test_a_replica_s_time_shares_are_the_run_s():
     assert alone[0] == pytest.approx(120 * 1 / 2)  # this engine's two problems share all the time
     shared = budgets(parallel=4, waiting_elsewhere=38)
     assert shared[0] == pytest.approx(120 * 4 / 40)  # four run at once over the run's forty problems
+
+
+def test_info_with_gpus_resolves_auto_layers_over_those_gpus(runner, monkeypatch):
+    import aimo_gguf.devices as devices
+
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [])
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    out = json.loads(runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "auto", "--json"],
+                                   catch_exceptions=False).output)
+    assert out["estimate"]["n_gpu_layers"] > 0 and len(out["per_gpu"]) == 2  # not "needs NVML or --max-memory"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (dict(main_gpu=2), "--main-gpu 2: only 2 GPU(s) are visible"),
+    (dict(tensor_split="1,1,1"), "--tensor-split has 3 shares, and 2 GPU(s) are visible"),
+])
+def test_device_options_are_checked_against_the_gpus_there_are(monkeypatch, options, message):
+    import aimo_gguf.devices as devices
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.errors import InputError
+    from aimo_gguf.loading import check_devices
+
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(16 << 30, 0, 16 << 30)] * 2)
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_devices(RunConfig(**options))
+    check_devices(RunConfig(main_gpu=1, tensor_split="3,1"))  # within what there is: fine
+
+
+def test_one_gpu_free_is_the_main_gpu_s_with_split_mode_none(monkeypatch):
+    import aimo_gguf.devices as devices
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.loading import one_gpu_free
+
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(16, 15, 1), (16, 6, 10)])
+    monkeypatch.setattr(devices, "gpu_memory", lambda: (16, 15, 1))
+    assert one_gpu_free(RunConfig(split_mode="none", main_gpu=1)) == 10
+    assert one_gpu_free(RunConfig()) == 1
+
+
+def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch, capsys):
+    import aimo_gguf.split as split
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.loading import resolve_batch_size
+    from aimo_gguf.memory import read_shape
+    from aimo_gguf.models import default_model_path
+
+    monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [1 << 30, 1 << 30])
+    path = default_model_path()
+    batch = resolve_batch_size(RunConfig(batch_size="auto", ctx=2048), path, n_gpu_layers=-1)
+    shares = split.device_shares(read_shape(str(path)), ctx=2048, batch_size=batch, n_gpu_layers=-1,
+                                 sizes=[1 << 30] * 2)
+    bigger = split.device_shares(read_shape(str(path)), ctx=2048, batch_size=batch + 1, n_gpu_layers=-1,
+                                 sizes=[1 << 30] * 2)
+    from aimo_gguf.loading import GPU_RUNTIME_RESERVE
+
+    assert batch >= 1 and shares.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE)
+    assert not bigger.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE) and "fit 2 GPUs" in capsys.readouterr().err
