@@ -6,6 +6,9 @@ journal is opened (and locked), the engine loaded, and the ``Solver`` run;
 each decided problem goes to the journal at once. Ctrl-C or SIGTERM stops the
 solving, never the writing: the answers that finished, the fallback for the
 rest, and the summary are written, and the exit code says which signal it was.
+An error while solving (every Ray replica lost, llama.cpp failing) is written
+the same way, then raised. The files are written before the engine or the
+replicas are ended, so a slow shutdown cannot cost them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Protocol
 
 from .config import RunConfig, make_config
 from .engine.api import BatchEngine, EngineStats, LoadInfo
-from .errors import InputError, OutputError
+from .errors import AimoError, InputError, OutputError
 from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
@@ -117,12 +120,15 @@ def run(
 
     outcome = _Outcome(problems, config)
     log = None
-    with stop_signals() as stop:
+    failure: AimoError | None = None
+    # Two stacks: the files (journal, traces) close before the results are written, the engine or the
+    # replicas (``engines``) only after, so ending them (ray.shutdown takes seconds) comes last.
+    with stop_signals() as stop, contextlib.ExitStack() as engines:
         try:
-            with contextlib.ExitStack() as stack:
-                log = stack.enter_context(Journal(journal, fingerprint(config, model_path), resume=resume)) \
+            with contextlib.ExitStack() as files:
+                log = files.enter_context(Journal(journal, fingerprint(config, model_path), resume=resume)) \
                     if journal else None
-                tracer = stack.enter_context(TraceWriter(traces, append=resume)) if traces is not None else None
+                tracer = files.enter_context(TraceWriter(traces, append=resume)) if traces is not None else None
                 if log is not None and log.entries:
                     print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
                 graded = any(p.answer is not None for p in problems)
@@ -131,25 +137,34 @@ def run(
                 elif config.ray is not None:
                     from .replicas import RayReplicas
 
-                    source = stack.enter_context(RayReplicas(config, model_path, verbose=verbose, graded=graded,
-                                                             traces=traces is not None))
+                    source = engines.enter_context(RayReplicas(config, model_path, verbose=verbose, graded=graded,
+                                                               traces=traces is not None, deadline=deadline,
+                                                               clock=clock))
                 else:
                     from .loading import load_engine
 
-                    engine = stack.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
-                                                             traces=traces is not None))
+                    engine = engines.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
+                                                               traces=traces is not None))
                     source = LocalSource(engine, config)
                 stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
-                outcome.solve(source, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
-                              clock=clock, safe_point=stop.check)
+                try:
+                    outcome.solve(source, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
+                                  clock=clock, safe_point=stop.check)
+                except AimoError as e:
+                    failure = e  # what finished is still written (a failure never loses the others); raised below
                 stop.disarm()  # every answer is in: from here on nothing may cut the writing short
         except (KeyboardInterrupt, Stopped) as e:
             stop.disarm()
             outcome.stopped(e.name if isinstance(e, Stopped) else "SIGINT")
         stop.disarm()
-        if stop.signum is not None and not outcome.summary.interrupted:
+        if failure is not None:
+            outcome.failed(failure)
+        elif stop.signum is not None and not outcome.summary.interrupted:
             print(f"aimo-gguf: {stop.name} arrived after the last problem: writing the results", file=sys.stderr)
-        return outcome.write(output, summary, journal=log)
+        result = outcome.write(output, summary, journal=log)
+    if failure is not None:
+        raise failure
+    return result
 
 
 def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
@@ -189,8 +204,13 @@ class LocalSource:
 
     def __init__(self, engine: BatchEngine, config: RunConfig) -> None:
         self.engine, self.config = engine, config
-        self.info, self.stats = engine.info, engine.stats
+        self.info = engine.info
         self.prompt_style = check_prompt(engine, config)  # a family the model cannot take fails here
+
+    @property
+    def stats(self) -> EngineStats:
+        """Read each time: an engine's ``stats`` may be a snapshot computed on access (an EnginePool's)."""
+        return self.engine.stats
 
     def results(self, problems, *, deadline, clock, on_step, tracer, tool_stats, margin=0.0):
         solver = Solver(self.engine, self.config, traces=tracer, on_step=on_step, deadline=deadline,
@@ -341,6 +361,13 @@ class _Outcome:
         print(f"aimo-gguf: stopped by {signal_name}: writing the finished answers and the fallback for the rest",
               file=sys.stderr, flush=True)
 
+    def failed(self, error: AimoError) -> None:
+        """An error ended the solving: the summary says so as it would a signal, with the error as the reason."""
+        self.summary.interrupted = True
+        self.summary.stopped_by = f"{type(error).__name__}: {error}"
+        print(f"aimo-gguf: stopped by {type(error).__name__}: writing the finished answers and the fallback for "
+              f"the rest", file=sys.stderr, flush=True)
+
     def write(self, output, summary_path, *, journal: Journal | None) -> RunResult:
         """The submission (input order, fallbacks for the unanswered) and the summary."""
         s, config = self.summary, self.config
@@ -377,7 +404,7 @@ class _ProgressBar:
 
     def __init__(self, total: int, source: ResultSource, summary: RunSummary, *, enabled: bool) -> None:
         self.enabled = enabled
-        self.source, self.stats, self.summary = source, source.stats, summary
+        self.source, self.summary = source, summary
         self._last = 0.0
         self._t0 = time.perf_counter()
         self.interval = PROGRESS_INTERVAL if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
@@ -394,7 +421,7 @@ class _ProgressBar:
         if self._bar is None or now - self._last < self.interval:
             return
         self._last = now
-        rate = self.stats.generated_tokens / max(now - self._t0, 1e-9)
+        rate = self.source.stats.generated_tokens / max(now - self._t0, 1e-9)  # read anew: it may be a snapshot
         note = self.source.progress_note()
         self._bar.set_postfix_str(f"samples={self.summary.samples} tok/s={rate:.1f}" + (f" {note}" if note else ""),
                                   refresh=False)
