@@ -14,18 +14,23 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 from helpers import assert_one_line_error, clean_env
 
 from aimo_gguf.cli import cli
-from aimo_gguf.errors import ModelError
+from aimo_gguf.errors import EngineError, InputError, ModelError
 from aimo_gguf.journal import default_journal
 from aimo_gguf.models import default_model_path
 from aimo_gguf.problems import read_problems
+from aimo_gguf.replicas import dispatch
+from aimo_gguf.replicas.actor import RESULT, ReplicaCounters, Streamed
 from aimo_gguf.runner import run
+from aimo_gguf.solver import ProblemResult
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -103,27 +108,132 @@ def _replica_processes(state: str = "ray::Replica.solve") -> list[psutil.Process
     return found
 
 
+def _kill_on_submit(monkeypatch, when, then=None) -> list:
+    """Kill a replica's process right after ``when(member, submissions)`` picks the call just handed to it,
+    so it dies with that work outstanding; ``then(member)`` runs next, before the driver goes on.
+    Returns [(pid, problems it held)]."""
+    submit, counts, killed = dispatch.RayReplicas._submit, {}, []
+
+    def submit_then_kill(self, member, *args, **kwargs):
+        gen, call = submit(self, member, *args, **kwargs)
+        counts[member.number] = counts.get(member.number, 0) + 1
+        if when(member, counts[member.number], killed):
+            psutil.Process(member.pid).kill()
+            killed.append((member.pid, len(call.outstanding)))
+            if then is not None:
+                then(member)
+        return gen, call
+
+    monkeypatch.setattr(dispatch.RayReplicas, "_submit", submit_then_kill)
+    return killed
+
+
 def test_a_killed_replica_loses_nothing_its_problems_finish_on_the_other(ray_cluster, problems, single, tmp_path,
-                                                                          capfd):
-    killed = []
-
-    def kill_one(result):
-        if not killed:
-            busy = _replica_processes()
-            if busy:
-                busy[0].kill()
-                killed.append(busy[0].pid)
-
+                                                                          capfd, monkeypatch):
+    # Killed just after its second call was handed over: that call's problem is outstanding for sure.
+    killed = _kill_on_submit(monkeypatch, lambda member, n, killed: n == 2 and not killed)
     out = tmp_path / "sub.csv"
-    result = run(problems, output=out, on_result=kill_one, **{**GREEDY, "batch_size": 1}, **RAY)
+    result = run(problems, output=out, **{**GREEDY, "batch_size": 1}, **RAY)
     assert killed
     assert out.read_bytes() == single["nocache"]  # every row, each the answer it would have had
     s = result.summary
     assert s.replica_failures == 1 and s.problems_done == 10 and not s.interrupted
     lost = [r for r in s.replicas if r["lost"]]
-    assert [r["pid"] for r in lost] == killed
+    assert [r["pid"] for r in lost] == [pid for pid, _ in killed]
     assert len(s.replicas) == 3  # the two, and the replacement of the lost one
-    assert f"pid {killed[0]}" in capfd.readouterr().err
+    pid, held = killed[0]
+    assert held >= 1 and f"(pid {pid} on" in (err := capfd.readouterr().err)
+    assert f"{held} unfinished problems go to the others; starting a replacement" in err
+
+
+def _block(cpus: int):
+    """Hold CPUs of the module's cluster, as other work on a shared cluster would (a placement group: no
+    process); ``_unblock`` gives them back."""
+    group = ray.util.placement_group([{"CPU": cpus}])
+    ray.get(group.ready(), timeout=60)
+    return group
+
+
+def _unblock(group) -> None:
+    ray.util.remove_placement_group(group)
+
+
+def test_a_replacement_that_cannot_load_is_lost_in_time_and_the_run_finishes(ray_cluster, problems, single,
+                                                                             tmp_path, capfd, monkeypatch):
+    blockers = []
+
+    def take_its_cpu(member):  # the driver waits here: the replacement asked for next finds no CPU
+        monkeypatch.setattr(dispatch, "LOAD_TIMEOUT", 1.0)  # the first loads are done: only the replacement's
+        blockers.append(_block(1))
+
+    killed = _kill_on_submit(monkeypatch, lambda member, n, killed: n == 2 and not killed, take_its_cpu)
+    try:
+        out = tmp_path / "sub.csv"
+        result = run(problems, output=out, **{**GREEDY, "batch_size": 1}, **RAY)
+    finally:
+        for blocker in blockers:
+            _unblock(blocker)
+    assert killed and blockers
+    assert out.read_bytes() == single["nocache"]  # the survivor solved the rest
+    s = result.summary
+    assert s.replica_failures == 2 and s.problems_done == 10 and not s.interrupted
+    err = capfd.readouterr().err
+    assert "replica 2 (pid 0 on ?) was lost (not loaded after 1 s): 0 unfinished problems go to the others; " \
+           "no replacement" in err, err
+
+
+def test_a_busy_cluster_runs_on_the_replicas_that_loaded(ray_cluster, problems, single, tmp_path, capfd):
+    blocker = _block(1)  # one of the two CPUs is taken: the second replica never loads
+    try:
+        start = time.monotonic()
+        result = run(problems, output=tmp_path / "sub.csv", **GREEDY, **RAY)
+        seconds = time.monotonic() - start
+    finally:
+        _unblock(blocker)
+    assert (tmp_path / "sub.csv").read_bytes() == single["nocache"]
+    s = result.summary
+    assert [r["replica"] for r in s.replicas] == [0] and s.replica_failures == 0 and not s.interrupted
+    assert seconds < 60  # it did not wait for the replica still loading, before or after the problems
+    assert "free now" in capfd.readouterr().err
+    assert _no_replica_within(10)
+
+
+def test_a_time_limit_shorter_than_the_loads_writes_every_fallback(ray_cluster, problems, tmp_path):
+    blocker = _block(2)  # no replica can start: its load is waited for only until the deadline
+    try:
+        limit = 3.0
+        start = time.monotonic()
+        result = run(problems, output=tmp_path / "sub.csv", summary=tmp_path / "s.json",
+                     **{**GREEDY, "time_limit": limit}, **RAY)
+        assert time.monotonic() - start < limit
+    finally:
+        _unblock(blocker)
+    rows = list(csv.DictReader((tmp_path / "sub.csv").open()))
+    assert len(rows) == 10 and {r["answer"] for r in rows} == {"0"}
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["not_started"] == 10 and s["fallbacks"] == 10 and not s["interrupted"]
+    assert result.exit_code == 0
+    assert _no_replica_within(10)
+
+
+def test_every_replica_lost_writes_the_results_then_one_error_line(ray_cluster, problems, single, tmp_path, runner,
+                                                                   monkeypatch):
+    monkeypatch.setattr(dispatch, "MAX_LOSSES_PER_REPLICA", 0)
+    killed = _kill_on_submit(monkeypatch, lambda member, n, killed: n == 2)  # each, after one problem
+    out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
+    result = runner.invoke(cli, ["run", str(problems), "-o", str(out), "--summary", str(summary), "-q", "-n", "2",
+                                 "--temperature", "0", "--max-tokens", "24", "-t", "1", "-b", "1", "--ray",
+                                 "--replicas", "2"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output and len(killed) == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: every replica was lost (2 in all)")
+    rows = list(csv.DictReader(out.open()))
+    expected = list(csv.DictReader(single["nocache"].decode().splitlines()))
+    s = json.loads(summary.read_text())
+    assert len(rows) == 10 and s["interrupted"] and s["stopped_by"].startswith("EngineError: every replica was lost")
+    done = {e["id"] for e in map(json.loads, default_journal(out).read_text().splitlines()[1:])}
+    assert len(done) == s["problems_done"] >= 2  # the finished ones, each with its answer; fallbacks for the rest
+    assert [r for r in rows if r["id"] in done] == [r for r in expected if r["id"] in done]
 
 
 def test_the_time_limit_holds_across_replicas_with_every_row(ray_cluster, tmp_path):
@@ -133,7 +243,7 @@ def test_the_time_limit_holds_across_replicas_with_every_row(ray_cluster, tmp_pa
         w.writerow(["id", "problem"])
         for i in range(40):
             w.writerow([f"q{i}", f"What is {i + 3} times {i + 7}? Explain every step."])
-    limit = 6.0
+    limit = 10.0  # 1 s of margin: the loads are bounded by the deadline too, but a loaded CI is slow to stop
     start = time.monotonic()
     result = run(path, output=tmp_path / "sub.csv", **{**GREEDY, "max_tokens": 96, "time_limit": limit}, **RAY)
     assert time.monotonic() - start < limit
@@ -165,8 +275,17 @@ def test_sigterm_of_the_driver_writes_every_row_and_ends_its_cluster(problems, s
     s = json.loads(summary.read_text())
     assert s["interrupted"] and s["stopped_by"] == "SIGTERM" and s["problems_done"] >= 2
     _, alive = psutil.wait_procs(started, timeout=20)  # the run stopped its own cluster
-    _end(alive)
-    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    try:
+        assert not [p for p in alive if _running(p)], alive
+    finally:
+        _end(alive)
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _wait_for_journal(journal: Path, problems: int, proc: subprocess.Popen) -> None:
@@ -252,3 +371,113 @@ def _no_replica_within(seconds: float) -> bool:
             return False
         time.sleep(0.1)  # ray.kill is asynchronous
     return True
+
+
+# --- the driver's handling of Ray's errors and of the deadline, on a fake Ray (no cluster) -------------
+
+
+class _FakeRay:
+    """What the driver calls of ``ray``, the real exceptions included; an "object ref" is its own value (an
+    exception is raised by ``get``), and every ref is ready, each ``wait`` moving the clock by ``step``."""
+
+    exceptions = ray.exceptions
+
+    def __init__(self, clock: list[float], step: float = 0.0) -> None:
+        self.clock, self.step, self.killed = clock, step, []
+
+    def get(self, ref):
+        if isinstance(ref, BaseException):
+            raise ref
+        return ref
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        self.clock[0] += self.step
+        return list(refs), []
+
+    def kill(self, actor, no_restart=True):
+        self.killed.append(actor)
+
+    def cancel(self, ref):
+        pass
+
+
+class _FakeActor:
+    def __init__(self, streams: list) -> None:
+        self.streams = streams  # one per solve call: the records (or errors) it yields
+        self.load = self.counters = self.solve = self
+
+    def remote(self, *args, **kwargs):
+        return iter(self.streams.pop(0)) if self.streams else object()  # a load or counters call: never answered
+
+
+def _fake_replicas(monkeypatch, *streams, step: float = 0.0):
+    clock = [0.0]
+    fake = _FakeRay(clock, step)
+    monkeypatch.setattr(dispatch, "require_ray", lambda: fake)
+    replicas = dispatch.RayReplicas(dispatch.RunConfig(samples=2), "m.gguf", clock=lambda: clock[0])
+    replicas.config, replicas.n_replicas = replicas.requested, 1
+    replicas._remote = SimpleNamespace(remote=lambda *a, **k: _FakeActor([]))  # a replacement: never loads
+    info = dispatch._no_load_info("m.gguf", replicas.config, ())
+    member = dispatch._Member(number=0, slot=0, actor=_FakeActor(list(streams)), pid=7, node="n",
+                              info=replace(info, n_seq_max=2))
+    replicas.members.append(member)
+    return replicas, member, fake, clock
+
+
+def _record(index: int) -> Streamed:
+    result = ProblemResult(index=index, id=f"p{index}", answer=index, votes=2, valid=2, samples=2, fallback=False,
+                           too_long=False, early_stopped=False, majority=True, correct=None)
+    return Streamed(RESULT, ReplicaCounters(problems=1), result=result)
+
+
+def _two_problems():
+    return read_problems("graded")[:2]
+
+
+@pytest.mark.parametrize("error", [
+    ray.exceptions.ObjectLostError("ab" * 14, None, ""),
+    ray.exceptions.RayTaskError("solve", "Traceback ...", EngineError("llama_decode failed")),
+    ray.exceptions.RayTaskError("solve", "Traceback ...", RuntimeError("a bug")),
+    ray.exceptions.ActorDiedError(),
+], ids=["object-lost", "engine-error", "other-error", "actor-died"])
+def test_a_ray_error_in_a_stream_loses_the_replica_not_the_run(monkeypatch, capsys, error):
+    replicas, member, fake, _ = _fake_replicas(monkeypatch, [error])
+    queue, calls = dispatch.deque(), {}
+    gen, call = replicas._submit(member, dispatch.deque([0, 1]), _two_problems(), calls, None)
+    calls[gen] = call
+    assert list(replicas._receive(gen, calls, queue, None)) == []
+    assert member.lost and replicas.failures == 1 and fake.killed == [member.actor]
+    assert list(queue) == [0] and not calls  # its problem is first in line for the others
+    assert len(replicas._loads) == 1  # and a replacement is loading in its slot
+    assert "1 unfinished problems go to the others; starting a replacement" in capsys.readouterr().err
+
+
+def test_an_input_error_in_a_stream_stays_fatal(monkeypatch):
+    error = ray.exceptions.RayTaskError("solve", "Traceback ...", InputError("no such prompt family"))
+    replicas, member, _, _ = _fake_replicas(monkeypatch, [error])
+    calls = {}
+    gen, call = replicas._submit(member, dispatch.deque([0]), _two_problems(), calls, None)
+    calls[gen] = call
+    with pytest.raises(InputError, match="no such prompt family"):
+        list(replicas._receive(gen, calls, dispatch.deque(), None))
+
+
+def test_a_load_that_raises_outside_our_errors_is_one_model_error(monkeypatch):
+    replicas, member, _, _ = _fake_replicas(monkeypatch)
+    error = ray.exceptions.RayTaskError("load", "Traceback ...", ValueError("bad tensor"))
+    with pytest.raises(ModelError, match=r"^replica 0 failed while loading the model: ValueError: bad tensor$"):
+        replicas._loaded(member, error)
+
+
+def test_a_result_that_arrives_at_the_late_limit_is_kept(monkeypatch):
+    # The one wait takes the clock past deadline + late: what it returned still counts.
+    replicas, _, _, _ = _fake_replicas(monkeypatch, [_record(0), _record(1)], step=10.0)
+    results = list(replicas.results(_two_problems(), deadline=5.0, clock=lambda: replicas.clock(), margin=2.0))
+    assert [r.index for r in results] == [0]
+
+
+def test_the_shutdown_allowance_is_kept_back_only_for_a_local_cluster_this_run_started(monkeypatch):
+    replicas, _, _, _ = _fake_replicas(monkeypatch)
+    assert replicas._cut(100.0) == 100.0  # a cluster joined (or the caller's): nothing to stop
+    replicas._started = replicas._started_local = True
+    assert replicas._cut(100.0) == 100.0 - dispatch.SHUTDOWN_SECONDS
