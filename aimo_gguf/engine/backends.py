@@ -29,9 +29,11 @@ def cpu_variants() -> list[str]:
 
 def load_backend_modules() -> None:
     """Load a portable build's backends from the binding's folder (a native build: nothing to do)."""
-    lib = library_dir()
     if not cpu_variants():
         return
-    ggml = ctypes.CDLL(str(next(lib.glob("libggml.so*"), lib / "libggml.so")))
-    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_load_all_from_path(str(lib).encode())
+    # Through libllama's own handle: dlsym searches its dependencies, so this is the libggml libllama
+    # uses. (The wheel holds libggml.so and libggml.so.0 as two files: opening one by path could load a
+    # second copy, with a backend registry of its own.)
+    load = llama_cpp.llama_cpp._lib.ggml_backend_load_all_from_path
+    load.argtypes, load.restype = [ctypes.c_char_p], None
+    load(str(library_dir()).encode())
