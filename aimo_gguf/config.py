@@ -139,6 +139,9 @@ class RunConfig:
     )
     flash_attn: str = _opt("auto", "Flash attention: " + ", ".join(FLASH_ATTN_MODES) + ".", choices=FLASH_ATTN_MODES)
     kv_type: str = _opt("f16", "KV cache element type (the quantized ones need flash attention).", choices=KV_TYPES)
+    repack: bool = _opt(True, "The CPU backend's extra buffer types: weights repacked for its faster kernels, and "
+                              "AMX where built. --no-repack (llama.cpp's name) keeps weights as stored; it is "
+                              "also what a run does, with a note, where the probe finds they die on this CPU.")
     # Several GPUs (llama.cpp's split) and several engines (replicas on Ray): see aimo_gguf.split, aimo_gguf.replicas.
     split_mode: str = _opt(DEFAULT_SPLIT_MODE, "How one model spreads over several GPUs: none (all on --main-gpu), "
                                                "layer (whole layers per GPU) or row (each matrix's rows across "

@@ -10,19 +10,34 @@ and never raises from ``predict``: any failure is logged and answered with
 the fallback. When the row carries its answer, ``stats`` keeps the local
 accuracy.
 
-Notebook cell::
+The gateway's relay takes only plain functions and routes each call by the
+function's name, so hand it ``solver.predict_function()`` (a function named
+``predict``), not the bound method ``solver.predict``. The notebook
+(``notebooks/aimo3_submission.ipynb``, the same code as the README)::
 
-    import os
+    import os, time
+    START = time.time()  # the notebook's start: the model load counts against the budget
+    WHEELS = "/kaggle/input/aimo-gguf-wheels"  # scripts/kaggle_wheelhouse.sh's folder, uploaded as a dataset
+    MODEL = "/kaggle/input/my-model/DeepSeek-R1-Distill-Qwen-14B-Q4_K_M.gguf"
+    DATA = "/kaggle/input/ai-mathematical-olympiad-progress-prize-3/test.csv"  # or reference.csv: accuracy
+    OPTIONS = dict(n_gpu_layers=-1, samples=8, batch_size=32, max_tokens=12000, ctx=13000,
+                   temperature=0.6, early_stop_votes=4)
+
+    import importlib.util, subprocess, sys
+    if importlib.util.find_spec("aimo_gguf") is None:  # offline: install from the wheelhouse dataset
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+                        "--find-links", WHEELS, "aimo-gguf[kaggle]"], check=True)
+
     import kaggle_evaluation.aimo_3_inference_server
     from aimo_gguf.kaggle import KaggleSolver
 
-    solver = KaggleSolver("/kaggle/input/my-model/model-Q4_K_M.gguf", n_gpu_layers=-1,
-                          samples=8, batch_size=32, max_tokens=12000, ctx=13000)
-    server = kaggle_evaluation.aimo_3_inference_server.AIMO3InferenceServer(solver.predict)
+    solver = KaggleSolver(MODEL, started_at=START, **OPTIONS)
+    server = kaggle_evaluation.aimo_3_inference_server.AIMO3InferenceServer(solver.predict_function())
     if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
         server.serve()
     else:
-        server.run_local_gateway(("/kaggle/input/ai-mathematical-olympiad-progress-prize-3/test.csv",))
+        server.run_local_gateway((DATA,))
+        print(solver.stats)
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .config import RunConfig, make_config
@@ -45,6 +61,10 @@ DEFAULT_SAFETY_SECONDS = 15 * 60  # kept back for the gateway, the model load an
 DEFAULT_PROBLEMS = 50
 ANSWER_RANGE = (0, 99999)
 EXTRA_SHARE_OF_LEFT = 0.5  # past the expected count, a problem gets at most this part of the time left
+# The most tokens one engine step decodes here (the engine's default is 2048). The share is checked between
+# steps, so a step that starts just before a problem's share ends overruns it by at most one step; 512 is
+# llama.cpp's micro-batch, so a smaller step costs no speed.
+DEFAULT_STEP_TOKENS = 512
 
 
 @dataclass
@@ -55,6 +75,8 @@ class AdapterStats:
     answered: int = 0  # answers from the model's vote
     fallbacks: int = 0  # no valid answer: the fallback was returned
     failures: int = 0  # an exception inside predict: logged, the fallback was returned
+    empty: int = 0  # a null or blank problem: the fallback at once, the model not called
+    too_long: int = 0  # prompts longer than the context: the fallback
     cut: int = 0  # problems whose time share ran out
     extra: int = 0  # calls beyond the n_problems the budget was planned for
     graded: int = 0  # calls whose row carried an answer (reference.csv)
@@ -73,8 +95,11 @@ class KaggleSolver:
     ``options`` are RunConfig fields (``samples``, ``batch_size``, ``max_tokens``,
     ``temperature``, ``tir``, ...), as for ``aimo_gguf.runner.run``. ``total_seconds``
     counts from ``started_at`` (a ``time.time()`` value, default now): pass the
-    notebook's start time so the model load and imports are counted. ``clock``
-    (seconds, monotonic) is what the budget is measured on; tests pass a fake one.
+    notebook's start time so the model load and imports are counted; one in the
+    future, or older than ``total_seconds`` (a ``time.monotonic()`` value passed by
+    mistake), is an error. ``clock`` (seconds, monotonic) is what the budget is
+    measured on and ``wall_clock`` what ``started_at`` is read against; tests pass
+    fake ones. ``step_tokens`` bounds one engine step (``DEFAULT_STEP_TOKENS``).
     """
 
     def __init__(
@@ -88,7 +113,9 @@ class KaggleSolver:
         engine: BatchEngine | None = None,
         verbose: bool = False,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         replicas: int = 1,
+        step_tokens: int = DEFAULT_STEP_TOKENS,
         **options,
     ) -> None:
         if not (math.isfinite(total_seconds) and total_seconds > 0):
@@ -104,8 +131,10 @@ class KaggleSolver:
         if ray_only:
             raise InputError(f"{', '.join(ray_only)}: the adapter's replicas are engines in threads, one per GPU "
                              "(KaggleSolver(replicas=N)); Ray is for aimo-gguf run --ray")
+        if step_tokens < 1:
+            raise InputError(f"step_tokens must be at least 1, got {step_tokens}")
+        already = _elapsed_since(started_at, wall_clock(), total_seconds)
         self.clock = clock
-        already = time.time() - started_at if started_at is not None else 0.0
         self.deadline = clock() - already + total_seconds - safety_seconds
         self.n_problems = n_problems
         self.problems_left = n_problems
@@ -114,12 +143,12 @@ class KaggleSolver:
         self.stats = AdapterStats()
         self.tool_stats = ToolStats() if self.config.tir else None
         if engine is None and replicas > 1:
-            engine = _load_replicas(self.config, replicas, verbose=verbose)
+            engine = _load_replicas(self.config, replicas, verbose=verbose, step_tokens=step_tokens)
         elif engine is None:
             from .loading import load_engine
             from .models import resolve_model
 
-            engine = load_engine(self.config, resolve_model(model), verbose=verbose)
+            engine = load_engine(self.config, resolve_model(model), verbose=verbose, token_budget=step_tokens)
         self.engine = engine
         try:
             self.prompt_style = check_prompt(engine, self.config)  # here, not at every predict: it would fall back
@@ -167,16 +196,18 @@ class KaggleSolver:
         self.stats.answered += not r.fallback
         self.stats.fallbacks += r.fallback
         self.stats.cut += r.cut
+        self.stats.too_long += r.too_long
         note = " (fallback)" if r.fallback else f", {r.votes}/{r.samples} votes"
         _log(f"{problem_id}: answer {r.answer}{note} in {seconds:.1f} s of {share:.1f} s"
              + (" (cut)" if r.cut else "") + f"; {self.seconds_left() / 60:.1f} min left")
         return r.answer
 
-    def predict(self, id_, problem, *columns, **named):
+    def predict(self, id_=None, problem=None, *columns, **named):
         """The gateway's call: one-row Series (polars or pandas) or plain values in, one-row DataFrame out.
 
         Further columns of the row (``answer`` in ``reference.csv``) are accepted; a
-        known answer is only counted (``stats.graded``, ``stats.correct``).
+        known answer is only counted (``stats.graded``, ``stats.correct``). A null or
+        blank problem is answered with the fallback at once (``stats.empty``).
         Never raises: a failure is logged and answered with the fallback.
         """
         self.stats.problems += 1
@@ -184,7 +215,13 @@ class KaggleSolver:
         answer = self.config.fallback_answer
         try:
             problem_id = str(_scalar(id_))
-            answer = self.solve(problem_id, str(_scalar(problem)))
+            text = _scalar(problem)
+            if _is_null(text) or not str(text).strip():
+                self.stats.empty += 1
+                _log(f"{problem_id}: the problem is {'null' if _is_null(text) else 'empty'}: "
+                     f"answer {answer} (fallback)")
+            else:
+                answer = self.solve(problem_id, str(text))
         except Exception as e:  # noqa: BLE001 - a failed problem must not end the submission
             self.stats.failures += 1
             _log(f"{problem_id}: failed ({type(e).__name__}: {e}): answer {answer} (fallback)")
@@ -196,11 +233,42 @@ class KaggleSolver:
             self.stats.correct += answer == expected
         return _frame(problem_id, answer)
 
+    def predict_function(self) -> Callable[..., object]:
+        """``predict`` as kaggle_evaluation's relay takes it: a plain function named ``predict``.
+
+        The relay refuses anything but a function (``types.FunctionType``: a bound
+        method such as ``solver.predict`` fails with "Endpoint listeners passed to
+        `serve` must be functions") and routes the gateway's calls by ``__name__``.
+        """
+        solver = self
+
+        def predict(*columns, **named):
+            return solver.predict(*columns, **named)
+
+        return predict
+
     def close(self) -> None:
         self.engine.close()
 
 
-def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool) -> BatchEngine:
+def _elapsed_since(started_at: float | None, now: float, total_seconds: float) -> float:
+    """Seconds between ``started_at`` (a ``time.time()`` value) and ``now``; a value in the future, or one
+    from before the budget began (a ``time.monotonic()`` value passed by mistake), is an InputError."""
+    if started_at is None:
+        return 0.0
+    if isinstance(started_at, bool) or not isinstance(started_at, (int, float)) or not math.isfinite(started_at):
+        raise InputError(f"started_at must be a time.time() value, got {started_at!r}")
+    already = now - started_at
+    if already < -1.0:  # a second of slack for clocks read a moment apart
+        raise InputError(f"started_at is {-already:.0f} s in the future: pass time.time() taken at the "
+                         "notebook's start")
+    if already >= total_seconds:
+        raise InputError(f"started_at is {already:.0f} s ago, more than total_seconds ({total_seconds:g}): pass "
+                         "time.time() taken at the notebook's start (not time.monotonic() or time.perf_counter())")
+    return max(0.0, already)
+
+
+def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool, step_tokens: int) -> BatchEngine:
     """One engine per GPU (GPU i holds engine i whole: --split-mode none, --main-gpu i) as one EnginePool,
     each with ceil(samples / replicas) sequences, so a problem's samples split evenly and share one vote.
     On a CPU build each engine gets its share of the threads instead."""
@@ -226,7 +294,7 @@ def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool) -> BatchE
         for i in range(replicas):
             gpu = dict(split_mode="none", main_gpu=i) if supports_gpu_offload() else {}
             engines.append(load_engine(replace(config, batch_size=batch, threads=threads, **gpu), path,
-                                       verbose=verbose))
+                                       verbose=verbose, token_budget=step_tokens))
     except BaseException:
         for e in engines:
             e.close()
@@ -244,9 +312,14 @@ def _known_answer(columns: tuple, named: dict) -> int | None:
     for value in candidates:
         try:
             return int(_scalar(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # null, NaN, text, inf: nothing to grade against
             return None
     return None
+
+
+def _is_null(value) -> bool:
+    """A missing cell: None (polars), or NaN (pandas reads an empty cell of any column as NaN)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _scalar(value):

@@ -33,6 +33,7 @@ def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, 
         split_mode=config.split_mode,
         tensor_split=config.tensor_split_values,
         main_gpu=config.main_gpu,
+        repack=config.repack,
         verbose=verbose,
     )
 
@@ -202,12 +203,15 @@ def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: i
 
 
 def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, graded: bool = False,
-                traces: bool = False):
-    """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved)."""
+                traces: bool = False, token_budget: int | None = None):
+    """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved);
+    ``token_budget`` bounds one step's tokens (None: the engine's default)."""
     from .engine import Engine
 
     check_devices(config)
     layers = resolve_gpu_layers(config, model_path)
     batch = resolve_batch_size(config, model_path, n_gpu_layers=layers)
-    return Engine(model_path, **engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers, graded=graded,
-                                              traces=traces))
+    kwargs = engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers, graded=graded, traces=traces)
+    if token_budget is not None:
+        kwargs["token_budget"] = token_budget
+    return Engine(model_path, **kwargs)

@@ -251,6 +251,7 @@ class _Outcome:
         summary.model, summary.model_description = info.model_path, info.description
         summary.n_gpu_layers_requested, summary.n_gpu_layers = info.n_gpu_layers_requested, info.n_gpu_layers
         summary.gpu_offload_supported, summary.notes = info.gpu_offload_supported, list(info.notes)
+        summary.repack = info.repack
         summary.batch_size, summary.ctx, summary.threads = info.n_seq_max, info.n_ctx_seq, info.threads
         summary.load_seconds = info.load_seconds
         for note in info.notes:

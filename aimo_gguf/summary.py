@@ -35,6 +35,7 @@ class RunSummary:
     n_gpu_layers: int = 0  # layers actually offloaded; 0 = CPU only
     gpu_offload_supported: bool = False  # False on a CPU build of llama-cpp-python
     notes: list[str] = field(default_factory=list)  # fallbacks the loader made
+    repack: bool = True  # the CPU backend's extra buffer types were on (off: --no-repack, or the probe's verdict)
     batch_size: int = 0
     samples_per_problem: int = 0
     max_tokens: int = 0

@@ -26,6 +26,7 @@ import llama_cpp
 
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import Engine, Request, SamplingParams
+from aimo_gguf.engine.probe import open_llama
 from aimo_gguf.engine.llama import eog_tokens_of
 from aimo_gguf.models import default_model_path
 from aimo_gguf.problems import Problem
@@ -92,7 +93,7 @@ def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, th
     with Engine(model, ctx=512, batch_size=1, threads=threads) as eng:
         prompts = [build_prompt(eng, p, config) for p in problems]
     t0 = time.perf_counter()  # both sides include their model load
-    llm = llama_cpp.Llama(str(model), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = open_llama(model, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     eog = eog_tokens_of(llm.model)
     bias = {t: float("-inf") for t in eog}
     loop_tokens = 0

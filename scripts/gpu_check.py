@@ -82,6 +82,12 @@ KEEP_LLAMA = {"CMakeLists.txt", "LICENSE", "cmake", "include", "src", "common", 
               "tools"}
 KEEP_TOOLS = {"batched-bench", "llama-bench"}
 KEEP_BACKENDS = {"ggml-cpu", "ggml-cuda", "ggml-blas"}  # other ggml/src/ggml-* folders are other devices
+# llama.cpp's portable build: no -march=native, one CPU backend module per instruction-set level, chosen at
+# run time (aimo_gguf.engine.backends loads them), installed beside the binding's libraries. The same in
+# scripts/kaggle_wheelhouse.sh (tests/logic/test_gpu_check.py checks they agree).
+PORTABLE_CMAKE_ARGS = ("-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON",
+                       "-DCMAKE_INSTALL_BINDIR=llama_cpp/lib")
+
 TOOLS_CMAKE = """\
 # aimo-gguf's GPU check: only the two benchmark tools of llama.cpp's tools/ (the rest was left out).
 find_package(Threads REQUIRED)
@@ -408,9 +414,9 @@ class Check:
         pip = [str(self.python), "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
                "--disable-pip-version-check", "--upgrade", "--target", str(self.site)]
         self.cmd([*pip, *sorted(str(p) for p in (self.bundle / "wheels").glob("*.whl"))], log=log)
-        cmake_args = ["-DLLAVA_BUILD=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_TOOLS_INSTALL=OFF",
-                      "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-                      "-DLLAMA_BUILD_APP=OFF"]
+        cmake_args = [*PORTABLE_CMAKE_ARGS, "-DLLAVA_BUILD=OFF", "-DLLAMA_BUILD_TOOLS=ON",
+                      "-DLLAMA_TOOLS_INSTALL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                      "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF"]
         if not self.cpu:
             cmake_args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={self.cuda_arch}"]
         env = self.env()
@@ -431,7 +437,8 @@ class Check:
                 raise CheckError(f"the build made no {tool} (log: {log})")
             tools[tool] = str(hits[0])
             self.cmd([tools[tool], "--version"], log=log, env=self.tool_env())  # it runs: its libraries are found
-        code = ("import json, llama_cpp, aimo_gguf; print(json.dumps([llama_cpp.__version__, "
+        # aimo_gguf.engine.llama first: it loads the portable build's backend modules
+        code = ("import json, aimo_gguf.engine.llama, llama_cpp, aimo_gguf; print(json.dumps([llama_cpp.__version__, "
                 "bool(llama_cpp.llama_supports_gpu_offload()), aimo_gguf.__version__]))")
         probe = self.cmd([str(self.python), "-c", code], env=self.env())
         binding, offload, ours = json.loads(probe.strip().splitlines()[-1])

@@ -158,9 +158,8 @@ def baseline_row(
     llama.cpp's own timers come from ``aimo_gguf.engine.llama`` on ``Llama``'s
     public ``model`` and ``ctx`` pointers.
     """
-    import llama_cpp
-
     from ..engine.llama import GGML_KV_TYPES, eog_tokens_of, perf_counters, perf_reset
+    from ..engine.probe import open_llama
 
     label = "create_completion loop"
     row = BenchRow(kind=KIND_BASELINE, batch_size=1)
@@ -171,8 +170,8 @@ def baseline_row(
     t_load = time.perf_counter()
     try:
         kv = GGML_KV_TYPES[config.kv_type]
-        llm = llama_cpp.Llama(
-            str(model), n_gpu_layers=config.n_gpu_layers, n_ctx=n_ctx_seq, n_threads=threads,
+        llm = open_llama(
+            model, repack=config.repack, n_gpu_layers=config.n_gpu_layers, n_ctx=n_ctx_seq, n_threads=threads,
             n_threads_batch=threads, verbose=False, type_k=kv, type_v=kv,
             # Llama's flash attention is on or off; a quantized KV cache needs it on
             flash_attn=config.flash_attn == "on" or config.kv_type != "f16",

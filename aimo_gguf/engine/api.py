@@ -154,6 +154,7 @@ class LoadInfo:
     notes: tuple[str, ...]  # what the loader had to change, said once to the user
     load_seconds: float
     confidence: bool = False  # completions carry confidence aggregates
+    repack: bool = True  # the CPU backend's extra buffer types (weight repacking, AMX) were on
     architecture: str = ""  # general.architecture of the GGUF (llama, qwen2, gpt-oss, ...)
     name: str = ""  # general.name of the GGUF, when it has one
 

@@ -76,6 +76,17 @@ def layer_ladder(requested: int, n_blocks: int | None) -> list[int]:
     return ladder
 
 
+def _extra_buffers_safe(notes: list[str]) -> bool:
+    """Whether this llama.cpp build can use its extra CPU buffer types here without dying of an illegal
+    instruction (aimo_gguf.engine.probe: a child process, once per build and CPU); a note when not."""
+    from .probe import extra_buffers_verdict
+
+    verdict = extra_buffers_verdict()
+    if verdict.traps:
+        notes.append(verdict.note)
+    return not verdict.traps
+
+
 class Engine(BatchEngine):
     """A loaded GGUF model with one batched context. Use as a context manager."""
 
@@ -103,6 +114,7 @@ class Engine(BatchEngine):
         split_mode: str = DEFAULT_SPLIT_MODE,  # several GPUs: none (all on main_gpu), layer, row (aimo_gguf.split)
         tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
         main_gpu: int = 0,
+        repack: bool = True,  # False is llama.cpp's --no-repack: no extra CPU buffer types (repacking, AMX)
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -139,6 +151,7 @@ class Engine(BatchEngine):
         if not supported and (split_mode != DEFAULT_SPLIT_MODE or tensor_split or main_gpu):
             notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
             split = {}
+        extra_buffers = repack and _extra_buffers_safe(notes)
         ladder = layer_ladder(layers, gguf_block_count(path) if layers < 0 else None)
         self.max_outputs = max(batch_size, max_outputs or batch_size)
         failure = None
@@ -147,7 +160,7 @@ class Engine(BatchEngine):
                 # The weights or, with them on the GPU, the KV cache and compute buffers may not fit:
                 # each failure tries fewer layers, down to the CPU alone.
                 try:
-                    self._model = llama.LlamaModel(path, n_gpu_layers=n, **split)
+                    self._model = llama.LlamaModel(path, n_gpu_layers=n, extra_buffers=extra_buffers, **split)
                     self._context = llama.LlamaContext(
                         self._model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
                         n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,
@@ -220,6 +233,7 @@ class Engine(BatchEngine):
             notes=tuple(notes),
             load_seconds=time.perf_counter() - t0,
             confidence=confidence is not None,
+            repack=extra_buffers,
             architecture=model.meta("general.architecture") or "",
             name=model.meta("general.name") or "",
         )

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import InputError, ModelError
 from ..split import DEFAULT_SPLIT_MODE, SPLIT_MODES
 from .api import FLASH_ATTN_MODES, KV_TYPES, SamplingParams
+from .backends import library_dir, load_backend_modules
 
 FLASH_ATTN_TYPES = dict(zip(FLASH_ATTN_MODES, (
     llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
@@ -65,6 +66,8 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 
 llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+load_backend_modules()  # a portable build's CPU backends, before anything asks for one
 
 
 def set_verbose(verbose: bool) -> None:
@@ -134,11 +137,13 @@ def max_devices() -> int:
 
 
 def model_params(*, n_gpu_layers: int = 0, vocab_only: bool = False, split_mode: str = DEFAULT_SPLIT_MODE,
-                 tensor_split: Sequence[float] | None = None, main_gpu: int = 0):
+                 tensor_split: Sequence[float] | None = None, main_gpu: int = 0, extra_buffers: bool = True):
     """``llama_model_params`` for a load, and the float array its ``tensor_split`` points to (keep it
-    alive until the load returns: llama.cpp reads it then)."""
+    alive until the load returns: llama.cpp reads it then). ``extra_buffers`` False is llama.cpp's
+    --no-repack: CPU weights stay as stored, no repacking and no AMX (see aimo_gguf.engine.probe)."""
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = n_gpu_layers
+    params.use_extra_bufts = extra_buffers
     params.vocab_only = vocab_only
     params.split_mode = SPLIT_MODE_TYPES[split_mode]
     params.main_gpu = main_gpu
@@ -158,10 +163,10 @@ class LlamaModel(_Owner):
 
     def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, vocab_only: bool = False,
                  split_mode: str = DEFAULT_SPLIT_MODE, tensor_split: Sequence[float] | None = None,
-                 main_gpu: int = 0) -> None:
+                 main_gpu: int = 0, extra_buffers: bool = True) -> None:
         params, self._tensor_split = model_params(n_gpu_layers=n_gpu_layers, vocab_only=vocab_only,
                                                   split_mode=split_mode, tensor_split=tensor_split,
-                                                  main_gpu=main_gpu)
+                                                  main_gpu=main_gpu, extra_buffers=extra_buffers)
         fresh_errors()
         ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:

@@ -3,6 +3,8 @@ one Series each), the budget over the problems to come and beyond, failures, too
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fakes import Clock, FakeEngine, TimedEngine, boxed
 
@@ -103,3 +105,85 @@ def test_the_adapter_reports_its_tool_calls(tmp_path):
     assert solver.predict("t1", "What is 6 times 7?")["answer"].to_list() == [42]
     tools = solver.stats.tools
     assert tools["tool_calls"] == 2 and tools["tool_ok"] == 2 and tools["samples_with_tools"] == 2
+
+
+def _series(name, value):
+    pl = pytest.importorskip("polars")
+    return pl.Series(name, [value])
+
+
+def _pandas(name, value):
+    import pandas as pd
+
+    return pd.Series([value], name=name)
+
+
+@pytest.mark.parametrize("make", [lambda n, v: v, _series, _pandas], ids=["plain", "polars", "pandas"])
+@pytest.mark.parametrize("problem", [None, "", "   ", "\n\t", float("nan")])
+def test_a_null_or_blank_problem_gets_the_fallback_at_once(make, problem, capsys):
+    engine = FakeEngine(lambda p, s: boxed(12))
+    solver = KaggleSolver(engine=engine, total_seconds=600, safety_seconds=10, samples=2, fallback_answer=3)
+    if make is _series and isinstance(problem, float):
+        problem = None  # polars has null, not NaN, in a string column
+    frame = solver.predict(make("id", "e1"), make("problem", problem))
+    assert frame.to_dicts() == [{"id": "e1", "answer": 3}]
+    assert engine.pulled == []  # the model never saw it
+    assert (solver.stats.empty, solver.stats.failures, solver.stats.problems) == (1, 0, 1)
+    assert "e1: the problem is" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("answer", [float("inf"), float("-inf"), float("nan"), 1e400, "twelve", "", None, [1, 2],
+                                    {"a": 1}])
+def test_an_answer_cell_that_is_no_integer_is_not_graded_and_never_raises(answer):
+    solver = KaggleSolver(engine=FakeEngine(lambda p, s: boxed(12)), total_seconds=600, safety_seconds=10,
+                          samples=1)
+    frame = solver.predict("g1", "What is 7 + 5?", answer)
+    assert frame["answer"].to_list() == [12]
+    frame = solver.predict("g2", "What is 7 + 5?", answer=answer)
+    assert frame["answer"].to_list() == [12]
+    assert (solver.stats.graded, solver.stats.failures) == (0, 0)
+
+
+@pytest.mark.parametrize("answer", [12, 12.0, "12", 5, "5"])
+def test_an_integer_answer_cell_is_graded(answer):
+    solver = KaggleSolver(engine=FakeEngine(lambda p, s: boxed(12)), total_seconds=600, safety_seconds=10,
+                          samples=1)
+    solver.predict("g1", "What is 7 + 5?", answer)
+    assert (solver.stats.graded, solver.stats.correct) == (1, int(float(answer)) == 12)
+
+
+NOW = 1_700_000_000.0  # a time.time() value (2023); the fake wall clock reads it
+
+
+@pytest.mark.parametrize(("started_at", "message"), [
+    (NOW + 5, "in the future"), (NOW + 86400, "in the future"),
+    (12_345.6, "not time.monotonic()"), (0.0, "not time.monotonic()"), (NOW - 3600, "more than total_seconds"),
+    (float("nan"), "must be a time.time() value"), (float("inf"), "must be a time.time() value"),
+    ("yesterday", "must be a time.time() value"), (True, "must be a time.time() value"),
+])
+def test_a_started_at_in_the_future_or_from_another_clock_is_refused(started_at, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        KaggleSolver(engine=FakeEngine(lambda p, s: ""), total_seconds=1800, safety_seconds=60,
+                     started_at=started_at, wall_clock=lambda: NOW)
+
+
+@pytest.mark.parametrize("ago", [0.0, 0.5, 60.0, 1799.0, -0.5])
+def test_a_started_at_in_the_budget_counts_the_time_already_spent(clock, ago):
+    solver = KaggleSolver(engine=FakeEngine(lambda p, s: ""), total_seconds=1800, safety_seconds=60,
+                          started_at=NOW - ago, wall_clock=lambda: NOW, clock=clock)
+    assert solver.seconds_left() == pytest.approx(1800 - 60 - max(0.0, ago))
+
+
+@pytest.mark.parametrize("ctx", [8, 16, 40])
+def test_a_prompt_longer_than_the_context_is_counted_as_too_long(ctx):
+    engine = FakeEngine(lambda p, s: boxed(12), n_ctx_seq=ctx)
+    solver = KaggleSolver(engine=engine, total_seconds=600, safety_seconds=10, samples=2, fallback_answer=1)
+    frame = solver.predict("long", "word " * 200)
+    assert frame["answer"].to_list() == [1]
+    assert (solver.stats.too_long, solver.stats.fallbacks, solver.stats.failures) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_step_tokens_must_be_positive(bad):
+    with pytest.raises(InputError, match="step_tokens"):
+        KaggleSolver(engine=FakeEngine(lambda p, s: ""), total_seconds=60, safety_seconds=1, step_tokens=bad)

@@ -202,3 +202,10 @@ def test_a_machine_without_nvcc_is_told_so_before_any_build(gc, tmp_path, capsys
     rc, _, err = run_main(gc, ["run", "--dry-run", "--bundle", str(fake_bundle(tmp_path)), "--work",
                                str(tmp_path / "w"), "--out", str(tmp_path / "o")], capsys)
     assert rc == 2 and "lacks nvcc" in err
+
+
+def test_the_wheelhouse_and_the_gpu_check_build_the_same_portable_llama_cpp(gc):
+    script = (SCRIPT.parent / "kaggle_wheelhouse.sh").read_text()
+    line = next(line for line in script.splitlines() if line.startswith("PORTABLE="))
+    assert tuple(line.split("=", 1)[1].strip('"').split()) == gc.PORTABLE_CMAKE_ARGS
+    assert {"-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"} <= set(gc.PORTABLE_CMAKE_ARGS)

@@ -16,6 +16,7 @@ from aimo_gguf.engine import (
     SamplingParams,
 )
 from aimo_gguf.engine.llama import eog_tokens_of, supports_gpu_offload
+from aimo_gguf.engine.probe import open_llama
 from aimo_gguf.models import default_model_path
 
 GREEDY = SamplingParams(temperature=0)
@@ -60,7 +61,7 @@ def greedy_requests(engine, prompts, *, max_tokens=32, prefix=False):
 
 def reference_greedy(model_path: str, prompt: list[int], n: int) -> list[int]:
     """Greedy tokens from llama_cpp.Llama, one prompt alone, fresh context."""
-    llm = llama_cpp.Llama(model_path, n_ctx=256, n_threads=2, verbose=False)
+    llm = open_llama(model_path, n_ctx=256, n_threads=2, verbose=False)
     eog = set(eog_tokens_of(llm.model))
     out: list[int] = []
     try:
