@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import InputError, ModelError
 from .models import check_gguf_file
+from .outputs import check_writable, replace_file, staging_folder
 
 DEFAULT_MODELS_DIR = "models"
 
@@ -47,6 +48,7 @@ def pull(
     files = [filename] if names is None else [f"{folder}/{n}" if folder else n for n in names]
     targets = [Path(models_dir) / Path(f).name for f in files]
     for target in targets:
+        check_writable(target, "the model")  # a folder, FIFO or device is refused before "already exists"
         if target.exists() and not force:
             raise InputError(f"{target} already exists: delete it or pass --force")
     cached = []
@@ -90,15 +92,12 @@ def hub_errors(repo: str, revision: str | None, where: str, *, filename: str | N
 
 
 def _place_all(pairs: list[tuple[Path, Path]]) -> None:
-    """Put each cached file at its target: every one staged first (a hard link where the file
-    systems allow it, else a copy), then all renamed into place, so a failure leaves no part."""
-    for _, target in pairs:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create {target.parent}: {e.strerror or e}") from None
-    staged = [target.with_name(f".{target.name}.part") for _, target in pairs]
-    try:
+    """Put each cached file at its target: every one staged first in a private folder beside them (a hard
+    link where the file systems allow it, else a copy), then all renamed into place, so a failure leaves
+    no part and nothing but a regular file is ever replaced."""
+    folder = pairs[0][1].parent
+    with staging_folder(folder, "the model") as staging:
+        staged = [staging / target.name for _, target in pairs]
         for (source, target), part in zip(pairs, staged, strict=True):
             try:
                 os.link(source, part)
@@ -108,7 +107,7 @@ def _place_all(pairs: list[tuple[Path, Path]]) -> None:
                 except OSError as e:
                     raise ModelError(f"cannot place {target}: {e.strerror or e}") from None
         for (_, target), part in zip(pairs, staged, strict=True):
-            os.replace(part, target)
-    finally:
-        for part in staged:
-            part.unlink(missing_ok=True)
+            try:
+                replace_file(part, target, "the model")
+            except OSError as e:
+                raise ModelError(f"cannot place {target}: {e.strerror or e}") from None

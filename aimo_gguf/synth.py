@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError
+from .outputs import check_writable, replace_file, staged_file, staging_folder
 
 SYNTH_KEY = "aimo_gguf.synthetic"  # metadata: True in every file synth writes
 SYNTH_LIKE_KEY = "aimo_gguf.synthetic_like"  # metadata: the model whose shapes it has
@@ -272,9 +273,7 @@ def write_tokenizer(source: str | Path | None, output: str | Path) -> Path:
     import gguf
 
     fields = _tokenizer_fields(source)
-    output = Path(output)
-    staging = output.with_name(f".{output.name}.part")
-    try:
+    with staged_file(output, "the tokenizer") as staging:
         writer = gguf.GGUFWriter(str(staging), "llama")
         try:
             writer.add_name("tokenizer (aimo-gguf synth)")
@@ -284,12 +283,7 @@ def write_tokenizer(source: str | Path | None, output: str | Path) -> Path:
             writer.write_ti_data_to_file()
         finally:
             writer.close()
-        os.replace(staging, output)
-    except OSError as e:
-        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
-    finally:
-        staging.unlink(missing_ok=True)
-    return output
+    return Path(output)
 
 
 # gpt-oss's special tokens at their o200k_harmony ids: a synthetic gpt-oss tokenizes harmony prompts to
@@ -423,14 +417,10 @@ def synth(
     spec = spec_like(like)
     name = check_type(type or DEFAULT_TYPES[spec.architecture])
     output = Path(output)
+    check_writable(output, "the model")  # a folder, FIFO or device is refused before "already exists"
     if output.exists() and not force:
         raise InputError(f"{output} already exists: delete it, choose another name, or pass --force")
-    if output.is_dir():
-        raise InputError(f"{output} is a folder: give a file name ending in .gguf")
     say = _say if progress else (lambda text: None)
-    from .outputs import check_writable
-
-    check_writable(output, "the model")
     need = f16_bytes(spec) * (1 if name == "F16" else 2)
     free = shutil.disk_usage(output.parent).free
     if need > free:
@@ -438,20 +428,19 @@ def synth(
                          f"({free / 2**30:.1f} GiB free)")
     say(f"{spec.name}: {spec.architecture}, {spec.n_params / 1e9:.2f} B parameters, vocabulary {spec.vocab}; "
         f"writing F16 then {name}")
-    staging = output.with_name(f".{output.name}.f16.part")
     t0 = time.monotonic()
-    try:
-        write_f16(spec, staging, seed=seed, progress=say, tokenizer=tokenizer)
-        say(f"F16 written in {time.monotonic() - t0:.0f} s")
-        if name == "F16":
-            os.replace(staging, output)
-        else:
-            quantize(staging, output, type=name, threads=threads, force=force, allow_requantize=True,
-                     progress=progress)
-    except OSError as e:
-        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
-    finally:
-        staging.unlink(missing_ok=True)
+    with staging_folder(output.parent, "the model") as staging:
+        f16 = staging / "f16.gguf"
+        try:
+            write_f16(spec, f16, seed=seed, progress=say, tokenizer=tokenizer)
+            say(f"F16 written in {time.monotonic() - t0:.0f} s")
+            if name == "F16":
+                replace_file(f16, output, "the model")
+            else:
+                quantize(f16, output, type=name, threads=threads, force=force, allow_requantize=True,
+                         progress=progress)
+        except OSError as e:
+            raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
     say(f"{output} ({output.stat().st_size / 2**30:.2f} GiB) in {time.monotonic() - t0:.0f} s")
     return output
 
