@@ -106,6 +106,9 @@ def convert(
     from .imatrix import load_imatrix
     from .quantize import check_type
 
+    from .engine.limits import check_threads
+
+    check_threads(threads)
     say = _say if progress else (lambda message: None)
     types = _type_list(quant)
     for t in types:

@@ -50,7 +50,9 @@ def quantize(
     already loaded); the very-low-bit types (``NEEDS_IMATRIX``) require one.
     """
     from .engine import default_threads, quantize_file
+    from .engine.limits import check_threads
 
+    check_threads(threads)
     name = check_type(type)
     matrix = _matrix(imatrix, name)
     src, dst = Path(src), Path(dst)

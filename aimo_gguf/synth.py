@@ -412,8 +412,10 @@ def synth(
 ) -> Path:
     """Write a random-weight GGUF with the shapes of ``like`` to ``output``, quantized to ``type``;
     its vocabulary is ``tokenizer``'s (a GGUF; default: the embedded model's) padded to the real size."""
+    from .engine.limits import check_threads
     from .quantize import check_type, quantize
 
+    check_threads(threads)
     spec = spec_like(like)
     name = check_type(type or DEFAULT_TYPES[spec.architecture])
     output = Path(output)
