@@ -12,8 +12,8 @@
   ``open_regular`` opens a file without blocking and checks what it opened,
   ``replace_file`` and ``staged_file`` check the target before the rename.
 - ``TraceWriter``: the ``--traces`` stream. A trace file that stops accepting
-  writes (a full disk, ``/dev/full``) is given up with one warning; the run
-  and its submission matter more.
+  writes (a full disk) is given up with one warning; the run and its
+  submission matter more.
 """
 
 from __future__ import annotations
