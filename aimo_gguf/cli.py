@@ -285,6 +285,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
     written = [p for p in (json_path, plot_path) if p is not None]
     if written and not quiet:
         click.echo(f"wrote {' and '.join(written)}", err=True)
+    result.check_measured()  # the table and files show the errors; the exit code says none measured
     if stress is not None:
         _stress_and_project(result, stress, time_limit, model=model, n_gpu_layers=n_gpu_layers, threads=threads,
                             quiet=quiet)

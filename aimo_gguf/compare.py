@@ -113,11 +113,13 @@ def compare(
     """Compare ``quantized`` with ``reference`` over a text (default: a bundled math
     text, ``aimo_gguf/data/compare_text.md``) and, when ``problems`` is given, on
     that problem set."""
+    from .engine.limits import check_threads
     from .models import resolve_model
 
     ref_path, q_path = resolve_model(str(reference)), resolve_model(str(quantized))
     if ctx < 16:
         raise InputError(f"--ctx must be at least 16, got {ctx}")
+    check_threads(threads)
     _check_vocabularies(ref_path, q_path)
     label, body = _read_text(text)
     text_result = _compare_text(ref_path, q_path, body, label, ctx=ctx, max_tokens=max_text_tokens,

@@ -18,6 +18,7 @@ from .engine.api import (
     KV_TYPES,
     PROMPT_ALLOWANCE,
 )
+from .engine.limits import MAX_THREADS, check_batch_size, check_threads
 from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
 from .errors import InputError
 from .harmony import REASONING_EFFORTS
@@ -48,7 +49,7 @@ class RunConfig:
     n_gpu_layers: int | str = _opt(
         0, "Layers to offload to the GPU (-1 = all), or 'auto': the most that fit the GPU's free memory "
            "(or --max-memory) with this batch and context. Falls back to fewer, then to CPU.", accepts_auto=True)
-    threads: int | None = _opt(None, "CPU threads [default: physical cores].")
+    threads: int | None = _opt(None, f"CPU threads, at most {MAX_THREADS} [default: physical cores].")
     ctx: int = _opt(
         DEFAULT_CTX,
         f"Context of one sequence in tokens, prompt included [default: {PROMPT_ALLOWANCE} + --max-tokens].",
@@ -235,6 +236,9 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        check_threads(self.threads)
+        if isinstance(self.batch_size, int):
+            check_batch_size(self.batch_size)
         self.stop = tuple(self.stop)
         parse_tensor_split(self.tensor_split)  # a bad value fails here, before any load
 
@@ -275,6 +279,13 @@ class RunConfig:
     def sequence_ctx(self) -> int:
         """The context one sequence gets, after resolving the automatic default."""
         return self.ctx or PROMPT_ALLOWANCE + self.max_tokens
+
+    @property
+    def ctx_source(self) -> str:
+        """Where ``sequence_ctx`` comes from, for messages: '--ctx 4096', or the automatic default's parts."""
+        if self.ctx:
+            return f"--ctx {self.ctx}"
+        return f"the context {self.sequence_ctx} ({PROMPT_ALLOWANCE} + --max-tokens {self.max_tokens})"
 
 
 def make_config(**options) -> RunConfig:

@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import AimoError, InputError, ModelError
+from .outputs import refuse_special, replace_file
 from .problems import write_json_atomic
 
 OUTTYPES = ("f16", "bf16", "f32")
@@ -105,6 +106,9 @@ def convert(
     from .imatrix import load_imatrix
     from .quantize import check_type
 
+    from .engine.limits import check_threads
+
+    check_threads(threads)
     say = _say if progress else (lambda message: None)
     types = _type_list(quant)
     for t in types:
@@ -134,6 +138,8 @@ def convert(
     outdir = Path(outdir)
     targets = {t: outdir / f"{name}-{t}.gguf" for t in [base_type, *types]}
     manifest_path = outdir / f"{name}.manifest.json"
+    for path in [*targets.values(), manifest_path]:
+        refuse_special(path, "the conversion")  # a folder, FIFO or device is refused before "already exists"
     if not force:
         taken = [p for p in [*targets.values(), manifest_path] if p.exists()]
         if taken:
@@ -162,7 +168,7 @@ def convert(
             say(f"hashing {path.name}...")
             files.append(ConvertedFile(t, targets[t].name, path.stat().st_size, sha256_file(path), smoke))
         for t, path in staged.items():
-            os.replace(path, targets[t])
+            replace_file(path, targets[t], "the conversion")
         result = ConvertResult(str(source), resolved_revision, name, outdir, manifest_path, files)
         manifest = _manifest(result, kind=kind, architecture=architecture, converter=converter,
                              outtype=base_type, matrix=matrix)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, ModelError, OutputError
+from .outputs import check_writable, replace_file, staging_folder
 
 PART_RE = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 PART_NAME = "{stem}-{no:05d}-of-{count:05d}.gguf"  # as llama.cpp's llama_split_path writes it
@@ -66,6 +67,23 @@ def model_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in model_files(path))
 
 
+def _plan_writer(reader, out: Path, arch: str, *, max_tensors: int, max_size: int):
+    """A GGUFWriter of ``reader``'s metadata and tensor layout, splitting into parts named after ``out``."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(out), arch, split_max_tensors=max_tensors, split_max_size=max_size)
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # the writer writes these itself
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    return writer
+
+
 def split_gguf(src: str | Path, out: str | Path, *, max_tensors: int = 0, max_size: int = 0, force: bool = False,
                progress: bool = True) -> list[Path]:
     """Write the GGUF ``src`` as a split model: ``out`` names the result without the part suffix
@@ -87,40 +105,32 @@ def split_gguf(src: str | Path, out: str | Path, *, max_tensors: int = 0, max_si
     if reader.fields.get(gguf.Keys.Split.LLM_KV_SPLIT_COUNT) is not None:
         raise InputError(f"{src} is already a part of a split model")
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
-    writer = gguf.GGUFWriter(str(out), arch, split_max_tensors=max_tensors, split_max_size=max_size)
-    for field in reader.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue  # the writer writes these itself
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-    for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                               tensor.tensor_type)
+    writer = _plan_writer(reader, out, arch, max_tensors=max_tensors, max_size=max_size)
     parts = [Path(p) for p in writer.format_shard_names(out)] if len(writer.tensors) > 1 else [out]
     if len(parts) == 1:
         raise InputError(f"{src} fits one part at that size: nothing to split")
+    for part in parts:
+        check_writable(part, "a part")  # a folder, FIFO or device is refused before "already exists"
     existing = [p for p in parts if p.exists()]
     if existing and not force:
         raise InputError(f"{existing[0]} already exists: delete it or pass --force")
     if src.resolve() in {p.resolve() for p in parts}:
         raise InputError("a part would overwrite the input")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create {out.parent}: {e.strerror or e}") from None
     if progress:
         print(f"aimo-gguf: writing {len(parts)} parts of {src.name}", file=sys.stderr)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for tensor in reader.tensors:
-            writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
-        writer.close()
-    except OSError as e:
-        writer.close()
-        for part in parts:  # half a split is no model: leave nothing behind
-            part.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {out.parent}/{parts[0].name}...: {e.strerror or e}") from None
+    # Every part is written in a private folder and renamed into place only once all are whole:
+    # half a split is no model, and nothing but a regular file is ever replaced.
+    with staging_folder(out.parent, "the parts") as staging:
+        try:
+            writer.write_header_to_file(staging / out.name)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for tensor in reader.tensors:
+                writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+            writer.close()
+            for part in parts:
+                replace_file(staging / part.name, part, "a part")
+        except OSError as e:
+            writer.close()
+            raise OutputError(f"cannot write {out.parent}/{parts[0].name}...: {e.strerror or e}") from None
     return parts

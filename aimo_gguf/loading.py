@@ -189,10 +189,10 @@ def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: i
     if not fits(1):
         raise InputError(f"--batch-size auto: even one sequence of {config.sequence_ctx} tokens does not fit "
                          f"{len(free)} GPUs with {layers} layers offloaded: use fewer GPU layers or a shorter --ctx")
-    lo, hi = 1, 2
-    while hi <= 4096 and fits(hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:  # fits(lo), not fits(hi)
+    from .engine.limits import max_sequences
+
+    lo, hi = 1, max_sequences() + 1  # no more sequences than llama.cpp decodes together
+    while hi - lo > 1:  # fits(lo), not fits(hi) (or past the limit)
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     if not quiet:

@@ -373,9 +373,14 @@ def largest_batch(
     max_memory: int,
     n_gpu_layers: int = 0,
     kv_type: str = "f16",
-    limit: int = 512,
+    limit: int | None = None,
 ) -> int:
-    """The largest batch whose estimate fits ``max_memory`` (on the GPU when layers are offloaded)."""
+    """The largest batch whose estimate fits ``max_memory`` (on the GPU when layers are offloaded), at most
+    ``limit`` (default: the most sequences llama.cpp decodes together)."""
+    if limit is None:
+        from .engine.limits import max_sequences
+
+        limit = max_sequences()
 
     def need(batch: int) -> int:
         est = estimate(shape, ctx=ctx, batch_size=batch, n_gpu_layers=n_gpu_layers, kv_type=kv_type)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aimo_gguf.errors import AimoError, InputError, OutputError
+from aimo_gguf.outputs import refuse_special
 
 SAMPLE_PROBLEMS = "sample"
 """Name that stands for the sample problem set shipped inside the package."""
@@ -137,7 +138,7 @@ def write_submission(path: str | Path, rows: Iterable[tuple[str, int]]) -> None:
         OutputError: the file cannot be written (bad folder, no permission, full disk).
         TypeError: an answer is not an integer; that is a bug in the caller.
     """
-    with _atomic_text_file(path) as handle:
+    with _atomic_text_file(path, "the submission") as handle:
         # "\n" rather than csv's default "\r\n": Kaggle accepts both, and
         # plain newlines diff cleanly against files made anywhere else.
         writer = csv.writer(handle, lineterminator="\n")
@@ -155,7 +156,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         OutputError: the file cannot be written (bad folder, no permission, full disk).
         TypeError, ValueError: ``obj`` is not JSON-serialisable; that is a bug in the caller.
     """
-    with _atomic_text_file(path) as handle:
+    with _atomic_text_file(path, "the JSON") as handle:
         # allow_nan=False: Infinity and NaN are not JSON; a caller that has them has a bug
         json.dump(obj, handle, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
         handle.write("\n")
@@ -394,7 +395,7 @@ def _json_kind(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def _atomic_text_file(path: str | Path) -> Iterator[TextIO]:
+def _atomic_text_file(path: str | Path, what: str) -> Iterator[TextIO]:
     """Yield a text handle whose content replaces ``path`` only on success.
 
     The temporary file lives in the destination folder so that ``os.replace``
@@ -403,6 +404,7 @@ def _atomic_text_file(path: str | Path) -> Iterator[TextIO]:
     and the destination is left untouched.
     """
     path = Path(path)
+    refuse_special(path, what, error=OutputError)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -416,6 +418,7 @@ def _atomic_text_file(path: str | Path) -> Iterator[TextIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_path, _OUTPUT_FILE_MODE)
+        refuse_special(path, what, error=OutputError)  # a FIFO or a device there now is not replaced
         os.replace(temp_path, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

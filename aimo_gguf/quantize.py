@@ -2,12 +2,12 @@
 
 No compiled ``llama-quantize`` is needed: llama-cpp-python exposes
 ``llama_model_quantize``. The output is written under a temporary name and
-renamed, so an interrupted or failed run leaves no half-written model.
+renamed, so an interrupted or failed run leaves no half-written model; an
+output that is not a regular file (a folder, a FIFO, a device) is refused.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import InputError, ModelError
 from .imatrix import ImportanceMatrix, load_imatrix
 from .models import check_gguf
+from .outputs import check_writable, staged_file
 
 # Types llama.cpp refuses to produce without an importance matrix (llama-quant.cpp).
 NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S"})
@@ -49,32 +50,28 @@ def quantize(
     already loaded); the very-low-bit types (``NEEDS_IMATRIX``) require one.
     """
     from .engine import default_threads, quantize_file
+    from .engine.limits import check_threads
 
+    check_threads(threads)
     name = check_type(type)
     matrix = _matrix(imatrix, name)
     src, dst = Path(src), Path(dst)
     check_gguf(src)
+    check_writable(dst, "the model")  # a folder, FIFO or device is refused before "already exists"
     if dst.exists() and not force:
         raise InputError(f"{dst} already exists: delete it, choose another name, or pass --force")
     if dst.resolve() == src.resolve():
         raise InputError("the output would overwrite the input: choose another name")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create {dst.parent}: {e.strerror or e}") from None
-    part = dst.with_name(f".{dst.name}.part")
     if progress:
         print(f"aimo-gguf: quantizing {src.name} to {name} (minutes for a 7B model)...", file=sys.stderr)
     try:
-        quantize_file(src, part, ftype=file_types()[name], threads=threads or default_threads(),
-                      allow_requantize=allow_requantize, imatrix=matrix.entries if matrix else None)
-        if not part.exists():
-            raise ModelError(f"llama.cpp wrote no output for {src}")
-        os.replace(part, dst)
+        with staged_file(dst, "the model") as part:
+            quantize_file(src, part, ftype=file_types()[name], threads=threads or default_threads(),
+                          allow_requantize=allow_requantize, imatrix=matrix.entries if matrix else None)
+            if not part.stat().st_size:
+                raise ModelError(f"llama.cpp wrote no output for {src}")
     except ModelError as e:
         raise ModelError(f"{e}{_hint(str(e), dst.parent, allow_requantize, src)}") from None
-    finally:
-        part.unlink(missing_ok=True)
     return dst
 
 

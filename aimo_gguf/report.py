@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .bench.report import require_matplotlib
 from .errors import InputError
-from .outputs import check_writable
+from .outputs import staged_file
 from .voting import VOTE_MODES
 
 
@@ -137,8 +137,5 @@ def plot(reports: list[RunReport], path: str | Path) -> None:
     ax.set_ylim(0, 1)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    path = check_writable(path, "the plot")
-    try:
-        fig.savefig(path, dpi=120, format="png")
-    except OSError as e:
-        raise InputError(f"cannot write the plot to {path}: {e.strerror or e}") from None
+    with staged_file(path, "the plot") as staged:
+        fig.savefig(staged, dpi=120, format="png")

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from .config import RunConfig, make_config
 from .engine.api import BatchEngine, EngineStats, LoadInfo
+from .engine.limits import check_context
 from .errors import AimoError, InputError, OutputError
 from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
@@ -117,6 +118,9 @@ def run(
 
         require_ray()  # the one-line error naming the extra, before any file is touched
     _check_outputs(source, model_path, output=output, summary=summary, traces=traces, journal=journal or None)
+    if engine is None:  # before any load: a context llama.cpp or the model cannot hold is one line
+        check_context(model_path, ctx=config.sequence_ctx, batch_size=config.batch_size if isinstance(
+            config.batch_size, int) else 1, what=config.ctx_source)
 
     outcome = _Outcome(problems, config)
     log = None

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError
+from .outputs import check_writable, replace_file, staged_file, staging_folder
 
 SYNTH_KEY = "aimo_gguf.synthetic"  # metadata: True in every file synth writes
 SYNTH_LIKE_KEY = "aimo_gguf.synthetic_like"  # metadata: the model whose shapes it has
@@ -93,38 +94,98 @@ class SynthSpec:
         return sum(math.prod(shape) for _, shape, _ in tensors_of(self))
 
 
+# llama.cpp's limits a config must keep (llama-hparams.h of the vendored source; the binding exposes neither).
+MAX_LAYERS = 512  # LLAMA_MAX_LAYERS
+MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS
+MXFP4_BLOCK = 32  # values per MXFP4 block: gpt-oss's expert rows must be whole blocks
+
+
+def _whole(config: dict, key: str, name: str, default: int | None = None) -> int:
+    """``config[key]`` as a whole number (an integral float too), or a one-line error naming it."""
+    value = config.get(key, default) if default is not None else config.get(key)
+    if value is None:
+        raise InputError(f"{name}: config.json lacks a usable '{key}'")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise InputError(f"{name}: config.json's {key} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _positive_number(config: dict, key: str, name: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name}: config.json's {key} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def spec_from_config(config: dict, name: str) -> SynthSpec:
-    """A SynthSpec from a Hugging Face config.json."""
+    """A SynthSpec from a Hugging Face config.json, checked against what llama.cpp can load: a file
+    synth writes never aborts llama.cpp later."""
+    if not isinstance(config, dict):
+        raise InputError(f"{name}: config.json is not a JSON object")
     archs = config.get("architectures") or []
-    arch = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
+    arch = next((ARCHITECTURES[a] for a in archs if isinstance(a, str) and a in ARCHITECTURES), None) \
+        if isinstance(archs, list) else None
     if arch is None:
         known = ", ".join(sorted(ARCHITECTURES))
         raise InputError(f"{name}: architecture {archs or 'unknown'} is not one synth writes ({known})")
-    try:
-        hidden = int(config["hidden_size"])
-        heads = int(config["num_attention_heads"])
-        spec = SynthSpec(
-            name=name, architecture=arch, hidden=hidden, layers=int(config["num_hidden_layers"]), heads=heads,
-            kv_heads=int(config.get("num_key_value_heads", heads)),
-            head_dim=int(config.get("head_dim") or hidden // heads),
-            ffn=int(config["intermediate_size"]), vocab=int(config["vocab_size"]),
-            tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-            ctx_train=int(config.get("max_position_embeddings", 4096)),
-            rope_theta=float(config.get("rope_theta", 10000.0)), rms_eps=float(config.get("rms_norm_eps", 1e-6)),
-            experts=int(config.get("num_local_experts", 0) or 0),
-            experts_used=int(config.get("num_experts_per_tok", 0) or 0),
-            sliding_window=int(config.get("sliding_window", 0) or 0) if arch == "gpt-oss" else 0,
-            rope_scaling=config.get("rope_scaling") if arch == "gpt-oss" else None,
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{name}: config.json lacks a usable {e}") from None
-    if arch == "qwen2" and spec.heads * spec.head_dim != spec.hidden:
-        raise InputError(f"{name}: qwen2 needs heads x head_dim = hidden size")
-    if arch == "gpt-oss" and not (spec.experts and spec.experts_used):
-        raise InputError(f"{name}: a gpt-oss config needs num_local_experts and num_experts_per_tok")
-    if min(spec.hidden, spec.layers, spec.heads, spec.kv_heads, spec.ffn, spec.vocab) <= 0:
-        raise InputError(f"{name}: config.json has a size of zero or less")
+    sizes = {key: _whole(config, key, name) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                        "intermediate_size", "vocab_size")}
+    sizes["num_key_value_heads"] = _whole(config, "num_key_value_heads", name, sizes["num_attention_heads"])
+    for key in ("num_local_experts", "num_experts_per_tok", "sliding_window", "max_position_embeddings"):
+        sizes[key] = _whole(config, key, name, 0) if config.get(key) is not None else 0
+    if config.get("head_dim") is not None:
+        sizes["head_dim"] = _whole(config, "head_dim", name)
+    zero = [key for key, value in sizes.items() if value < 0 or (value == 0 and key not in (
+        "num_local_experts", "num_experts_per_tok", "sliding_window", "max_position_embeddings"))]
+    if zero:
+        raise InputError(f"{name}: config.json has a size of zero or less ({', '.join(zero)})")
+    hidden, heads, kv_heads = sizes["hidden_size"], sizes["num_attention_heads"], sizes["num_key_value_heads"]
+    if "head_dim" not in sizes and hidden % heads and arch != "qwen2":  # qwen2's own rule below says more
+        raise InputError(f"{name}: hidden_size {hidden} is not a multiple of num_attention_heads {heads} "
+                         f"(and no head_dim is given)")
+    scaling = config.get("rope_scaling") if arch == "gpt-oss" else None
+    if scaling is not None and not isinstance(scaling, dict):
+        raise InputError(f"{name}: config.json's rope_scaling must be an object, got {scaling!r}")
+    spec = SynthSpec(
+        name=name, architecture=arch, hidden=hidden, layers=sizes["num_hidden_layers"], heads=heads,
+        kv_heads=kv_heads, head_dim=sizes.get("head_dim") or hidden // heads, ffn=sizes["intermediate_size"],
+        vocab=sizes["vocab_size"], tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        ctx_train=sizes["max_position_embeddings"] or 4096,
+        rope_theta=_positive_number(config, "rope_theta", name, 10000.0),
+        rms_eps=_positive_number(config, "rms_norm_eps", name, 1e-6),
+        experts=sizes["num_local_experts"], experts_used=sizes["num_experts_per_tok"],
+        sliding_window=sizes["sliding_window"] if arch == "gpt-oss" else 0, rope_scaling=scaling,
+    )
+    check_spec(spec)
     return spec
+
+
+def check_spec(spec: SynthSpec) -> None:
+    """One line for a shape llama.cpp would refuse or abort on (``GGML_ASSERT``) when the file is loaded."""
+    name = spec.name
+    problems = [
+        (spec.architecture != "qwen2" or spec.heads * spec.head_dim == spec.hidden,
+         "qwen2 needs heads x head_dim = hidden size"),
+        (spec.heads % spec.kv_heads == 0,
+         f"num_attention_heads {spec.heads} is not a multiple of num_key_value_heads {spec.kv_heads}: each KV "
+         f"head serves a whole number of query heads"),
+        (spec.head_dim % 2 == 0, f"head_dim {spec.head_dim} is odd: rotary embeddings turn pairs of values"),
+        (spec.layers <= MAX_LAYERS, f"{spec.layers} layers: llama.cpp loads at most {MAX_LAYERS} (LLAMA_MAX_LAYERS)"),
+    ]
+    if spec.architecture == "gpt-oss":
+        problems += [
+            (spec.experts and spec.experts_used, "a gpt-oss config needs num_local_experts and num_experts_per_tok"),
+            (spec.experts <= MAX_EXPERTS,
+             f"{spec.experts} experts: llama.cpp loads at most {MAX_EXPERTS} (LLAMA_MAX_EXPERTS)"),
+            (spec.experts_used <= spec.experts,
+             f"num_experts_per_tok {spec.experts_used} is more than num_local_experts {spec.experts}"),
+            (spec.hidden % MXFP4_BLOCK == 0 and spec.ffn % MXFP4_BLOCK == 0,
+             f"hidden_size {spec.hidden} and intermediate_size {spec.ffn} must be multiples of {MXFP4_BLOCK} "
+             f"(the experts are MXFP4 blocks of {MXFP4_BLOCK})"),
+        ]
+    for ok, message in problems:
+        if not ok:
+            raise InputError(f"{name}: {message}")
 
 
 def spec_like(like: str | Path) -> SynthSpec:
@@ -137,7 +198,7 @@ def spec_like(like: str | Path) -> SynthSpec:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read {path}: {e}") from None
-        name = config.get("_name_or_path") or path.parent.name or path.stem
+        name = (config.get("_name_or_path") if isinstance(config, dict) else None) or path.parent.name or path.stem
         return spec_from_config(config, str(name))
     shapes = _shapes()
     name = next((n for n in shapes if n.lower() == str(like).lower()), None)
@@ -272,9 +333,7 @@ def write_tokenizer(source: str | Path | None, output: str | Path) -> Path:
     import gguf
 
     fields = _tokenizer_fields(source)
-    output = Path(output)
-    staging = output.with_name(f".{output.name}.part")
-    try:
+    with staged_file(output, "the tokenizer") as staging:
         writer = gguf.GGUFWriter(str(staging), "llama")
         try:
             writer.add_name("tokenizer (aimo-gguf synth)")
@@ -284,12 +343,7 @@ def write_tokenizer(source: str | Path | None, output: str | Path) -> Path:
             writer.write_ti_data_to_file()
         finally:
             writer.close()
-        os.replace(staging, output)
-    except OSError as e:
-        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
-    finally:
-        staging.unlink(missing_ok=True)
-    return output
+    return Path(output)
 
 
 # gpt-oss's special tokens at their o200k_harmony ids: a synthetic gpt-oss tokenizes harmony prompts to
@@ -418,19 +472,17 @@ def synth(
 ) -> Path:
     """Write a random-weight GGUF with the shapes of ``like`` to ``output``, quantized to ``type``;
     its vocabulary is ``tokenizer``'s (a GGUF; default: the embedded model's) padded to the real size."""
+    from .engine.limits import check_threads
     from .quantize import check_type, quantize
 
+    check_threads(threads)
     spec = spec_like(like)
     name = check_type(type or DEFAULT_TYPES[spec.architecture])
     output = Path(output)
+    check_writable(output, "the model")  # a folder, FIFO or device is refused before "already exists"
     if output.exists() and not force:
         raise InputError(f"{output} already exists: delete it, choose another name, or pass --force")
-    if output.is_dir():
-        raise InputError(f"{output} is a folder: give a file name ending in .gguf")
     say = _say if progress else (lambda text: None)
-    from .outputs import check_writable
-
-    check_writable(output, "the model")
     need = f16_bytes(spec) * (1 if name == "F16" else 2)
     free = shutil.disk_usage(output.parent).free
     if need > free:
@@ -438,20 +490,19 @@ def synth(
                          f"({free / 2**30:.1f} GiB free)")
     say(f"{spec.name}: {spec.architecture}, {spec.n_params / 1e9:.2f} B parameters, vocabulary {spec.vocab}; "
         f"writing F16 then {name}")
-    staging = output.with_name(f".{output.name}.f16.part")
     t0 = time.monotonic()
-    try:
-        write_f16(spec, staging, seed=seed, progress=say, tokenizer=tokenizer)
-        say(f"F16 written in {time.monotonic() - t0:.0f} s")
-        if name == "F16":
-            os.replace(staging, output)
-        else:
-            quantize(staging, output, type=name, threads=threads, force=force, allow_requantize=True,
-                     progress=progress)
-    except OSError as e:
-        raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
-    finally:
-        staging.unlink(missing_ok=True)
+    with staging_folder(output.parent, "the model") as staging:
+        f16 = staging / "f16.gguf"
+        try:
+            write_f16(spec, f16, seed=seed, progress=say, tokenizer=tokenizer)
+            say(f"F16 written in {time.monotonic() - t0:.0f} s")
+            if name == "F16":
+                replace_file(f16, output, "the model")
+            else:
+                quantize(f16, output, type=name, threads=threads, force=force, allow_requantize=True,
+                         progress=progress)
+        except OSError as e:
+            raise OutputError(f"cannot write {output}: {e.strerror or e}") from None
     say(f"{output} ({output.stat().st_size / 2**30:.2f} GiB) in {time.monotonic() - t0:.0f} s")
     return output
 

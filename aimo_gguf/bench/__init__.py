@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine import default_threads
+from ..engine.limits import check_context
 from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
 from ..models import resolve_model
@@ -110,6 +111,7 @@ def bench(
     )
     config.threads = config.threads or default_threads()
     path = resolve_model(config.model)
+    check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
     if config.n_gpu_layers == "auto":
         from ..loading import resolve_gpu_layers
 

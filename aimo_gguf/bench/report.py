@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..errors import InputError
-from ..outputs import check_writable
+from ..outputs import staged_file
 from ..problems import write_json_atomic
 from .results import KIND_BASELINE, BenchResult, BenchRow
 
@@ -133,8 +133,5 @@ def plot(result: BenchResult, path: str | Path) -> None:
             ax.xaxis.set_major_locator(FixedLocator(sizes))
             ax.xaxis.set_major_formatter(FixedFormatter([str(b) for b in sizes]))
             ax.xaxis.set_minor_locator(NullLocator())
-    path = check_writable(path, "the plot")
-    try:
-        fig.savefig(path, dpi=120, format="png")
-    except OSError as e:
-        raise InputError(f"cannot write the plot to {path}: {e.strerror or e}") from None
+    with staged_file(path, "the plot") as staged:
+        fig.savefig(staged, dpi=120, format="png")

@@ -105,6 +105,14 @@ class BenchResult:
     def all_rows(self) -> list[BenchRow]:
         return ([self.baseline] if self.baseline is not None else []) + list(self.rows)
 
+    def check_measured(self) -> None:
+        """Raise EngineError (exit 1) when no engine row measured anything: a bench of errors is no bench."""
+        from ..errors import EngineError
+
+        if self.rows and all(r.error for r in self.rows):
+            first = self.rows[0]
+            raise EngineError(f"every engine row failed (batch {first.batch_size}: {first.error})")
+
     def to_dict(self) -> dict:
         settings = asdict(self.settings)
         settings["batch_sizes"] = list(self.settings.batch_sizes)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 
 from ..config import RunConfig
+from ..engine.limits import check_batch_size
 from ..errors import InputError
 from ..problems import Problem
 
@@ -35,6 +36,7 @@ def parse_batch_sizes(value: str | int | Iterable[int]) -> tuple[int, ...]:
         sizes.append(item)
     if not sizes:
         raise InputError(message)
+    check_batch_size(max(sizes), flag="--batch-sizes")
     return tuple(sorted(set(sizes)))
 
 

@@ -35,6 +35,7 @@ from .api import (
     Request,
 )
 from .confidence import ConfidenceSettings, Tracker, token_signals
+from .limits import check_limits
 from .scheduler import Scheduler, StepPlan
 from .sequence import Sequence as Slot
 from .sequence import StopMatcher
@@ -137,6 +138,7 @@ class Engine(BatchEngine):
         llama.set_verbose(verbose)
         path = Path(model_path)
         check_gguf(path)
+        check_limits(path, ctx=ctx, batch_size=batch_size, threads=threads)
         t0 = time.perf_counter()
         llama.backend_init()
         threads = threads or default_threads()

@@ -136,6 +136,11 @@ def max_devices() -> int:
     return int(llama_cpp.llama_max_devices())
 
 
+def max_sequences() -> int:
+    """The most sequences one llama.cpp context decodes together (LLAMA_MAX_SEQ, 256 in 0.3.36)."""
+    return int(llama_cpp.llama_max_parallel_sequences())
+
+
 def model_params(*, n_gpu_layers: int = 0, vocab_only: bool = False, split_mode: str = DEFAULT_SPLIT_MODE,
                  tensor_split: Sequence[float] | None = None, main_gpu: int = 0, extra_buffers: bool = True):
     """``llama_model_params`` for a load, and the float array its ``tensor_split`` points to (keep it

@@ -15,12 +15,8 @@ comes first: the run goes on with the replicas that loaded.
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +31,8 @@ from ..problems import Problem
 from ..solver import Clock, ProblemResult
 from ..tir import ToolStats
 from .actor import DONE, RESULT, Replica, ReplicaCounters
+from .cluster import CONNECT_SECONDS, first_line, join_cluster
 
-OBJECT_STORE_BYTES = 80 * 2**20  # a local cluster's object store: results are small (Ray's minimum is 75 MiB)
 WAIT_SECONDS = 0.1  # one ray.wait: also how often stop signals and the deadline are looked at
 STATS_SECONDS = 2.0  # how often busy replicas are asked for their counters (the progress bar's tokens/s)
 LOAD_TIMEOUT = 900.0  # a replica not loaded by then is lost (a cluster short of what it asks for); none: an error
@@ -164,25 +160,14 @@ class RayReplicas:
             pass
 
     def _connect(self) -> None:
-        ray, config = self.ray, self.requested
-        if ray.is_initialized():
+        if self.ray.is_initialized():
             return  # the caller's cluster (a notebook, a test): used, and left running
-        handlers = _signal_handlers()
-        options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-        try:
-            if config.ray == "local":
-                threads = config.threads or 1
-                cpus = max(os.cpu_count() or 1, (config.replicas or 1) * threads)
-                # "local": a new instance even where RAY_ADDRESS or an earlier `ray start` names a cluster
-                ray.init(address="local", num_cpus=cpus, object_store_memory=OBJECT_STORE_BYTES, **options)
-            else:
-                ray.init(address=config.ray, **options)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise InputError(f"--ray {config.ray}: cannot reach a Ray cluster ({_first_line(e)})") from None
-        finally:
-            _restore(handlers)  # ray.init replaces SIGTERM's handler: the run's own must stay
+        timeout = CONNECT_SECONDS
+        if self.deadline is not None:
+            timeout = max(0.1, min(timeout, self.deadline - self.clock()))
+        join_cluster(self.ray, self.requested, timeout=timeout)
         self._started = True
-        self._started_local = config.ray == "local"
+        self._started_local = self.requested.ray == "local"
 
     def _plan(self) -> None:
         """How many replicas, with what each: checked against the cluster now, so nothing waits forever
@@ -287,7 +272,7 @@ class RayReplicas:
             answer = _unmasked(ray.get, ref)
         except ray.exceptions.RayTaskError as e:  # load() failed outside aimo-gguf's errors (a bug, a crash)
             cause = getattr(e, "cause", None) or e
-            raise ModelError(f"replica {member.number} failed while loading the model: {_first_line(cause)}") from None
+            raise ModelError(f"replica {member.number} failed while loading the model: {first_line(cause)}") from None
         except ray.exceptions.RayError:  # its process or node is gone (RayActorError, ObjectLostError, ...)
             return False
         member.node, member.pid = answer["node"], answer["pid"]
@@ -407,11 +392,11 @@ class RayReplicas:
             if isinstance(cause, InputError):
                 raise cause from None  # the input itself: every replica would fail on it
             del calls[gen]  # its engine failed (an EngineError, a crash): the replica is lost, not the run
-            self._lose(member, call.outstanding, queue, why=_first_line(cause or e))
+            self._lose(member, call.outstanding, queue, why=first_line(cause or e))
             return
         except ray.exceptions.RayError as e:  # its process or node is gone (RayActorError, ObjectLostError, ...)
             del calls[gen]
-            self._lose(member, call.outstanding, queue, why=_first_line(e))
+            self._lose(member, call.outstanding, queue, why=first_line(e))
             return
         if record is None:
             del calls[gen]
@@ -527,20 +512,3 @@ def _unmasked(call, *args, **kwargs):
         if isinstance(cause, BaseException) and not isinstance(cause, Exception):
             raise cause from None
         raise
-
-
-def _signal_handlers() -> dict:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore(handlers: dict) -> None:
-    for signum, handler in handlers.items():
-        if handler is not None:
-            signal.signal(signum, handler)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

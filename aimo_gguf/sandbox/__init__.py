@@ -51,6 +51,10 @@ What a worker is fenced in by, from the softest wall to the hardest (see
   (``RLIMIT_NPROC``; the kernel exempts root from it);
 - its own session and process group, killed as a whole (plus any descendant
   psutil still finds) on timeout and on close;
+- death with the run (Linux): the kernel SIGKILLs a worker when the run that
+  started it ends, even by SIGKILL (``PR_SET_PDEATHSIG``; a worker whose run
+  ended before it could ask exits at once), so no sleeping or spinning worker
+  outlives it;
 - a private network namespace with no interfaces (needs CAP_SYS_ADMIN);
 - Landlock (Linux >= 5.13): the kernel itself allows reading only Python's
   install, system libraries and the working folder, writing only the working
@@ -58,7 +62,12 @@ What a worker is fenced in by, from the softest wall to the hardest (see
   outside the sandbox;
 - seccomp (Linux x86-64): the kernel refuses fork, vfork, non-thread clone,
   execve, sockets, ptrace, kill of any other process, raising limits, mounts,
-  namespaces, io_uring, setsid and similar.
+  namespaces, io_uring, setsid and similar; and every scheduling or priority
+  change (``setpriority``/``nice``, ``sched_setscheduler``, ``sched_setparam``,
+  ``sched_setaffinity``, ``ioprio_set``, ``migrate_pages``, ``move_pages``) of
+  any process but the worker itself, any raise of its priority above where it
+  started, real-time policies, and ``sched_setattr`` (whose arguments the
+  filter cannot read). Lowering its own priority stays allowed.
 
 What it does NOT promise: this is a guard against accidents and runaway model
 code, not a security boundary against a determined attacker. Audit hooks can be

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import queue
 import select
 import shutil
 import signal
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -77,6 +79,7 @@ class Protections:
     network_namespace: bool = False  # private network namespace without interfaces
     landlock: int = 0  # Landlock ABI version enforcing the file rules; 0 = not active
     seccomp: bool = False  # kernel-level refusal of fork, exec, sockets, kill of others, ...
+    dies_with_parent: bool = False  # SIGKILLed by the kernel when the run that started it ends (PR_SET_PDEATHSIG)
 
     def active(self) -> list[str]:
         """Names of the protections in force, e.g. ``["audit_hook", "rlimits", "landlock"]``."""
@@ -180,16 +183,12 @@ class Sandbox:
 
     def _start(self) -> None:
         """Start a worker and wait for its hello; caller holds ``_state_lock``."""
-        config = {"timeout": self.limits.timeout, "cpu_seconds": self.limits.cpu_seconds,
-                  "memory_mb": self.limits.memory_mb, "max_output": self.limits.max_output,
-                  "max_processes": self.limits.max_processes, "file_mb": self.limits.file_mb,
-                  "network": self.limits.network, "preload": self.preload, "audit_hook": self.audit_hook,
-                  "cut_mark": OUTPUT_CUT_MARK}
+        config = worker_config(self.limits, preload=self.preload, audit_hook=self.audit_hook)
         workdir = str(self.workdir)
         env = {"PATH": os.defpath, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": workdir,
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "NUMEXPR_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
-        proc = subprocess.Popen(
+        proc = _LAUNCHER.popen(
             [sys.executable, "-I", "-B", str(WORKER), json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=workdir, env=env, start_new_session=True, bufsize=0,
@@ -249,6 +248,48 @@ class Sandbox:
             return proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return None
+
+
+def worker_config(limits: SandboxLimits, *, preload: bool, audit_hook: bool) -> dict:
+    """The settings a worker program reads from its argument (JSON); ``parent`` is the process it dies with."""
+    return {"timeout": limits.timeout, "cpu_seconds": limits.cpu_seconds, "memory_mb": limits.memory_mb,
+            "max_output": limits.max_output, "max_processes": limits.max_processes, "file_mb": limits.file_mb,
+            "network": limits.network, "preload": preload, "audit_hook": audit_hook, "cut_mark": OUTPUT_CUT_MARK,
+            "parent": os.getpid()}
+
+
+class _Launcher:
+    """Starts every worker from one thread that lives as long as the process. A worker asks the kernel
+    to kill it when its parent ends (PR_SET_PDEATHSIG), and the kernel's parent is the *thread* that
+    started it: a worker started from a short-lived thread would die with that thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        self._pid = 0  # the process that started the thread: a forked child needs its own
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        with self._lock:
+            if self._queue is None or self._pid != os.getpid():
+                self._queue, self._pid = queue.SimpleQueue(), os.getpid()
+                threading.Thread(target=self._serve, args=(self._queue,), name="sandbox-launcher",
+                                 daemon=True).start()
+            requests = self._queue
+        started: Future[subprocess.Popen] = Future()
+        requests.put((args, kwargs, started))
+        return started.result()
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue) -> None:
+        while True:
+            args, kwargs, started = requests.get()
+            try:
+                started.set_result(subprocess.Popen(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - the caller gets it from the Future
+                started.set_exception(error)
+
+
+_LAUNCHER = _Launcher()
 
 
 def _write_all(proc: subprocess.Popen, data: bytes, deadline: float) -> None:

@@ -152,6 +152,18 @@ def landlock(read_roots):
         os.close(ruleset)
 
 
+def die_with_parent():
+    """SIGKILL this worker when the thread that started it ends (the run, killed even by SIGKILL); at once
+    when the run ended before this line (the start-up race: the worker's parent is no longer the run)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    LIBC.prctl(ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0), ctypes.c_ulong(0),
+               ctypes.c_ulong(0))  # PR_SET_PDEATHSIG
+    if os.getppid() != CONFIG["parent"]:
+        os._exit(1)
+    return True
+
+
 def no_new_privs():
     LIBC.prctl(ctypes.c_int(38), ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
@@ -162,38 +174,99 @@ DENIED = (57, 58, 59, 322, 101, 310, 311, 272, 308, 165, 166, 155, 161, 169, 246
           321, 298, 250, 248, 249, 160, 425, 426, 427, 304, 303, 323, 434, 424, 438, 129, 297, 200,
           112, 109, 105, 106, 113, 114, 117, 119, 116, 122, 123, 126, 167, 168, 164, 227, 305, 159,
           170, 171, 172, 173, 163, 179, 133, 259, 103, 300, 428, 429, 430, 431, 432, 433, 442, 153,
-          134, 212, 180)
+          134, 212, 180, 314)  # 314: sched_setattr, whose policy and nice hide in memory the filter cannot read
 SOCKETS = (41, 53)  # socket, socketpair
 CLONE, CLONE3, KILL, TGKILL, PRLIMIT64 = 56, 435, 62, 234, 302
+# Scheduling and priority: allowed on the worker itself only, and never to raise its priority.
+SETPRIORITY, SCHED_SETPARAM, SCHED_SETSCHEDULER, SCHED_SETAFFINITY = 141, 142, 144, 203
+IOPRIO_SET, MIGRATE_PAGES, MOVE_PAGES = 251, 256, 279
+PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+LOWER_POLICIES = (0, 3, 5)  # SCHED_OTHER, SCHED_BATCH, SCHED_IDLE: none outranks a normal process
+SCHED_RESET_ON_FORK = 0x40000000
+IOPRIO_CLASS_IDLE = 3 << 13  # ioprio_set: only the idle class, the lowest there is
+
+
+LD, ALU_ADD, ALU_AND, JEQ, JGE, JSET, RET = 0x20, 0x04, 0x54, 0x15, 0x35, 0x45, 0x06
+ALLOW, KILL_PROCESS = 0x7FFF0000, 0x80000000
+EPERM, ENOSYS = 0x00050000 | 1, 0x00050000 | 38
+
+
+def op(code, k, jt=0, jf=0):
+    return struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def arg(index):
+    """Offset of an argument's low 32 bits in seccomp_data: the kernel reads these int arguments as int."""
+    return 16 + 8 * index
+
+
+def allowed_if(number, *tests):
+    """Filter code: syscall ``number`` is allowed when every test holds, else refused with EPERM.
+    A test is (argument index, mask or None, accepted values) or (argument index, None, ">=", floor),
+    the floor compared as a signed int."""
+    body, fixups = [], []  # fixups: (instruction index, "next" or "deny"), resolved below
+    for test in tests:
+        index, mask = test[0], test[1]
+        start = len(body)
+        body.append([LD, arg(index), 0, 0])
+        if mask is not None:
+            body.append([ALU_AND, mask, 0, 0])
+        if len(test) == 4:  # signed >=: shift both sides by 2^31, then compare unsigned
+            body.append([ALU_ADD, 0x80000000, 0, 0])
+            body.append([JGE, test[3] + 0x80000000, 0, "deny"])
+        else:
+            values = test[2]
+            for i, value in enumerate(values):
+                last = i == len(values) - 1
+                body.append([JEQ, value, 0 if last else "next", "deny" if last else 0])
+        fixups.append((start, len(body)))
+    deny = len(body) + 1  # body, then RET ALLOW, then RET EPERM
+    for start, end in fixups:
+        for i in range(start, end):
+            for slot in (2, 3):
+                target = {"next": end, "deny": deny}.get(body[i][slot])
+                if target is not None:
+                    body[i][slot] = target - i - 1
+    code = [op(*instruction) for instruction in body] + [op(RET, ALLOW), op(RET, EPERM)]
+    return [op(LD, 0), op(JEQ, number, 0, len(code))] + code
+
+
+def scheduling_rules(pid, nice):
+    """Priority and scheduling calls on this process alone, never raising its priority above ``nice``
+    (where it started) nor to a real-time policy; ioprio only to the idle class."""
+    me = (0, pid)
+    return (allowed_if(SETPRIORITY, (0, None, (PRIO_PROCESS,)), (1, None, me), (2, None, ">=", nice))
+            + allowed_if(SCHED_SETSCHEDULER, (0, None, me), (1, ~SCHED_RESET_ON_FORK, LOWER_POLICIES))
+            + allowed_if(SCHED_SETPARAM, (0, None, me))
+            + allowed_if(SCHED_SETAFFINITY, (0, None, me))
+            + allowed_if(IOPRIO_SET, (0, None, (IOPRIO_WHO_PROCESS,)), (1, None, me),
+                         (2, 0xFFFFE000, (IOPRIO_CLASS_IDLE,)))
+            + allowed_if(MIGRATE_PAGES, (0, None, me))
+            + allowed_if(MOVE_PAGES, (0, None, me)))
 
 
 def seccomp():
     """A seccomp filter refusing what DENIED lists; x86-64 Linux only. Returns whether it is in force."""
     if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
         return False
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, kill_process = 0x7FFF0000, 0x80000000
-    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
     clone_thread, pid = 0x00010000, os.getpid()
-
-    def op(code, k, jt=0, jf=0):
-        return struct.pack("=HBBI", code, jt, jf, k)
-
-    prog = [op(ld, 4), op(jeq, 0xC000003E, 1, 0), op(ret, kill_process),  # arch must be x86-64
-            op(ld, 0), op(jge, 0x40000000, 0, 1), op(ret, enosys),  # no x32 syscalls
+    prog = [op(LD, 4), op(JEQ, 0xC000003E, 1, 0), op(RET, KILL_PROCESS),  # arch must be x86-64
+            op(LD, 0), op(JGE, 0x40000000, 0, 1), op(RET, ENOSYS),  # no x32 syscalls
             # clone: threads only
-            op(jeq, CLONE, 0, 4), op(ld, 16), op(jset, clone_thread, 0, 1), op(ret, allow), op(ret, eperm),
+            op(JEQ, CLONE, 0, 4), op(LD, 16), op(JSET, clone_thread, 0, 1), op(RET, ALLOW), op(RET, EPERM),
             # clone3 hides its flags in memory: ENOSYS makes glibc fall back to clone
-            op(jeq, CLONE3, 0, 1), op(ret, enosys),
+            op(JEQ, CLONE3, 0, 1), op(RET, ENOSYS),
             # prlimit64: reading is fine, setting is not
-            op(jeq, PRLIMIT64, 0, 6), op(ld, 32), op(jeq, 0, 0, 3), op(ld, 36), op(jeq, 0, 0, 1),
-            op(ret, allow), op(ret, eperm)]
+            op(JEQ, PRLIMIT64, 0, 6), op(LD, 32), op(JEQ, 0, 0, 3), op(LD, 36), op(JEQ, 0, 0, 1),
+            op(RET, ALLOW), op(RET, EPERM)]
     for number in (KILL, TGKILL):  # signals to this process only
-        prog += [op(jeq, number, 0, 6), op(ld, 16), op(jeq, pid, 0, 3), op(ld, 20), op(jeq, 0, 0, 1),
-                 op(ret, allow), op(ret, eperm)]
+        prog += [op(JEQ, number, 0, 6), op(LD, 16), op(JEQ, pid, 0, 3), op(LD, 20), op(JEQ, 0, 0, 1),
+                 op(RET, ALLOW), op(RET, EPERM)]
+    prog += scheduling_rules(pid, os.getpriority(os.PRIO_PROCESS, 0))  # these load arguments: syscall again after
+    prog.append(op(LD, 0))
     for number in DENIED + (() if CONFIG["network"] else SOCKETS):
-        prog += [op(jeq, number, 0, 1), op(ret, eperm)]
-    prog.append(op(ret, allow))
+        prog += [op(JEQ, number, 0, 1), op(RET, EPERM)]
+    prog.append(op(RET, ALLOW))
     code = b"".join(prog)
     buffer = ctypes.create_string_buffer(code, len(code))
 
@@ -421,9 +494,10 @@ def main(argv=None):
     WORKDIR = os.path.realpath(os.getcwd())
     LIBC = ctypes.CDLL(None, use_errno=True)
     LIBC.syscall.restype = ctypes.c_long
+    dies_with_parent = die_with_parent()
     reader, fd_out = take_protocol_fds()
     read_roots = python_roots()
-    active = {"rlimits": True, "nproc": set_limits()}
+    active = {"rlimits": True, "nproc": set_limits(), "dies_with_parent": dies_with_parent}
     active["network_namespace"] = not CONFIG["network"] and private_network()
     active["landlock"] = landlock(read_roots)
     active["seccomp"] = seccomp()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import make_hub_cache
+from helpers import assert_one_line_error, make_hub_cache, time_limit
 
 from aimo_gguf.cli import cli
 
@@ -104,3 +104,65 @@ def test_a_part_that_cannot_be_placed_leaves_no_part_behind(runner, split_cache,
     result = runner.invoke(cli, ["pull", "org/big-GGUF", "Q4/big-00001-of-00002.gguf", "--models-dir", str(models)])
     assert result.exit_code == 2 and "No space left on device" in result.stderr
     assert list(models.iterdir()) == []  # neither the first part nor a staging file
+
+
+# --- issue 20, item 15: names that are not a repo or a file in one, and a Hub that cannot be reached ------------
+
+
+@pytest.mark.parametrize("repo", ["../../etc", "a b/c", "a/b/c", "/x", "a/../b", "a--b/c", "a/-b", "a/b.", "org/",
+                                  "x" * 97, "org/tiny GGUF", "org\\tiny"])
+def test_a_repo_that_is_not_a_hub_repo_id_is_one_line(runner, hub_cache, tmp_path, repo):
+    models = tmp_path / "models"
+    result = runner.invoke(cli, ["pull", repo, "tiny.gguf", "--models-dir", str(models)])
+    assert_one_line_error(result, f"{repo!r} is not a Hub repo id", "NAMESPACE/NAME")
+    assert not models.exists()
+
+
+@pytest.mark.parametrize("filename", ["../../x.gguf", "/abs/x.gguf", "a/../../x.gguf", "a//b.gguf", "./x.gguf",
+                                      "a/./x.gguf", "..", "a\\..\\x.gguf", "", "dir/"])
+def test_a_filename_that_is_not_a_path_inside_the_repo_is_one_line(runner, hub_cache, tmp_path, filename):
+    models = tmp_path / "models"
+    result = runner.invoke(cli, ["pull", "org/tiny-GGUF", filename, "--models-dir", str(models)])
+    assert_one_line_error(result, "is not a file of a Hub repo")
+    assert not models.exists() and not (tmp_path / "x.gguf").exists()
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """The Hub's address is a local port nothing listens on: every connection is refused at once."""
+    import socket
+
+    import huggingface_hub.constants as constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return port
+
+
+def test_an_unreachable_hub_fails_fast_without_retries(runner, tmp_path, monkeypatch, unreachable_hub):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    models = tmp_path / "models"
+    with time_limit(10, "pull with the Hub unreachable"):  # the library alone retries for about 24 s
+        result = runner.invoke(cli, ["pull", "org/tiny-GGUF", "tiny.gguf", "--models-dir", str(models)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: cannot reach the Hub (127.0.0.1:") and "not in the local cache" in lines[-1]
+    assert not any("Retrying" in line for line in lines)
+    assert not models.exists() or list(models.iterdir()) == []
+
+
+def test_an_unreachable_hub_still_serves_what_the_cache_holds(runner, hub_cache, tmp_path, monkeypatch,
+                                                              unreachable_hub):
+    models = tmp_path / "models"
+    with time_limit(10, "pull from the cache with the Hub unreachable"):
+        result = runner.invoke(cli, ["pull", "org/tiny-GGUF", "tiny.gguf", "--models-dir", str(models)])
+    assert result.exit_code == 0, result.output
+    assert (models / "tiny.gguf").read_bytes() == GGUF_BYTES

@@ -155,10 +155,11 @@ def test_a_second_journal_in_the_same_process_is_refused_too(tmp_path):
             Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=False)
 
 
-def test_devices_are_not_files_of_the_run_to_protect():
+def test_devices_are_not_files_of_the_run_to_protect_and_not_written_into_either():
     from aimo_gguf.outputs import check_distinct, check_writable
 
     check_distinct({"--traces": "/dev/null", "--journal": "/dev/null"}, outputs={"--traces", "--journal"})
     before = set(os.listdir("/dev"))
-    check_writable("/dev/null", "traces", replace=False)  # opened, not probed beside in /dev
-    assert set(os.listdir("/dev")) == before
+    with pytest.raises(InputError, match="character device, not a regular file"):
+        check_writable("/dev/null", "traces", replace=False)
+    assert set(os.listdir("/dev")) == before  # refused before any probe beside it in /dev

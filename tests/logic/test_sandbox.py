@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -232,6 +233,70 @@ KERNEL_REFUSED = [
 ]
 
 
+# Scheduling and priority: on any process but the worker (the run is its parent; OTHER a bystander process of
+# the test's), and any raise of its own priority, whichever call does it. The ctypes cases reach syscalls Python
+# does not wrap.
+SYSCALL = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+RAISE_ERRNO = "\nif r != 0: raise OSError(ctypes.get_errno(), 'refused')"
+SCHEDULING_REFUSED = [
+    "import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "import os\nos.setpriority(os.PRIO_PROCESS, OTHER, 19)",
+    "import os\nos.setpriority(os.PRIO_PGRP, 0, 19)",
+    "import os\nos.setpriority(os.PRIO_USER, 0, 19)",
+    "import os\nos.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - 1)",
+    "import os\nos.nice(-20)",
+    "import os\nos.nice(-1)",
+    "import os\nos.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+    "import os\nos.sched_setscheduler(OTHER, os.SCHED_BATCH, os.sched_param(0))",
+    "import os\nos.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))",
+    "import os\nos.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))",
+    "import os\nos.sched_setscheduler(0, os.SCHED_FIFO | 0x40000000, os.sched_param(1))",  # RESET_ON_FORK
+    "import os\nos.sched_setparam(os.getppid(), os.sched_param(0))",
+    "import os\nos.sched_setparam(OTHER, os.sched_param(0))",
+    "import os\nos.sched_setaffinity(os.getppid(), {0})",
+    "import os\nos.sched_setaffinity(OTHER, {0})",
+    SYSCALL + "attr = (ctypes.c_uint32 * 14)(56, 0, 0, (-20) & 0xFFFFFFFF)\n"
+              "r = libc.syscall(314, 0, attr, 0)" + RAISE_ERRNO,  # sched_setattr: nice -20 on itself
+    SYSCALL + "attr = (ctypes.c_uint32 * 14)(56, 5)\nr = libc.syscall(314, os.getppid(), attr, 0)" + RAISE_ERRNO,
+    SYSCALL + "r = libc.syscall(251, 1, os.getppid(), 3 << 13)" + RAISE_ERRNO,  # ioprio_set on the run
+    SYSCALL + "r = libc.syscall(251, 1, 0, (1 << 13) | 0)" + RAISE_ERRNO,  # a real-time I/O class on itself
+    SYSCALL + "r = libc.syscall(251, 1, 0, (2 << 13) | 0)" + RAISE_ERRNO,  # the best-effort class's top
+    SYSCALL + "r = libc.syscall(251, 2, 0, 3 << 13)" + RAISE_ERRNO,  # its process group
+    SYSCALL + "r = libc.syscall(256, os.getppid(), 64, None, None)" + RAISE_ERRNO,  # migrate_pages
+    SYSCALL + "r = libc.syscall(251, 1, OTHER, 3 << 13)" + RAISE_ERRNO,
+    SYSCALL + "r = libc.syscall(279, os.getppid(), 0, None, None, None, 0)" + RAISE_ERRNO,  # move_pages
+]
+SCHEDULING_ALLOWED = [  # the worker may still lower its own priority
+    "import os\nos.nice(5)",
+    "import os\nos.setpriority(os.PRIO_PROCESS, 0, 19)\nos.setpriority(os.PRIO_PROCESS, os.getpid(), 19)",
+    "import os\nos.sched_setaffinity(0, os.sched_getaffinity(0))",
+    "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))",
+    "import os\nos.sched_setscheduler(os.getpid(), os.SCHED_BATCH, os.sched_param(0))",
+    "import os\nos.sched_setparam(0, os.sched_param(0))",
+    SYSCALL + "r = libc.syscall(251, 1, 0, 3 << 13)" + RAISE_ERRNO,  # ioprio_set: the idle class on itself
+    SYSCALL + "r = libc.syscall(279, 0, 0, None, None, None, 0)" + RAISE_ERRNO,  # move_pages of nothing, itself
+]
+KERNEL_REFUSED += [("seccomp", code) for code in SCHEDULING_REFUSED]
+
+
+@pytest.fixture(scope="module")
+def bystander():
+    """A process that is neither the run nor the worker: its pid replaces OTHER in the cases."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def scheduling_state(*pids: int) -> tuple:
+    """What a worker must never change in the run (0: this process) or another: priority, CPUs, policies."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return tuple((os.getpriority(os.PRIO_PROCESS, pid), os.sched_getaffinity(pid), os.sched_getscheduler(pid),
+                  libc.syscall(252, 1, pid)) for pid in (0, *pids))  # 252: ioprio_get(IOPRIO_WHO_PROCESS)
+
+
 @pytest.fixture(scope="module")
 def kernel_only():
     """A sandbox without the audit hook: only the kernel walls stand."""
@@ -240,13 +305,34 @@ def kernel_only():
 
 
 @pytest.mark.parametrize(("wall", "code"), KERNEL_REFUSED)
-def test_kernel_walls_without_audit_hook(kernel_only: Sandbox, wall: str, code: str) -> None:
+def test_kernel_walls_without_audit_hook(kernel_only: Sandbox, bystander: int, wall: str, code: str) -> None:
     if not getattr(kernel_only.protections, wall):
         pytest.skip(f"{wall} is not available on this machine")
-    result = kernel_only.run(code)
+    before = scheduling_state(bystander)
+    result = kernel_only.run(code.replace("OTHER", str(bystander)))
     assert (result.ok, result.status) == (False, "error"), result
     assert "PermissionError" in result.output or "ValueError: not allowed" in result.output
     assert not Path("/tmp/x_outside_sandbox").exists()
+    assert scheduling_state(bystander) == before
+
+
+@pytest.mark.parametrize("code", [c for c in SCHEDULING_REFUSED if "ctypes" not in c])
+def test_scheduling_of_others_is_refused_with_the_audit_hook_too(box: Sandbox, bystander: int, code: str) -> None:
+    if not box.protections.seccomp:
+        pytest.skip("seccomp is not available on this machine")
+    before = scheduling_state(bystander)
+    result = box.run(code.replace("OTHER", str(bystander)))
+    assert (result.ok, result.output) == (False, "PermissionError: [Errno 1] Operation not permitted"), result
+    assert scheduling_state(bystander) == before
+
+
+@pytest.mark.parametrize("code", SCHEDULING_ALLOWED)
+def test_a_worker_may_still_lower_its_own_priority(code: str) -> None:
+    with Sandbox(FAST, preload=False, audit_hook=False) as sandbox:
+        before = scheduling_state()
+        result = sandbox.run(code)
+        assert result.ok, result
+        assert scheduling_state() == before
 
 
 def test_kernel_walls_stop_process_creation_through_libc(kernel_only: Sandbox) -> None:
@@ -403,3 +489,68 @@ def test_folders_left_by_a_killed_run_are_removed_by_the_next(tmp_path, monkeypa
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def _kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_no_worker_outlives_a_run_killed_with_sigkill() -> None:
+    """A run SIGKILLed with a worker asleep in a call (its timeout alarm ignored), one spinning, and one
+    started from the run's main thread rather than the pool's: the kernel kills each with the run."""
+    script = (
+        "from aimo_gguf.sandbox import Sandbox, SandboxLimits, SandboxPool\n"
+        "long = SandboxLimits(timeout=600, cpu_seconds=600)\n"
+        "pool = SandboxPool(long, preload=False)\n"
+        "pids = [pool.submit(k, 'import os\\nos.getpid()').result(timeout=30).output for k in 'ab']\n"
+        "pool.submit('a', 'import signal, time\\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\\ntime.sleep(600)')\n"
+        "pool.submit('b', 'while True: pass')\n"
+        "direct = Sandbox(long, preload=False)\n"
+        "print(*pids, direct.pid, flush=True)\n"
+        "direct.run('import time\\ntime.sleep(600)')\n")
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids: set[int] = set()
+    try:
+        pids = set(map(int, run.stdout.readline().split()))
+        assert len(pids) == 3
+        time.sleep(0.5)  # the three calls are under way
+        run.kill()
+        run.wait()
+        assert not wait_gone(pids, timeout=10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        _kill_all(pids)
+
+
+def test_a_worker_whose_run_ended_while_it_started_exits_at_once(tmp_path) -> None:
+    """The start-up race: the run is gone before the worker could ask to die with it. Its stdin is held
+    open here, so only the parent check (not an end of input) can end it."""
+    from aimo_gguf.sandbox.process import WORKER, worker_config
+
+    read, write = os.pipe()
+    launcher = (
+        "import json, os, subprocess, sys\n"
+        "config = json.loads(sys.argv[1])\n"
+        "config['parent'] = os.getpid()\n"
+        f"proc = subprocess.Popen([sys.executable, '-I', '-B', {str(WORKER)!r}, json.dumps(config)], stdin={read},\n"
+        "                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,\n"
+        f"                        pass_fds=({read},), cwd=sys.argv[2])\n"
+        "print(proc.pid, flush=True)\n"
+        "os._exit(0)\n")
+    config = worker_config(FAST, preload=False, audit_hook=True)
+    pids: set[int] = set()
+    try:
+        done = subprocess.run([sys.executable, "-c", launcher, json.dumps(config), str(tmp_path)], pass_fds=(read,),
+                              capture_output=True, text=True, timeout=60)
+        pids = {int(done.stdout)}
+        assert not wait_gone(pids, timeout=10)
+    finally:
+        os.close(read)
+        os.close(write)
+        _kill_all(pids)

@@ -111,3 +111,54 @@ def test_bad_configs_are_one_line(changes, message):
 def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(InputError, match="known: .*Qwen2.5-Math-7B-Instruct"):
         spec_like("Not-A-Model-7B")
+
+
+GPT_OSS = {"architectures": ["GptOssForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 64,
+           "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 50000}
+LLAMA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 50000}
+
+
+@pytest.mark.parametrize(("base", "changes", "message"), [
+    # shapes llama.cpp aborts on when the file is loaded, or that divide by zero here
+    (LLAMA, {"num_attention_heads": 0}, "zero or less"),
+    (LLAMA, {"num_key_value_heads": 0}, "zero or less"),
+    (LLAMA, {"num_attention_heads": -4}, "zero or less"),
+    (LLAMA, {"hidden_size": 0}, "zero or less"),
+    (LLAMA, {"num_hidden_layers": 0}, "zero or less"),
+    (LLAMA, {"vocab_size": -1}, "zero or less"),
+    (LLAMA, {"head_dim": 0}, "zero or less"),
+    (LLAMA, {"num_attention_heads": 7, "num_key_value_heads": 3, "head_dim": 16}, "not a multiple of num_key_value"),
+    (LLAMA, {"num_attention_heads": 4, "num_key_value_heads": 8}, "not a multiple of num_key_value"),
+    (LLAMA, {"num_attention_heads": 6, "num_key_value_heads": 4, "head_dim": 16}, "not a multiple of num_key_value"),
+    (LLAMA, {"num_attention_heads": 5, "num_key_value_heads": 5}, "not a multiple of num_attention_heads"),
+    (LLAMA, {"head_dim": 15}, "odd"),
+    (LLAMA, {"num_hidden_layers": 513}, "at most 512"),
+    (config(), {"num_attention_heads": 0}, "zero or less"),
+    (config(), {"num_attention_heads": 8, "num_key_value_heads": 3}, "not a multiple of num_key_value"),
+    (GPT_OSS, {"num_experts_per_tok": 5}, "more than num_local_experts"),
+    (GPT_OSS, {"num_local_experts": 2000}, "at most 1024"),
+    (GPT_OSS, {"intermediate_size": 48}, "multiples of 32"),
+    (GPT_OSS, {"hidden_size": 80}, "multiples of 32"),
+    (GPT_OSS, {"rope_scaling": [1, 2]}, "rope_scaling must be an object"),
+    # values of the wrong kind
+    (LLAMA, {"hidden_size": "64"}, "must be a whole number"),
+    (LLAMA, {"hidden_size": 64.5}, "must be a whole number"),
+    (LLAMA, {"num_attention_heads": True}, "must be a whole number"),
+    (LLAMA, {"num_key_value_heads": [2]}, "must be a whole number"),
+    (LLAMA, {"rope_theta": 0}, "rope_theta must be a positive number"),
+    (LLAMA, {"rms_norm_eps": "small"}, "rms_norm_eps must be a positive number"),
+    (LLAMA, {"architectures": "LlamaForCausalLM"}, "is not one synth writes"),
+    (LLAMA, {"architectures": [["LlamaForCausalLM"]]}, "is not one synth writes"),
+])
+def test_a_shape_llama_cpp_cannot_load_is_one_line_before_anything_is_written(base, changes, message):
+    with pytest.raises(InputError, match=message):
+        spec_from_config({**base, **changes}, "bad")
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(1, 1), (4, 1), (4, 2), (4, 4), (6, 3), (6, 2), (12, 4), (8, 8)])
+def test_every_whole_grouping_of_query_heads_is_accepted(heads, kv_heads):
+    spec = spec_from_config({**LLAMA, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+                             "head_dim": 16}, "ok")
+    assert (spec.heads, spec.kv_heads) == (heads, kv_heads)

@@ -77,6 +77,16 @@ def single(problems, tmp_path_factory):
             "summary": json.loads((d / "s.json").read_text()), "answers": result.answers}
 
 
+def test_the_connection_check_lets_a_real_cluster_through(ray_cluster):
+    """What --ray ADDRESS checks before ray.init (issue 20, item 9) passes for a real GCS: its own
+    address, and the same through a local name Ray turns into this node's."""
+    from aimo_gguf.replicas.cluster import check_reachable
+
+    address = ray.get_runtime_context().gcs_address
+    check_reachable(address, timeout=5)
+    check_reachable(f"127.0.0.1:{address.rsplit(':', 1)[1]}", timeout=5)
+
+
 def test_two_replicas_write_the_single_engine_submission_byte_for_byte(ray_cluster, problems, single, tmp_path):
     out, summary, traces = tmp_path / "sub.csv", tmp_path / "s.json", tmp_path / "t.jsonl"
     result = run(problems, output=out, summary=summary, traces=traces, **GREEDY, **RAY)

@@ -107,10 +107,12 @@ def test_a_signal_during_the_model_load_stops_the_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("flag", "warning"), [("--traces", "cannot write the traces"),
                                              ("--journal", "cannot write the journal")])
-def test_a_trace_file_or_journal_that_fails_warns_once_and_the_run_goes_on(tmp_path, flag, warning):
+def test_a_trace_file_or_journal_that_fails_warns_once_and_the_run_goes_on(tmp_path, small_disk, flag, warning):
     problems = write_problems(tmp_path / "p.csv", 3)
     out = tmp_path / "sub.csv"
-    proc = aimo("run", str(problems), "-o", str(out), flag, "/dev/full", *FAST)
+    disk = small_disk("64k")
+    (disk / "filler").write_bytes(b"x" * 64 * 1024)  # full: an empty file still fits, a line does not
+    proc = aimo("run", str(problems), "-o", str(out), flag, str(disk / "file.jsonl"), *FAST)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and err.count(warning) == 1

@@ -51,6 +51,21 @@ def test_each_architecture_loads_decodes_and_says_it_is_synthetic(tmp_path, arch
     assert [len(c.tokens) for c in done] == [4, 4]
 
 
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(6, 3, 16), (6, 2, 16), (12, 4, 8), (4, 4, 32), (8, 1, 8)])
+def test_every_shape_synth_accepts_loads_and_decodes(tmp_path, heads, kv_heads, head_dim):
+    """What spec_from_config lets through, llama.cpp loads: the checks refuse exactly what would abort."""
+    config = {**TINY["llama"], "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+              "vocab_size": 49152}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    out = synth(path, tmp_path / "m.gguf", type="F16", threads=2, progress=False)
+    with Engine(out, ctx=64, batch_size=2, threads=2, ignore_eos=True) as engine:
+        prompt = engine.tokenize("What is 2 + 2?")
+        done = list(engine.generate([Request(key=i, prompt=prompt, max_tokens=2, seed=i,
+                                             sampling=SamplingParams(temperature=0)) for i in range(2)]))
+    assert [len(c.tokens) for c in done] == [2, 2]
+
+
 def test_the_cli_writes_atomically_and_refuses_to_overwrite(tmp_path, runner):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY["qwen2"]))
