@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import InputError
+from .utf8 import json_text
 
 JOURNAL_FORMAT = 1
 HEADER_PREFIX = b'{"journal": '  # how every journal starts, as json.dumps writes its header
@@ -208,7 +209,7 @@ class Journal:
                        f"(--resume will not see this run)")
 
     def _write(self, record: dict) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_text(record) + "\n").encode("utf-8")
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]

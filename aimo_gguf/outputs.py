@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import InputError
+from .utf8 import json_text
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -108,7 +108,7 @@ class TraceWriter:
         if self._file is None:
             return
         try:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.write(json_text(record) + "\n")
             self._file.flush()
             self.written += 1
         except OSError as e:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aimo_gguf.errors import AimoError, InputError, OutputError
+from aimo_gguf.utf8 import json_text, unencodable
 
 SAMPLE_PROBLEMS = "sample"
 """Name that stands for the sample problem set shipped inside the package."""
@@ -157,8 +158,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """
     with _atomic_text_file(path) as handle:
         # allow_nan=False: Infinity and NaN are not JSON; a caller that has them has a bug
-        json.dump(obj, handle, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
-        handle.write("\n")
+        handle.write(json_text(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------
@@ -303,12 +303,19 @@ def _clean_id(path: Path, location: str, value: Any) -> str:
             f"problems file {path}: {location} has an empty id; give every problem a unique id"
         )
     if isinstance(value, str):
+        bad = unencodable(value)
+        if bad is not None:  # a JSON "\ud800": the submission must repeat the id exactly, and UTF-8 cannot
+            raise InputError(
+                f"problems file {path}: {location} has id {_quote(value)}, which holds {bad!r}, a character "
+                "UTF-8 cannot encode (a lone surrogate); fix the id"
+            )
         return value  # verbatim: the submission must repeat the id exactly
     # Parquet and JSON can hold numeric ids; Kaggle ids are text, so convert.
     # An integer column with gaps comes back as floats (7.0), hence the second case.
+    # A JSON true is no id (it would be written as 1).
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
-    if isinstance(value, numbers.Real) and float(value).is_integer():
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
         return str(int(value))
     raise InputError(
         f"problems file {path}: {location} has id {_quote(value)} of type "

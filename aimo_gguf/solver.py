@@ -83,7 +83,9 @@ class TraceSink(Protocol):
 
 def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
     """A sample's seed: the same for the same problem and sample, whatever the order or batch."""
-    digest = hashlib.blake2b(f"{seed}:{problem_id}:{sample_index}".encode(), digest_size=4).digest()
+    # surrogatepass: the same bytes as UTF-8 for every id UTF-8 can encode, and no error for one it cannot
+    key = f"{seed}:{problem_id}:{sample_index}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(key, digest_size=4).digest()
     return int.from_bytes(digest, "little")
 
 
