@@ -11,10 +11,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from fakes import FakeEngine, boxed, problems_of
 from helpers import assert_one_line_error
 
+from aimo_gguf import runner
 from aimo_gguf.cli import cli
+from aimo_gguf.errors import InputError
 
 PROBLEMS = "id,problem\na,What is 1 + 1?\nb,What is 2 + 2?\n"
 
@@ -46,3 +51,46 @@ def test_an_id_the_submission_cannot_repeat_is_one_line_naming_its_line(runner, 
     result = runner.invoke(cli, ["run", str(problems), "-m", str(model), "-o", str(out)])
     assert_one_line_error(result, str(problems), "line 2", fragment)
     assert not out.exists()
+
+
+# --- a chat template's errors, of any kind ---------------------------------------------------------------------
+
+BROKEN_TEMPLATES = [
+    "{{ messages + 1 }}",  # TypeError
+    "{{ range(100000000) }}",  # OverflowError: the sandbox's range limit
+    "{{ 1 / 0 }}",  # ZeroDivisionError
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",  # RecursionError
+    "{{ '%d' % 'x' }}",  # TypeError from a format
+    "{{ messages | sum }}",  # TypeError inside a filter
+    "{{ raise_exception('no system role') }}",  # the template's own error (Jinja's)
+    "{{ x.y.z }}",  # undefined (Jinja's)
+    "{% for m in messages %}",  # does not parse (Jinja's)
+    "{{ ''.__class__.__mro__ }}",  # refused by the sandbox (Jinja's)
+]
+
+
+@pytest.mark.parametrize("template", BROKEN_TEMPLATES)
+def test_a_template_that_fails_is_one_line_before_any_problem(tmp_path, template):
+    """Before, a template raising anything but Jinja's own errors was a traceback with no submission."""
+    engine = FakeEngine(lambda p, s: boxed(7), chat_template=template)
+    out = tmp_path / "sub.csv"
+    with pytest.raises(InputError, match="The model's chat template") as caught:
+        runner.run(problems_of(3), output=out, progress=False, samples=1, engine=engine)
+    assert "\n" not in str(caught.value) and "--raw-prompt" in str(caught.value)
+    assert engine.pulled == [] and not out.exists()  # refused at the load, not at the first problem
+
+
+@pytest.mark.parametrize("failure", ["{{ messages + 1 }}", "{{ 1 / 0 }}", "{{ raise_exception('no') }}"])
+def test_a_template_that_fails_on_one_problem_gives_it_the_fallback_and_the_others_go_on(tmp_path, capsys, failure):
+    template = ("{% if 'boom' in messages[-1].content %}" + failure + "{% endif %}"
+                "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>")
+    problems = problems_of(3)
+    problems[1] = replace(problems[1], problem="boom")
+    out = tmp_path / "sub.csv"
+    result = runner.run(problems, output=out, progress=False, samples=1, fallback_answer=5,
+                        engine=FakeEngine(lambda p, s: boxed(40 + p), chat_template=template))
+    assert result.answers == [("p0", 40), ("p1", 5), ("p2", 42)]
+    assert out.read_text().splitlines()[1:] == ["p0,40", "p1,5", "p2,42"]
+    assert result.summary.fallbacks == 1 and result.exit_code == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "'p1'" in line]
+    assert len(warning) == 1 and "chat template" in warning[0] and "fallback" in warning[0]
