@@ -31,6 +31,7 @@ from .. import errors
 from ..config import RunConfig
 from ..engine.api import EngineStats, LoadInfo
 from ..errors import EngineError, InputError, ModelError
+from ..interrupt import SIGNALS
 from ..problems import Problem
 from ..solver import Clock, ProblemResult
 from ..tir import ToolStats
@@ -532,7 +533,7 @@ def _unmasked(call, *args, **kwargs):
 def _signal_handlers() -> dict:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    return {s: signal.getsignal(s) for s in SIGNALS}
 
 
 def _restore(handlers: dict) -> None:

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from fakes import FakeEngine, boxed, problems_of
@@ -94,3 +96,53 @@ def test_a_template_that_fails_on_one_problem_gives_it_the_fallback_and_the_othe
     assert result.summary.fallbacks == 1 and result.exit_code == 0
     warning = [line for line in capsys.readouterr().err.splitlines() if "'p1'" in line]
     assert len(warning) == 1 and "chat template" in warning[0] and "fallback" in warning[0]
+
+
+# --- a closed terminal -----------------------------------------------------------------------------------------
+
+HUNG_UP_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+from fakes import FakeEngine, boxed, problems_of
+from aimo_gguf import runner
+result = runner.run(problems_of(400), output={out!r}, summary={summary!r}, samples=1, fallback_answer=99,
+                    engine=FakeEngine(lambda p, s: boxed(p), step_seconds=0.02))
+print("the results table")  # as the CLI prints it, to a terminal that is gone
+sys.exit(result.exit_code)
+"""
+
+
+def test_a_closed_terminal_writes_what_finished(tmp_path):
+    """A dropped ssh session or a closed terminal: the kernel hangs the terminal up and sends SIGHUP, and every
+    later write to it fails (EIO). Before, SIGHUP killed the run (exit 129, no submission); a progress bar or a
+    note written to the dead terminal must not cost the results either."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    from aimo_gguf.journal import default_journal
+
+    out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
+    script = HUNG_UP_RUN.format(tests=str(Path(__file__).parents[1]), out=str(out), summary=str(summary))
+    pid, terminal = pty.fork()  # the child leads a session whose controlling terminal is the pty
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    journal = default_journal(out)
+    deadline = time.monotonic() + 60
+    try:
+        while not (journal.exists() and len(journal.read_text().splitlines()) > 5):  # the header and 5 problems
+            assert time.monotonic() < deadline, "the run never journaled a problem"
+            if select.select([terminal], [], [], 0.02)[0]:
+                os.read(terminal, 65536)  # what the run writes to its terminal: its progress bar
+    finally:
+        os.close(terminal)  # the hangup
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,answer" and len(rows) == 401
+    done = json.loads(summary.read_text())
+    assert done["interrupted"] and done["stopped_by"] == "SIGHUP" and done["problems_done"] < 400
+    answers = [row.split(",")[1] for row in rows[1:]]
+    assert answers[:5] == ["0", "1", "2", "3", "4"] and answers[-1] == "99"  # what finished, then fallbacks
