@@ -146,3 +146,38 @@ def test_a_closed_terminal_writes_what_finished(tmp_path):
     assert done["interrupted"] and done["stopped_by"] == "SIGHUP" and done["problems_done"] < 400
     answers = [row.split(",")[1] for row in rows[1:]]
     assert answers[:5] == ["0", "1", "2", "3", "4"] and answers[-1] == "99"  # what finished, then fallbacks
+
+
+# --- nothing that is not a journal is ever changed -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+@pytest.mark.parametrize("named", ["--journal", "beside the output"])
+def test_a_journal_path_holding_another_file_is_one_line_before_the_load(runner, files, tmp_path, resume, named):
+    """Before: `run p.csv -o r.csv --journal notes.txt` exited 0 and the notes were gone."""
+    problems, model = files
+    notes = tmp_path / ("notes.txt" if named == "--journal" else "r.journal.jsonl")
+    notes.write_text("notes I keep\n")
+    flags = ["--journal", str(notes)] if named == "--journal" else []
+    result = runner.invoke(cli, ["run", str(problems), "-m", str(model), "-o", str(tmp_path / "r.csv"), *flags,
+                                 *resume])
+    assert_one_line_error(result, str(notes), "is not an aimo-gguf journal")
+    assert notes.read_text() == "notes I keep\n" and not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("answer", ['"abc"', "3.7", "1000000000000", "-4", "null"])
+def test_resume_with_an_entry_aimo_gguf_does_not_write_is_one_line_naming_it(runner, files, tmp_path, answer):
+    """Before: a TypeError when the submission was written (nothing written), or the answer submitted."""
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.journal import fingerprint
+
+    problems, model = files
+    journal = tmp_path / "j.jsonl"
+    entry = ('{"id": "a", "answer": %s, "votes": 1, "valid": 1, "samples": 1, "fallback": false, '
+             '"too_long": false, "early_stopped": false, "majority": true, "correct": null}' % answer)
+    journal.write_text(json.dumps({"journal": 1, "settings": fingerprint(RunConfig(), model)}) + "\n" + entry + "\n")
+    out = tmp_path / "sub.csv"
+    result = runner.invoke(cli, ["run", str(problems), "-m", str(model), "-o", str(out), "--journal", str(journal),
+                                 "--resume"])
+    assert_one_line_error(result, f"{journal}, line 2: its answer", "fix or delete that line")
+    assert not out.exists()
