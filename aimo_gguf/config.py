@@ -170,6 +170,9 @@ class RunConfig:
             (0 <= self.min_p < 1, f"--min-p must be in [0, 1), got {self.min_p}"),
             (self.top_k >= 0, f"--top-k must be 0 or more, got {self.top_k}"),
             (self.min_answer <= self.max_answer, "--min-answer is larger than --max-answer"),
+            (self.min_answer <= self.fallback_answer <= self.max_answer,
+             f"--fallback-answer {self.fallback_answer} is outside --min-answer..--max-answer "
+             f"({self.min_answer}..{self.max_answer}): it would be written as an answer no problem can have"),
             (self.modulo is None or self.modulo >= 1, f"--modulo must be at least 1, got {self.modulo}"),
             (self.early_stop_votes >= 0, f"--early-stop-votes must be 0 (off) or more, got {self.early_stop_votes}"),
             (self.early_stop_lead >= 0, f"--early-stop-lead must be 0 (off) or more, got {self.early_stop_lead}"),

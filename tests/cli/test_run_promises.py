@@ -181,3 +181,39 @@ def test_resume_with_an_entry_aimo_gguf_does_not_write_is_one_line_naming_it(run
                                  "--resume"])
     assert_one_line_error(result, f"{journal}, line 2: its answer", "fix or delete that line")
     assert not out.exists()
+
+
+# --- the fallback answer is an answer ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [
+    ["--fallback-answer", "-7"],
+    ["--fallback-answer", "100000"],
+    ["--fallback-answer", "5", "--min-answer", "10"],
+    ["--fallback-answer", "50", "--max-answer", "20"],
+    ["--min-answer", "1"],  # the default fallback, 0, is then out of range too
+])
+def test_a_fallback_outside_the_answer_range_is_one_line(runner, files, tmp_path, flags):
+    """Before, --fallback-answer -7 or 100000 was written into the submission."""
+    problems, model = files
+    result = runner.invoke(cli, ["run", str(problems), "-m", str(model), "-o", str(tmp_path / "r.csv"), *flags])
+    assert_one_line_error(result, "--fallback-answer", "is outside --min-answer..--max-answer")
+
+
+def test_a_fallback_inside_a_range_of_its_own_is_written(tmp_path):
+    result = runner.run(problems_of(2), output=tmp_path / "r.csv", progress=False, samples=1, fallback_answer=-7,
+                        min_answer=-10, engine=FakeEngine(lambda p, s: boxed(None)))
+    assert result.answers == [("p0", -7), ("p1", -7)]
+
+
+def test_the_adapter_refuses_a_fallback_it_cannot_return_and_logs_what_it_returns(capsys):
+    from aimo_gguf.kaggle import KaggleSolver
+
+    with pytest.raises(InputError, match="fallback_answer 100000 is outside the competition's answers"):
+        KaggleSolver(engine=FakeEngine(lambda p, s: boxed(1)), fallback_answer=100000, max_answer=10**6)
+    solver = KaggleSolver(engine=FakeEngine(lambda p, s: boxed(123456)), max_answer=10**6, samples=1,
+                          total_seconds=60, safety_seconds=1)
+    frame = solver.predict("x1", "What is 1 + 1?")
+    assert frame["answer"].to_list() == [99999]
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aimo-gguf: x1:")]
+    assert line.startswith("aimo-gguf: x1: answer 99999") and "clamped from 123456" in line  # before: "answer 123456"
