@@ -86,6 +86,26 @@ class BatchSize(click.ParamType):
             self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
 
 
+class OutputFile(click.Path):
+    """The path of a file a command writes: an empty one, or one ending in '/' (a folder), is a usage error
+    (``outputs.check_file_name``), as an existing folder is."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        from .outputs import check_file_name
+
+        try:
+            check_file_name(value, "a file")
+        except AimoError as e:
+            self.fail(str(e), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUTPUT_FILE = OutputFile()
+
+
 def _click_type(f):
     if f.metadata.get("accepts_auto"):
         return BatchSize()
@@ -144,13 +164,13 @@ def cli() -> None:
 @cli.command(cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("problems", required=False, type=click.Path(dir_okay=False))
 @config_options
-@click.option("-o", "--output", default="submission.csv", show_default=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", default="submission.csv", show_default=True, type=OUTPUT_FILE,
               help="Submission CSV to write (id,answer; input order).")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+@click.option("--summary", "summary_path", type=OUTPUT_FILE,
               help="Also write the run's counters as JSON here.")
-@click.option("--traces", type=click.Path(dir_okay=False),
+@click.option("--traces", type=OUTPUT_FILE,
               help="Stream every sample (text, extracted answer) to this JSONL file.")
-@click.option("--journal", type=click.Path(dir_okay=False),
+@click.option("--journal", type=OUTPUT_FILE,
               help="Append each finished problem here, synced [default: OUTPUT's name + .journal.jsonl].")
 @click.option("--resume", is_flag=True, help="Skip the problems the journal already holds (same settings only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no results table.")
@@ -230,9 +250,9 @@ def _problem_table(results) -> str:
 @click.option("--confidence", is_flag=True,
               help="Also measure each batch size with per-token confidence on (what --vote entropy and the "
                    "others need): off, on, on, off, the faster of each kept, and the ratio shown.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+@click.option("--json", "json_path", type=OUTPUT_FILE,
               help="Also write every row, the settings and the machine as JSON here.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--plot", "plot_path", type=OUTPUT_FILE,
               help="Also draw generated tokens/s and RSS against batch size to this PNG (needs matplotlib).")
 @click.option("--stress", type=click.IntRange(min=2), default=None,
               help="Then run this many synthetic problems through the full run pipeline and report RSS along it.")
@@ -344,7 +364,7 @@ def info_command(model_path, as_json, **options) -> None:
 
 @cli.command("quantize", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
-@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=OUTPUT_FILE)
 @click.option("--type", "type_", required=True, help="llama.cpp file type: Q4_K_M, Q5_K_M, Q8_0, F16, ...")
 @config_options(only=("threads",))
 @click.option("--imatrix", type=click.Path(dir_okay=False),
@@ -368,7 +388,7 @@ def quantize_command(src, dst, type_, threads, imatrix, allow_requantize, force)
 
 @cli.command("split", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
-@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=OUTPUT_FILE)
 @click.option("--max-tensors", type=click.IntRange(min=1), default=None, help="Most tensors per part.")
 @click.option("--max-size", default=None, help="Most tensor bytes per part, e.g. 45GB (a Hub file holds 50 GB).")
 @click.option("--force", is_flag=True, help="Overwrite parts that exist.")
@@ -400,7 +420,7 @@ def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
 @click.option("--like",
               help="A model of the registry or another known shape (see aimo-gguf synth --list), "
                    "or a Hugging Face config.json (or the folder holding it).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The GGUF file to write.")
+@click.option("-o", "--output", type=OUTPUT_FILE, help="The GGUF file to write.")
 @click.option("--type", "type_", default=None,
               help="llama.cpp file type of the result [default: Q4_K_M; MXFP4_MOE for gpt-oss].")
 @config_options(only=("threads",))
@@ -486,7 +506,7 @@ def convert_command(source, quiet, **options) -> None:
 
 @cli.command("report", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("summaries", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--plot", "plot_path", type=OUTPUT_FILE,
               help="Also draw accuracy against generated tokens per problem to this PNG (needs matplotlib).")
 def report_command(summaries, plot_path) -> None:
     """Compare graded runs: pass@1, the voted accuracy, every vote mode's, pass@n and tokens.

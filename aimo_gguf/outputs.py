@@ -4,7 +4,8 @@
   the model) or another output: ``-o problems.csv`` would destroy the input.
 - ``check_writable``: every output location is tried (a temporary file made
   and removed in its folder) before hours of solving, so ``-o /proc/x.csv``
-  fails in one line at once instead of after the run.
+  fails in one line at once instead of after the run. A path that names no
+  file (``''``, ``out/``) is refused first (``check_file_name``).
 - ``TraceWriter``: the ``--traces`` stream. A trace file that stops accepting
   writes (a full disk, ``/dev/full``) is given up with one warning; the run
   and its submission matter more.
@@ -55,6 +56,18 @@ def check_distinct(paths: Mapping[str, str | Path | None], *, outputs: set[str])
             raise InputError(f"{label_a} and {label_b} name the same file ({a}): give each its own path")
 
 
+def check_file_name(path: str | Path, what: str) -> Path:
+    """``path`` as a file's path; raise InputError when it names none: an empty path, or one ending in '/'
+    (or '.', '..'), which names a folder (``Path`` would drop the slash and write a file of the folder's name)."""
+    text = os.fspath(path)
+    if not text:
+        raise InputError(f"cannot write {what}: the path is empty")
+    if os.path.basename(text) in ("", ".", ".."):
+        raise InputError(f"cannot write {what} to {text}: a path ending in '{text[-1]}' names a folder; "
+                         f"give a file's name")
+    return Path(text)
+
+
 def check_writable(path: str | Path, what: str, *, replace: bool = True) -> Path:
     """Fail now, not after a long run, when ``what`` cannot be written to ``path``.
 
@@ -62,7 +75,7 @@ def check_writable(path: str | Path, what: str, *, replace: bool = True) -> Path
     submission, the summary), so ``path`` must be a regular file or absent;
     otherwise it is appended to in place (traces, journal).
     """
-    path = Path(path)
+    path = check_file_name(path, what)
     if path.is_dir():
         raise InputError(f"cannot write {what} to {path}: it is a folder")
     if replace and path.exists() and not path.is_file():

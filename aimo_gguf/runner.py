@@ -29,7 +29,7 @@ from .errors import AimoError, InputError, OutputError
 from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
-from .outputs import TraceWriter, check_distinct, check_writable
+from .outputs import TraceWriter, check_distinct, check_file_name, check_writable
 from .problems import (
     BUNDLED_SETS,
     Problem,
@@ -106,6 +106,8 @@ def run(
         model_path = resolve_model(config.model)
     else:
         model_path = Path(engine.info.model_path)
+    if output is not None:
+        check_file_name(output, "the submission")  # before the journal's default name is made from it
     if journal is None or journal is True:
         journal = default_journal(output) if output is not None else None
     if resume and not journal:

@@ -217,3 +217,44 @@ def test_the_adapter_refuses_a_fallback_it_cannot_return_and_logs_what_it_return
     assert frame["answer"].to_list() == [99999]
     [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aimo-gguf: x1:")]
     assert line.startswith("aimo-gguf: x1: answer 99999") and "clamped from 123456" in line  # before: "answer 123456"
+
+
+# --- a path ending in '/' names a folder ------------------------------------------------------------------------
+
+NOT_FILE_NAMES = ["", "newdir/", "newdir/.", "newdir/..", ".", "a/b/"]
+OUTPUT_FLAGS = [  # every option or argument of every command that names a file to write
+    ["run", "{problems}", "-m", "{model}", "-o"],
+    ["run", "{problems}", "-m", "{model}", "--summary"],
+    ["run", "{problems}", "-m", "{model}", "--traces"],
+    ["run", "{problems}", "-m", "{model}", "--journal"],
+    ["bench", "-m", "{model}", "--json"],
+    ["bench", "-m", "{model}", "--plot"],
+    ["report", "{problems}", "--plot"],
+    ["quantize", "{model}", "--type", "Q8_0"],
+    ["split", "{model}"],
+    ["synth", "--like", "Qwen2.5-0.5B-Instruct", "-o"],
+]
+
+
+@pytest.mark.parametrize("path", NOT_FILE_NAMES)
+@pytest.mark.parametrize("command", OUTPUT_FLAGS, ids=lambda c: " ".join(a for a in c if "{" not in a))
+def test_an_output_path_that_names_no_file_is_one_line_and_writes_nothing(runner, files, tmp_path, monkeypatch,
+                                                                         command, path):
+    """Before, `-o ''` was a ValueError traceback, and `-o newdir/` or `report --plot outdir/` wrote a file
+    named newdir / outdir."""
+    problems, model = files
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a.format(problems=problems, model=model) for a in command]
+    result = runner.invoke(cli, [*args, path])
+    line = assert_one_line_error(result)
+    assert "the path is empty" in line if path == "" else "names a folder" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("path", NOT_FILE_NAMES)
+def test_the_library_refuses_such_a_path_too(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="the path is empty" if path == "" else "names a folder"):
+        runner.run(problems_of(1), output=path, progress=False, samples=1, engine=FakeEngine(lambda p, s: boxed(1)))
+    assert list(tmp_path.iterdir()) == []
