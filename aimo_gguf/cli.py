@@ -7,6 +7,9 @@ one line on stderr and an exit code.
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import sys
 import typing
 from dataclasses import MISSING
@@ -34,9 +37,32 @@ class OneLineUsageError(click.UsageError):
 def _one_line(error: click.UsageError) -> click.UsageError:
     if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
         return error
-    one = OneLineUsageError(" ".join(error.format_message().split()), error.ctx)
+    message = _name_variables(" ".join(error.format_message().split()), error.ctx, getattr(error, "param", None))
+    one = OneLineUsageError(message, error.ctx)
     one.exit_code = error.exit_code
     return one
+
+
+def _name_variables(message: str, ctx: click.Context | None, param: click.Parameter | None = None) -> str:
+    """``message`` about a value that came from the environment (AIMO_GGUF_SAMPLES=x) names the variable:
+    the user never typed the flag the message names. The value's option is ``param`` when click knows it;
+    otherwise each option from the environment whose flag or value the message mentions."""
+    if ctx is None:
+        return message
+    named = []
+    for p in ctx.command.params if param is None else [param]:
+        if not p.envvar or ctx.get_parameter_source(p.name) is not click.core.ParameterSource.ENVIRONMENT:
+            continue
+        var = p.envvar if isinstance(p.envvar, str) else next((v for v in p.envvar if v in os.environ), "")
+        value = os.environ.get(var, "")
+        flags = [o for o in p.opts if o.startswith("--")]
+        mentioned = any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", message) for f in flags)
+        if param is not None or mentioned or (len(value.strip()) >= 3 and value.strip() in message):
+            named.append(f"{var}={shlex.quote(value)}")
+    if not named:
+        return message
+    end = len(message.rstrip(".")) if message.endswith(".") else len(message)
+    return f"{message[:end]} (from the environment: {', '.join(named)}){message[end:]}"
 
 
 class _OneLineUsage:
@@ -56,7 +82,7 @@ class AimoCommand(_OneLineUsage, click.Command):
         try:
             return super().invoke(ctx)
         except AimoError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {_name_variables(str(e), ctx)}", err=True)
             ctx.exit(e.exit_code)
         except click.UsageError as e:
             raise _one_line(e) from None
@@ -146,7 +172,9 @@ def config_options(command=None, *, only: tuple[str, ...] | None = None):
                           metavar=f.metadata.get("metavar"))
         else:
             kwargs.update(type=kind, default=None if f.default is MISSING else f.default)
-            kwargs["show_default"] = f.default is not None and f.name not in ("system_prompt", "ctx", "model")
+            # A help text that says its default itself ("[default: a quarter of --max-tokens]") gets no second one.
+            kwargs["show_default"] = (f.default is not None and "[default:" not in f.metadata["help"]
+                                      and f.name != "system_prompt")
         command = click.option(*decls, f.name, **kwargs)(command)
     return command
 

@@ -21,6 +21,7 @@ from .engine.api import (
 from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
 from .errors import InputError
 from .harmony import REASONING_EFFORTS
+from .memory import parse_size
 from .prompts import DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES
 from .recipes import RECIPES
 from .split import DEFAULT_SPLIT_MODE, SPLIT_MODES, parse_tensor_split
@@ -237,6 +238,11 @@ class RunConfig:
                 raise InputError(message)
         self.stop = tuple(self.stop)
         parse_tensor_split(self.tensor_split)  # a bad value fails here, before any load
+        if self.max_memory is not None:  # checked even where nothing is 'auto', as every other value is
+            try:
+                parse_size(self.max_memory)
+            except InputError as e:
+                raise InputError(f"--max-memory: {e}") from None
 
     @property
     def tensor_split_values(self) -> tuple[float, ...] | None:

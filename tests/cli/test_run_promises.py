@@ -258,3 +258,90 @@ def test_the_library_refuses_such_a_path_too(tmp_path, monkeypatch, path):
     with pytest.raises(InputError, match="the path is empty" if path == "" else "names a folder"):
         runner.run(problems_of(1), output=path, progress=False, samples=1, engine=FakeEngine(lambda p, s: boxed(1)))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- clear messages ---------------------------------------------------------------------------------------------
+
+
+def _commands():
+    import click
+
+    return [(name, command) for name, command in cli.commands.items() if isinstance(command, click.Command)]
+
+
+@pytest.mark.parametrize(("name", "command"), _commands(), ids=[n for n, _ in _commands()])
+def test_help_shows_one_default_per_option(name, command):
+    """Before, run --help said '[default: an eighth of --max-tokens ...]  [default: 0]' for --think-reserve,
+    --group-window, --tail-window and --time-margin."""
+    import click
+
+    ctx = click.Context(command, info_name=name)
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is not None:
+            assert record[1].count("[default") <= 1, (name, record)
+
+
+def _bad_values():
+    """(variable, value) for every run option: a value of the wrong type, and one its checks refuse."""
+    import typing
+
+    from aimo_gguf.config import ENV_PREFIX, RunConfig, option_fields
+
+    hints = typing.get_type_hints(RunConfig)
+    out_of_range = dict(
+        samples="0", max_tokens="0", ctx="8", n_gpu_layers="-2", threads="0", temperature="-1", top_p="0",
+        min_p="1", top_k="-1", modulo="0", early_stop_votes="-1", early_stop_lead="-1", stop_unanswered="-1",
+        vote_floor="0", keep_top="0", stop_below="101", stop_warmup="0", problem_time_cap="0",
+        confidence_top_k="0", group_window="-1", tail_window="-1", time_limit="inf", time_margin="-1",
+        think_reserve="-1", max_tool_calls="-1", tool_timeout="0", tool_output_chars="5", tir_weight="0.5",
+        main_gpu="-1", replicas="0", gpus_per_replica="-1", fallback_answer="-7", min_answer="100000",
+        max_answer="-1", batch_size="0", model="nosuch.gguf", max_memory="lots", tensor_split="a,b",
+    )
+    cases = []
+    for f in option_fields():
+        kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if "choices" in f.metadata:
+            cases.append((f.name, "bogus"))
+        elif bool in kinds:
+            cases.append((f.name, "maybe"))
+        elif int in kinds or float in kinds:
+            cases.append((f.name, "x"))
+        if f.name in out_of_range:
+            cases.append((f.name, out_of_range[f.name]))
+    assert {name for name, _ in cases} >= set(out_of_range)
+    return [(ENV_PREFIX + name.upper(), value) for name, value in cases]
+
+
+@pytest.mark.parametrize(("variable", "value"), _bad_values())
+def test_a_bad_value_from_the_environment_names_its_variable(runner, files, tmp_path, monkeypatch, variable,
+                                                            value):
+    """Before, AIMO_GGUF_SAMPLES=x was reported as '--samples', a flag the user never typed."""
+    problems, model = files
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    args = ["run", str(problems), "-o", "sub.csv"] + ([] if variable.endswith("_MODEL") else ["-m", str(model)])
+    result = runner.invoke(cli, args)
+    assert_one_line_error(result, f"{variable}={value}")
+
+
+def test_a_flag_given_on_the_command_line_is_not_blamed_on_the_environment(runner, files, monkeypatch):
+    problems, model = files
+    monkeypatch.setenv("AIMO_GGUF_SAMPLES", "4")
+    result = runner.invoke(cli, ["run", str(problems), "-m", str(model), "--top-p", "2"])
+    assert "AIMO_GGUF" not in assert_one_line_error(result, "--top-p")
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--problems", "nosuch.csv"], "problems file not found: nosuch.csv"),
+    (["--problems", "{problems}", "--samples", "0"], "--samples must be at least 1"),
+    (["--problems", "{problems}", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+])
+def test_compare_checks_its_inputs_before_the_first_model_loads(runner, files, flags, fragment):
+    """Before, compare --problems nosuch.csv failed only after the whole text comparison (30 s)."""
+    from aimo_gguf.models import default_model_path
+
+    problems, _ = files
+    model = str(default_model_path())
+    result = runner.invoke(cli, ["compare", model, model, *[f.format(problems=problems) for f in flags]])
+    assert_one_line_error(result, fragment)
