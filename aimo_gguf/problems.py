@@ -70,13 +70,20 @@ class Problem:
     """One problem to solve.
 
     ``id`` is always text, exactly as in the input ("007" stays "007"), because
-    the submission must repeat it verbatim.  ``answer`` is the known answer
-    when the input has an ``answer`` column and the cell is filled in.
+    the submission must repeat it verbatim: one UTF-8 cannot encode (a lone
+    surrogate, from a JSON "\\ud800") is an InputError.  ``answer`` is the known
+    answer when the input has an ``answer`` column and the cell is filled in.
     """
 
     id: str
     problem: str
     answer: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = unencodable(self.id)
+        if bad is not None:
+            raise InputError(f"id {_quote(self.id)}: it holds {bad!r}, a character UTF-8 cannot encode (a lone "
+                             "surrogate), so no submission can repeat it; fix the id")
 
 
 def sample_problems_path(name: str = SAMPLE_PROBLEMS) -> Path:
@@ -293,7 +300,10 @@ def _build_problems(path: Path, rows: list[_Row]) -> list[Problem]:
             )
 
         answer = _clean_answer(path, location, problem_id, record.get(ANSWER_COLUMN))
-        problems.append(Problem(id=problem_id, problem=text, answer=answer))
+        try:
+            problems.append(Problem(id=problem_id, problem=text, answer=answer))
+        except InputError as e:
+            raise InputError(f"problems file {path}: {location}: {e}") from None
     return problems
 
 
@@ -303,12 +313,6 @@ def _clean_id(path: Path, location: str, value: Any) -> str:
             f"problems file {path}: {location} has an empty id; give every problem a unique id"
         )
     if isinstance(value, str):
-        bad = unencodable(value)
-        if bad is not None:  # a JSON "\ud800": the submission must repeat the id exactly, and UTF-8 cannot
-            raise InputError(
-                f"problems file {path}: {location} has id {_quote(value)}, which holds {bad!r}, a character "
-                "UTF-8 cannot encode (a lone surrogate); fix the id"
-            )
         return value  # verbatim: the submission must repeat the id exactly
     # Parquet and JSON can hold numeric ids; Kaggle ids are text, so convert.
     # An integer column with gaps comes back as floats (7.0), hence the second case.

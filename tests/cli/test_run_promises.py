@@ -55,6 +55,15 @@ def test_an_id_the_submission_cannot_repeat_is_one_line_naming_its_line(runner, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("problem_id", ["\ud800", "a\udfffb", "\udcff.csv"])
+def test_a_problem_the_submission_cannot_name_is_refused_for_every_caller(problem_id):
+    """The library and the AIMO3 adapter make Problems too: the check is the Problem's own."""
+    from aimo_gguf.problems import Problem
+
+    with pytest.raises(InputError, match="a character UTF-8 cannot encode"):
+        Problem(id=problem_id, problem="What is 1 + 1?")
+
+
 # --- a chat template's errors, of any kind ---------------------------------------------------------------------
 
 BROKEN_TEMPLATES = [
