@@ -113,9 +113,8 @@ def compare(
     """Compare ``quantized`` with ``reference`` over a text (default: a bundled math
     text, ``aimo_gguf/data/compare_text.md``) and, when ``problems`` is given, on
     that problem set."""
-    from .models import resolve_model
-
     from .config import make_config
+    from .models import resolve_model
     from .problems import read_problems
 
     ref_path, q_path = resolve_model(str(reference)), resolve_model(str(quantized))

@@ -35,6 +35,7 @@ import sys
 import types
 import typing
 from dataclasses import MISSING, asdict, fields
+from functools import lru_cache
 from pathlib import Path
 
 from .config import RunConfig
@@ -85,26 +86,30 @@ def _header(line: str | bytes) -> dict | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def _entry_fields() -> tuple[tuple[str, object, bool], ...]:
+    """(name, type, required) of each field a journal entry holds: a ProblemResult's but ``index``."""
+    from .solver import ProblemResult
+
+    hints = typing.get_type_hints(ProblemResult)
+    return tuple((f.name, hints[f.name], f.default is MISSING) for f in fields(ProblemResult) if f.name != "index")
+
+
 def entry_fault(record, *, answers: tuple[int, int]) -> str | None:
     """What keeps ``record`` from being a journal entry (a ProblemResult as ``append`` writes it, its answer
     in the range ``answers``), or None. Fields newer than the journal may be missing: they have defaults."""
-    from .solver import ProblemResult
-
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}"
-    hints = typing.get_type_hints(ProblemResult)
-    for f in fields(ProblemResult):
-        if f.name == "index":
+    for name, hint, required in _entry_fields():
+        if name not in record:
+            if required:
+                return f"its field {name!r} is missing"
             continue
-        if f.name not in record:
-            if f.default is MISSING:
-                return f"its field {f.name!r} is missing"
-            continue
-        value = record[f.name]
-        if not _fits(value, hints[f.name]):
-            return f"its {f.name} {value!r} is not {_kind(hints[f.name])}"
-        if f.name != "answer" and isinstance(value, (int, float)) and value < 0:
-            return f"its {f.name} {value!r} is negative"
+        value = record[name]
+        if not _fits(value, hint):
+            return f"its {name} {value!r} is not {_kind(hint)}"
+        if name != "answer" and isinstance(value, (int, float)) and value < 0:
+            return f"its {name} {value!r} is negative"
     low, high = answers
     for answer in [record["answer"], *(record.get("mode_answers") or {}).values()]:
         if answer is not None and not low <= answer <= high:
