@@ -7,6 +7,9 @@ one line on stderr and an exit code.
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import sys
 import typing
 from dataclasses import MISSING
@@ -34,9 +37,32 @@ class OneLineUsageError(click.UsageError):
 def _one_line(error: click.UsageError) -> click.UsageError:
     if isinstance(error, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
         return error
-    one = OneLineUsageError(" ".join(error.format_message().split()), error.ctx)
+    message = _name_variables(" ".join(error.format_message().split()), error.ctx, getattr(error, "param", None))
+    one = OneLineUsageError(message, error.ctx)
     one.exit_code = error.exit_code
     return one
+
+
+def _name_variables(message: str, ctx: click.Context | None, param: click.Parameter | None = None) -> str:
+    """``message`` about a value that came from the environment (AIMO_GGUF_SAMPLES=x) names the variable:
+    the user never typed the flag the message names. The value's option is ``param`` when click knows it;
+    otherwise each option from the environment whose flag or value the message mentions."""
+    if ctx is None:
+        return message
+    named = []
+    for p in ctx.command.params if param is None else [param]:
+        if not p.envvar or ctx.get_parameter_source(p.name) is not click.core.ParameterSource.ENVIRONMENT:
+            continue
+        var = p.envvar if isinstance(p.envvar, str) else next((v for v in p.envvar if v in os.environ), "")
+        value = os.environ.get(var, "")
+        flags = [o for o in p.opts if o.startswith("--")]
+        mentioned = any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", message) for f in flags)
+        if param is not None or mentioned or (len(value.strip()) >= 3 and value.strip() in message):
+            named.append(f"{var}={shlex.quote(value)}")
+    if not named:
+        return message
+    end = len(message.rstrip(".")) if message.endswith(".") else len(message)
+    return f"{message[:end]} (from the environment: {', '.join(named)}){message[end:]}"
 
 
 class _OneLineUsage:
@@ -56,7 +82,7 @@ class AimoCommand(_OneLineUsage, click.Command):
         try:
             return super().invoke(ctx)
         except AimoError as e:
-            click.echo(f"Error: {e}", err=True)
+            click.echo(f"Error: {_name_variables(str(e), ctx)}", err=True)
             ctx.exit(e.exit_code)
         except click.UsageError as e:
             raise _one_line(e) from None
@@ -84,6 +110,26 @@ class BatchSize(click.ParamType):
             return int(value)
         except ValueError:
             self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+class OutputFile(click.Path):
+    """The path of a file a command writes: an empty one, or one ending in '/' (a folder), is a usage error
+    (``outputs.check_file_name``), as an existing folder is."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        from .outputs import check_file_name
+
+        try:
+            check_file_name(value, "a file")
+        except AimoError as e:
+            self.fail(str(e), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUTPUT_FILE = OutputFile()
 
 
 def _click_type(f):
@@ -126,7 +172,9 @@ def config_options(command=None, *, only: tuple[str, ...] | None = None):
                           metavar=f.metadata.get("metavar"))
         else:
             kwargs.update(type=kind, default=None if f.default is MISSING else f.default)
-            kwargs["show_default"] = f.default is not None and f.name not in ("system_prompt", "ctx", "model")
+            # A help text that says its default itself ("[default: a quarter of --max-tokens]") gets no second one.
+            kwargs["show_default"] = (f.default is not None and "[default:" not in f.metadata["help"]
+                                      and f.name != "system_prompt")
         command = click.option(*decls, f.name, **kwargs)(command)
     return command
 
@@ -144,13 +192,13 @@ def cli() -> None:
 @cli.command(cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("problems", required=False, type=click.Path(dir_okay=False))
 @config_options
-@click.option("-o", "--output", default="submission.csv", show_default=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", default="submission.csv", show_default=True, type=OUTPUT_FILE,
               help="Submission CSV to write (id,answer; input order).")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+@click.option("--summary", "summary_path", type=OUTPUT_FILE,
               help="Also write the run's counters as JSON here.")
-@click.option("--traces", type=click.Path(dir_okay=False),
+@click.option("--traces", type=OUTPUT_FILE,
               help="Stream every sample (text, extracted answer) to this JSONL file.")
-@click.option("--journal", type=click.Path(dir_okay=False),
+@click.option("--journal", type=OUTPUT_FILE,
               help="Append each finished problem here, synced [default: OUTPUT's name + .journal.jsonl].")
 @click.option("--resume", is_flag=True, help="Skip the problems the journal already holds (same settings only).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no results table.")
@@ -230,9 +278,9 @@ def _problem_table(results) -> str:
 @click.option("--confidence", is_flag=True,
               help="Also measure each batch size with per-token confidence on (what --vote entropy and the "
                    "others need): off, on, on, off, the faster of each kept, and the ratio shown.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+@click.option("--json", "json_path", type=OUTPUT_FILE,
               help="Also write every row, the settings and the machine as JSON here.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--plot", "plot_path", type=OUTPUT_FILE,
               help="Also draw generated tokens/s and RSS against batch size to this PNG (needs matplotlib).")
 @click.option("--stress", type=click.IntRange(min=2), default=None,
               help="Then run this many synthetic problems through the full run pipeline and report RSS along it.")
@@ -345,7 +393,7 @@ def info_command(model_path, as_json, **options) -> None:
 
 @cli.command("quantize", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
-@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=OUTPUT_FILE)
 @click.option("--type", "type_", required=True, help="llama.cpp file type: Q4_K_M, Q5_K_M, Q8_0, F16, ...")
 @config_options(only=("threads",))
 @click.option("--imatrix", type=click.Path(dir_okay=False),
@@ -369,7 +417,7 @@ def quantize_command(src, dst, type_, threads, imatrix, allow_requantize, force)
 
 @cli.command("split", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("src", metavar="IN", type=click.Path(dir_okay=False))
-@click.argument("dst", metavar="OUT", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="OUT", type=OUTPUT_FILE)
 @click.option("--max-tensors", type=click.IntRange(min=1), default=None, help="Most tensors per part.")
 @click.option("--max-size", default=None, help="Most tensor bytes per part, e.g. 45GB (a Hub file holds 50 GB).")
 @click.option("--force", is_flag=True, help="Overwrite parts that exist.")
@@ -401,7 +449,7 @@ def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
 @click.option("--like",
               help="A model of the registry or another known shape (see aimo-gguf synth --list), "
                    "or a Hugging Face config.json (or the folder holding it).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The GGUF file to write.")
+@click.option("-o", "--output", type=OUTPUT_FILE, help="The GGUF file to write.")
 @click.option("--type", "type_", default=None,
               help="llama.cpp file type of the result [default: Q4_K_M; MXFP4_MOE for gpt-oss].")
 @config_options(only=("threads",))
@@ -487,7 +535,7 @@ def convert_command(source, quiet, **options) -> None:
 
 @cli.command("report", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("summaries", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+@click.option("--plot", "plot_path", type=OUTPUT_FILE,
               help="Also draw accuracy against generated tokens per problem to this PNG (needs matplotlib).")
 def report_command(summaries, plot_path) -> None:
     """Compare graded runs: pass@1, the voted accuracy, every vote mode's, pass@n and tokens.

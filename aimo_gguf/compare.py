@@ -114,7 +114,9 @@ def compare(
     text, ``aimo_gguf/data/compare_text.md``) and, when ``problems`` is given, on
     that problem set."""
     from .engine.limits import check_threads
+    from .config import make_config
     from .models import resolve_model
+    from .problems import read_problems
 
     ref_path, q_path = resolve_model(str(reference)), resolve_model(str(quantized))
     if ctx < 16:
@@ -122,6 +124,10 @@ def compare(
     check_threads(threads)
     _check_vocabularies(ref_path, q_path)
     label, body = _read_text(text)
+    if problems is not None:  # every input is checked before the first model loads, not after the text
+        problems = read_problems(problems)
+        make_config(n_gpu_layers=n_gpu_layers, threads=threads, samples=samples, max_tokens=max_tokens,
+                    batch_size=batch_size, seed=seed)
     text_result = _compare_text(ref_path, q_path, body, label, ctx=ctx, max_tokens=max_text_tokens,
                                 n_gpu_layers=n_gpu_layers, threads=threads, progress=progress)
     scores = None

@@ -22,6 +22,7 @@ from .engine.limits import MAX_THREADS, check_batch_size, check_threads
 from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
 from .errors import InputError
 from .harmony import REASONING_EFFORTS
+from .memory import parse_size
 from .prompts import DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES
 from .recipes import RECIPES
 from .split import DEFAULT_SPLIT_MODE, SPLIT_MODES, parse_tensor_split
@@ -174,6 +175,9 @@ class RunConfig:
             (0 <= self.min_p < 1, f"--min-p must be in [0, 1), got {self.min_p}"),
             (self.top_k >= 0, f"--top-k must be 0 or more, got {self.top_k}"),
             (self.min_answer <= self.max_answer, "--min-answer is larger than --max-answer"),
+            (self.min_answer <= self.fallback_answer <= self.max_answer,
+             f"--fallback-answer {self.fallback_answer} is outside --min-answer..--max-answer "
+             f"({self.min_answer}..{self.max_answer}): it would be written as an answer no problem can have"),
             (self.modulo is None or self.modulo >= 1, f"--modulo must be at least 1, got {self.modulo}"),
             (self.early_stop_votes >= 0, f"--early-stop-votes must be 0 (off) or more, got {self.early_stop_votes}"),
             (self.early_stop_lead >= 0, f"--early-stop-lead must be 0 (off) or more, got {self.early_stop_lead}"),
@@ -241,6 +245,11 @@ class RunConfig:
             check_batch_size(self.batch_size)
         self.stop = tuple(self.stop)
         parse_tensor_split(self.tensor_split)  # a bad value fails here, before any load
+        if self.max_memory is not None:  # checked even where nothing is 'auto', as every other value is
+            try:
+                parse_size(self.max_memory)
+            except InputError as e:
+                raise InputError(f"--max-memory: {e}") from None
 
     @property
     def tensor_split_values(self) -> tuple[float, ...] | None:

@@ -49,6 +49,7 @@ class Header:
     version: int
     fields: dict
     tensors: tuple[TensorInfo, ...]
+    data_end: int = 0  # the byte where the file's tensor data ends: its size when it is whole
 
 
 def read_header(path: str | Path, *, strings: tuple[str, ...] = ()) -> Header:
@@ -70,14 +71,28 @@ def read_header(path: str | Path, *, strings: tuple[str, ...] = ()) -> Header:
     return Header(version=header.version, fields=header.fields, tensors=tuple(tensors))
 
 
+def check_complete(path: str | Path) -> None:
+    """Raise ModelError, saying so, when the one GGUF file ``path`` is cut short: in its header, or
+    before the end of its tensor data (a download or a copy that stopped)."""
+    _read(str(path), ())
+
+
 @lru_cache(maxsize=16)
 def _read(path: str, strings: tuple[str, ...]) -> Header:
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             with memoryview(buf) as view:
-                return _parse(view, set(strings))
-    except (OSError, ValueError, struct.error, IndexError, UnicodeDecodeError) as e:
+                header = _parse(view, set(strings))
+                size = len(view)
+    except struct.error:  # a read past the end: the only way unpack_from fails on a GGUF's formats
+        raise ModelError(f"{path} is truncated: it ends at byte {Path(path).stat().st_size:,}, inside its GGUF "
+                         f"header (a download or a copy cut short?)") from None
+    except (OSError, ValueError, IndexError, UnicodeDecodeError) as e:
         raise ModelError(f"cannot read the GGUF header of {path}: {e}") from None
+    if header.data_end > size:
+        raise ModelError(f"{path} is truncated: its tensor data ends at byte {header.data_end:,}, the file at "
+                         f"byte {size:,} (a download or a copy cut short?)")
+    return header
 
 
 def _parse(buf: memoryview, wanted: set[str]) -> Header:
@@ -86,11 +101,15 @@ def _parse(buf: memoryview, wanted: set[str]) -> Header:
     if bytes(buf[:4]) != MAGIC:
         raise ValueError("not a GGUF file")
     version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+    if max(n_tensors, n_kv) >= 1 << 32:  # no model has that many: garbage, where a cut file says "truncated"
+        raise ValueError(f"it claims {n_kv} metadata entries and {n_tensors} tensors: the file is corrupt")
     pos = 24
     unpack = struct.unpack_from
 
     def string(at: int) -> tuple[str, int]:
         (n,) = unpack("<Q", buf, at)
+        if at + 8 + n > len(buf):
+            raise struct.error("a string past the end of the file")
         return bytes(buf[at + 8:at + 8 + n]).decode("utf-8"), at + 8 + n
 
     def value(kind: int, at: int, key: str):
@@ -124,12 +143,13 @@ def _parse(buf: memoryview, wanted: set[str]) -> Header:
         (kind,) = unpack("<I", buf, pos)
         fields[key], pos = value(kind, pos + 4, key)
     tensors = []
+    data_size = 0
     for _ in range(n_tensors):
         name, pos = string(pos)
         (n_dims,) = unpack("<I", buf, pos)
         shape = unpack(f"<{n_dims}Q", buf, pos + 4)
         pos += 4 + 8 * n_dims
-        type_id, _offset = unpack("<IQ", buf, pos)
+        type_id, offset = unpack("<IQ", buf, pos)
         pos += 12
         qtype = GGMLQuantizationType(type_id)
         block, type_size = GGML_QUANT_SIZES[qtype]
@@ -137,4 +157,7 @@ def _parse(buf: memoryview, wanted: set[str]) -> Header:
         for d in shape:
             elements *= d
         tensors.append(TensorInfo(name, tuple(shape), qtype.name, elements // block * type_size))
-    return Header(version=version, fields=fields, tensors=tuple(tensors))
+        data_size = max(data_size, offset + tensors[-1].n_bytes)
+    align = fields.get("general.alignment", 32)
+    data_end = -(-pos // align) * align + data_size if tensors else pos  # tensor data starts aligned
+    return Header(version=version, fields=fields, tensors=tuple(tensors), data_end=data_end)

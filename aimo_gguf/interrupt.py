@@ -1,8 +1,12 @@
-"""Ctrl-C and SIGTERM stop a run the same way: what finished is written, the rest gets fallbacks.
+"""Ctrl-C, SIGTERM and SIGHUP stop a run the same way: what finished is written, the rest gets fallbacks.
 
-Kaggle and most schedulers stop a job with SIGTERM, whose default action
-kills the process on the spot. ``stop_signals()`` turns SIGINT and SIGTERM
-into a ``Stopped`` exception in the main thread while it is armed.
+Kaggle and most schedulers stop a job with SIGTERM, a closed terminal or a
+dropped ssh session sends SIGHUP; the default action of both kills the
+process on the spot. ``stop_signals()`` turns SIGINT, SIGTERM and SIGHUP into
+a ``Stopped`` exception in the main thread while it is armed. After a hangup
+the terminal refuses every write (EIO): a progress bar or a note written there
+must not cost the results, so stdout and stderr that no longer take writes are
+pointed at /dev/null when the signal arrives.
 
 A signal can land while the main thread runs a Python callback from C (llama.cpp's
 log callback, called all through a model load): an exception raised there
@@ -16,12 +20,13 @@ signals are only recorded, and the writing finishes.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report it
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CODES = {s: 128 + s for s in SIGNALS}  # 130, 143, 129: as shells report a process the signal ended
 
 
 class Stopped(BaseException):
@@ -49,6 +54,7 @@ class StopState:
 
     def stop(self, signum: int) -> None:
         """The signal handler: record the signal, and raise while armed."""
+        detach_dead_terminal()
         if self.signum is None:
             self.signum = signum
         if self.armed:
@@ -64,9 +70,23 @@ class StopState:
         self.armed = False
 
 
+def detach_dead_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they no longer take writes (a terminal that hung up)."""
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")  # nothing is written; a hung-up terminal still answers EIO
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_WRONLY)
+            except OSError:
+                continue
+            os.dup2(null, fd)
+            os.close(null)
+
+
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopState]:
-    """Within the block, SIGINT and SIGTERM raise ``Stopped`` while the state is armed. Outside the
+    """Within the block, SIGINT, SIGTERM and SIGHUP raise ``Stopped`` while the state is armed. Outside the
     main thread (where Python cannot install handlers) nothing changes but Ctrl-C's own
     KeyboardInterrupt."""
     state = StopState()

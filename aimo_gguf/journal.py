@@ -13,8 +13,13 @@ mix two configurations.
 - Without ``--resume`` an old journal is replaced only at the first new entry,
   so a run that fails to start leaves it as it was.
 - A file is changed only once it is known to be a journal: its first line is
-  a journal header (or a header cut short by a kill). A last line cut short
-  by a kill is dropped, with a warning.
+  a journal header (or a header cut short by a kill). Any other file at the
+  journal's path is refused, with or without ``--resume``, before the model
+  loads. A last line cut short by a kill is dropped, with a warning.
+- ``--resume`` takes an entry only as ``append`` writes it: every field of a
+  ``ProblemResult`` of its type, the answer in the run's answer range. Any
+  other entry is refused, naming its line (the journal was edited or is not
+  ours; solving that problem again would hide it).
 - A journal that stops accepting writes (a full disk) is given up with one
   warning; the run and its submission go on.
 """
@@ -23,14 +28,19 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import stat
 import sys
-from dataclasses import asdict, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, fields
+from functools import lru_cache
 from pathlib import Path
 
 from .config import RunConfig
 from .errors import InputError
+from .utf8 import json_text
 
 JOURNAL_FORMAT = 1
 HEADER_PREFIX = b'{"journal": '  # how every journal starts, as json.dumps writes its header
@@ -65,6 +75,67 @@ def _defaults() -> dict:
     return json.loads(json.dumps(defaults))
 
 
+def _header(line: str | bytes) -> dict | None:
+    """A journal's first line as its header (of any format version), or None when it is not one."""
+    try:
+        header = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(header, dict) and type(header.get("journal")) is int and isinstance(header.get("settings"), dict):
+        return header
+    return None
+
+
+@lru_cache(maxsize=1)
+def _entry_fields() -> tuple[tuple[str, object, bool], ...]:
+    """(name, type, required) of each field a journal entry holds: a ProblemResult's but ``index``."""
+    from .solver import ProblemResult
+
+    hints = typing.get_type_hints(ProblemResult)
+    return tuple((f.name, hints[f.name], f.default is MISSING) for f in fields(ProblemResult) if f.name != "index")
+
+
+def entry_fault(record, *, answers: tuple[int, int]) -> str | None:
+    """What keeps ``record`` from being a journal entry (a ProblemResult as ``append`` writes it, its answer
+    in the range ``answers``), or None. Fields newer than the journal may be missing: they have defaults."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}"
+    for name, hint, required in _entry_fields():
+        if name not in record:
+            if required:
+                return f"its field {name!r} is missing"
+            continue
+        value = record[name]
+        if not _fits(value, hint):
+            return f"its {name} {value!r} is not {_kind(hint)}"
+        if name != "answer" and isinstance(value, (int, float)) and value < 0:
+            return f"its {name} {value!r} is negative"
+    low, high = answers
+    for answer in [record["answer"], *(record.get("mode_answers") or {}).values()]:
+        if answer is not None and not low <= answer <= high:
+            return f"its answer {answer} is outside the answer range {low}..{high}"
+    return None
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value is of the type ``hint`` (bool, int, float, str, None, unions, dict[K, V])."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(_fits(k, key) and _fits(v, item) for k, v in value.items())
+    if hint is float:  # JSON writes 1.0 as 1.0, but a float field may hold an int
+        return type(value) in (int, float) and math.isfinite(value)
+    return type(value) is hint or (hint is type(None) and value is None)
+
+
+def _kind(hint) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "null"}
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_kind(h) for h in typing.get_args(hint))
+    return names.get(hint, "an object of answers")
+
+
 def lock_holder(fd: int) -> int | None:
     """The process holding a flock on ``fd``'s file, from /proc/locks (Linux); None where unknown."""
     st = os.fstat(fd)
@@ -97,6 +168,8 @@ class Journal:
         try:
             if resume:
                 self._read(settings)
+            else:
+                self._check_replaceable()
         except BaseException:
             self.close()
             raise
@@ -139,6 +212,15 @@ class Journal:
             return False
         return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
+    def _check_replaceable(self) -> None:
+        """Without --resume the file is replaced at the first entry: it must be empty or a journal."""
+        if self._fd is None or not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            return  # a device (/dev/null, /dev/full) is never truncated: its first write fails, with a warning
+        first = os.pread(self._fd, 1 << 16, 0).split(b"\n", 1)
+        if first[0] and not (first[0].startswith(HEADER_PREFIX) and (len(first) == 1 or _header(first[0]))):
+            raise InputError(f"{self.path} is not an aimo-gguf journal, and a run replaces only its own journal: "
+                             f"give --journal another path, or move the file away")
+
     def _read(self, settings: dict) -> None:
         if self._fd is None:
             raise InputError(f"cannot read the journal {self.path}: run without --resume to start over")
@@ -157,14 +239,18 @@ class Journal:
                 raise InputError(f"{self.path} is not an aimo-gguf journal")
             return  # replaced at the first entry
         self._check_header(lines[0], settings)
+        answers = (settings["min_answer"], settings["max_answer"])
         for number, line in enumerate(lines[1:], 2):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise InputError(
                     f"{self.path}, line {number}: not JSON: delete the journal or run without --resume") from None
-            if isinstance(record, dict) and "id" in record and "answer" in record:
-                self.entries[str(record["id"])] = record
+            fault = entry_fault(record, answers=answers)
+            if fault is not None:
+                raise InputError(f"{self.path}, line {number}: {fault}, not an entry aimo-gguf writes: fix or delete "
+                                 f"that line, or run without --resume to start over")
+            self.entries[record["id"]] = record
         self._valid = True
         if end < len(data):  # the last write was cut short: drop it, so appends start on a line of their own
             print(f"aimo-gguf: warning: ignoring the unfinished last line of {self.path} "
@@ -172,13 +258,12 @@ class Journal:
             os.ftruncate(self._fd, end)
 
     def _check_header(self, line: str, settings: dict) -> None:
-        try:
-            header = json.loads(line)
-        except json.JSONDecodeError:
-            header = None
-        if not (isinstance(header, dict) and header.get("journal") == JOURNAL_FORMAT
-                and isinstance(header.get("settings"), dict)):
+        header = _header(line)
+        if header is None:
             raise InputError(f"{self.path} is not an aimo-gguf journal")
+        if header["journal"] != JOURNAL_FORMAT:
+            raise InputError(f"{self.path} is an aimo-gguf journal of format {header['journal']}, and this aimo-gguf "
+                             f"reads format {JOURNAL_FORMAT}: run without --resume to start over")
         # A setting newer than the journal was at its default when the journal was written.
         recorded = {**_defaults(), **header["settings"]}
         changed = sorted(k for k in set(settings) | set(recorded) if settings.get(k) != recorded.get(k))
@@ -208,7 +293,7 @@ class Journal:
                        f"(--resume will not see this run)")
 
     def _write(self, record: dict) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_text(record) + "\n").encode("utf-8")
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]

@@ -140,6 +140,9 @@ class KaggleSolver:
         self.problems_left = n_problems
         self.planned_share = (total_seconds - safety_seconds) / n_problems
         self.config = make_config(model=model, **options)
+        if not ANSWER_RANGE[0] <= self.config.fallback_answer <= ANSWER_RANGE[1]:
+            raise InputError(f"fallback_answer {self.config.fallback_answer} is outside the competition's answers "
+                             f"({ANSWER_RANGE[0]}..{ANSWER_RANGE[1]})")
         self.stats = AdapterStats()
         self.tool_stats = ToolStats() if self.config.tir else None
         if engine is None and replicas > 1:
@@ -197,10 +200,12 @@ class KaggleSolver:
         self.stats.fallbacks += r.fallback
         self.stats.cut += r.cut
         self.stats.too_long += r.too_long
+        answer = min(max(r.answer, ANSWER_RANGE[0]), ANSWER_RANGE[1])  # what the gateway gets, and the log says
         note = " (fallback)" if r.fallback else f", {r.votes}/{r.samples} votes"
-        _log(f"{problem_id}: answer {r.answer}{note} in {seconds:.1f} s of {share:.1f} s"
+        note += f" (clamped from {r.answer})" if answer != r.answer else ""
+        _log(f"{problem_id}: answer {answer}{note} in {seconds:.1f} s of {share:.1f} s"
              + (" (cut)" if r.cut else "") + f"; {self.seconds_left() / 60:.1f} min left")
-        return r.answer
+        return answer
 
     def predict(self, id_=None, problem=None, *columns, **named):
         """The gateway's call: one-row Series (polars or pandas) or plain values in, one-row DataFrame out.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .config import RunConfig
@@ -214,4 +215,8 @@ def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, g
     kwargs = engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers, graded=graded, traces=traces)
     if token_budget is not None:
         kwargs["token_budget"] = token_budget
-    return Engine(model_path, **kwargs)
+    engine = Engine(model_path, **kwargs)
+    if config.ctx and engine.n_ctx_seq != config.ctx:  # llama.cpp sizes a sequence's context in steps of 256
+        note = f"--ctx {config.ctx} is {engine.n_ctx_seq} tokens per sequence: llama.cpp sizes it in steps of 256"
+        engine.info = replace(engine.info, notes=(*engine.info.notes, note))
+    return engine

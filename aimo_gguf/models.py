@@ -71,3 +71,6 @@ def check_gguf_file(path: Path) -> None:
         raise ModelError(
             f"Not a GGUF file: {path} (llama.cpp loads only GGUF: convert the model with llama.cpp's convert_hf_to_gguf.py)"
         )
+    from .gguf_header import check_complete
+
+    check_complete(path)  # a file cut short says so, not llama.cpp's "could not load"

@@ -11,6 +11,7 @@
   checks its outputs with it before its work and again at the last moment:
   ``open_regular`` opens a file without blocking and checks what it opened,
   ``replace_file`` and ``staged_file`` check the target before the rename.
+- ``check_file_name``: a path that names no file (``''``, ``out/``) is refused first.
 - ``TraceWriter``: the ``--traces`` stream. A trace file that stops accepting
   writes (a full disk) is given up with one warning; the run and its
   submission matter more.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import stat
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import AimoError, InputError
+from .utf8 import json_text
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -86,6 +87,18 @@ def refuse_special(path: str | Path, what: str, *, error: type[AimoError] = Inpu
         raise error(f"cannot write {what} to {path}: it is {_kind(mode)}, not a regular file")
 
 
+def check_file_name(path: str | Path, what: str) -> Path:
+    """``path`` as a file's path; raise InputError when it names none: an empty path, or one ending in '/'
+    (or '.', '..'), which names a folder (``Path`` would drop the slash and write a file of the folder's name)."""
+    text = os.fspath(path)
+    if not text:
+        raise InputError(f"cannot write {what}: the path is empty")
+    if os.path.basename(text) in ("", ".", ".."):
+        raise InputError(f"cannot write {what} to {text}: a path ending in '{text[-1]}' names a folder; "
+                         f"give a file's name")
+    return Path(text)
+
+
 def check_writable(path: str | Path, what: str, *, replace: bool = True) -> Path:
     """Fail now, not after a long run, when ``what`` cannot be written to ``path``: it is not a regular
     file (``refuse_special``), or its folder takes no file.
@@ -93,7 +106,7 @@ def check_writable(path: str | Path, what: str, *, replace: bool = True) -> Path
     ``replace``: the file is written whole and renamed over ``path`` (the
     submission, the summary); otherwise it is appended to in place (traces, journal).
     """
-    path = Path(path)
+    path = check_file_name(path, what)
     refuse_special(path, what)
     try:
         if not replace and path.exists():  # appended to in place: the file itself must take writes
@@ -200,7 +213,7 @@ class TraceWriter:
         if self._file is None:
             return
         try:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.write(json_text(record) + "\n")
             self._file.flush()
             self.written += 1
         except OSError as e:

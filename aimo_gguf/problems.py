@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from aimo_gguf.errors import AimoError, InputError, OutputError
 from aimo_gguf.outputs import refuse_special
+from aimo_gguf.utf8 import json_text, unencodable
 
 SAMPLE_PROBLEMS = "sample"
 """Name that stands for the sample problem set shipped inside the package."""
@@ -70,13 +71,20 @@ class Problem:
     """One problem to solve.
 
     ``id`` is always text, exactly as in the input ("007" stays "007"), because
-    the submission must repeat it verbatim.  ``answer`` is the known answer
-    when the input has an ``answer`` column and the cell is filled in.
+    the submission must repeat it verbatim: one UTF-8 cannot encode (a lone
+    surrogate, from a JSON "\\ud800") is an InputError.  ``answer`` is the known
+    answer when the input has an ``answer`` column and the cell is filled in.
     """
 
     id: str
     problem: str
     answer: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = unencodable(self.id)
+        if bad is not None:
+            raise InputError(f"id {_quote(self.id)}: it holds {bad!r}, a character UTF-8 cannot encode (a lone "
+                             "surrogate), so no submission can repeat it; fix the id")
 
 
 def sample_problems_path(name: str = SAMPLE_PROBLEMS) -> Path:
@@ -158,8 +166,7 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     """
     with _atomic_text_file(path, "the JSON") as handle:
         # allow_nan=False: Infinity and NaN are not JSON; a caller that has them has a bug
-        json.dump(obj, handle, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
-        handle.write("\n")
+        handle.write(json_text(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +301,10 @@ def _build_problems(path: Path, rows: list[_Row]) -> list[Problem]:
             )
 
         answer = _clean_answer(path, location, problem_id, record.get(ANSWER_COLUMN))
-        problems.append(Problem(id=problem_id, problem=text, answer=answer))
+        try:
+            problems.append(Problem(id=problem_id, problem=text, answer=answer))
+        except InputError as e:
+            raise InputError(f"problems file {path}: {location}: {e}") from None
     return problems
 
 
@@ -307,9 +317,10 @@ def _clean_id(path: Path, location: str, value: Any) -> str:
         return value  # verbatim: the submission must repeat the id exactly
     # Parquet and JSON can hold numeric ids; Kaggle ids are text, so convert.
     # An integer column with gaps comes back as floats (7.0), hence the second case.
+    # A JSON true is no id (it would be written as 1).
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return str(int(value))
-    if isinstance(value, numbers.Real) and float(value).is_integer():
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
         return str(int(value))
     raise InputError(
         f"problems file {path}: {location} has id {_quote(value)} of type "

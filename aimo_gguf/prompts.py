@@ -76,8 +76,8 @@ def _compile(template: str) -> jinja2.Template:
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)  # a render can pass its own clock
     try:
         return env.from_string(template)
-    except jinja2.TemplateError as e:
-        raise InputError(f"The model's chat template does not parse ({e}): use --raw-prompt") from None
+    except Exception as e:  # noqa: BLE001 - the template is the model's code: any failure is its error
+        raise InputError(f"The model's chat template does not parse ({_reason(e)}): use --raw-prompt") from None
 
 
 def chat_prompt(
@@ -117,6 +117,16 @@ def chat_prompt(
                 eos_token=eos_token,
                 **variables,
             )
-        except jinja2.TemplateError as e:
+        # Not only Jinja's errors: a template can add a list to a number (TypeError), ask for a
+        # range too long (OverflowError) or recurse without end (RecursionError).
+        except Exception as e:  # noqa: BLE001 - the template is the model's code: any failure is its error
             error = e
-    raise InputError(f"The model's chat template failed to render ({error}): use --raw-prompt")
+    raise InputError(f"The model's chat template failed to render ({_reason(error)}): use --raw-prompt")
+
+
+def _reason(error: BaseException) -> str:
+    """A template's error on one line, with its kind when it is not Jinja's own."""
+    text = " ".join(str(error).split())
+    if isinstance(error, jinja2.TemplateError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -3,7 +3,7 @@
 Before the model loads, every output is checked: none may name the input,
 the model or another output, and each location must take a file. Then the
 journal is opened (and locked), the engine loaded, and the ``Solver`` run;
-each decided problem goes to the journal at once. Ctrl-C or SIGTERM stops the
+each decided problem goes to the journal at once. Ctrl-C, SIGTERM or SIGHUP stops the
 solving, never the writing: the answers that finished, the fallback for the
 rest, and the summary are written, and the exit code says which signal it was.
 An error while solving (every Ray replica lost, llama.cpp failing) is written
@@ -30,7 +30,7 @@ from .errors import AimoError, InputError, OutputError
 from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
-from .outputs import TraceWriter, check_distinct, check_writable
+from .outputs import TraceWriter, check_distinct, check_file_name, check_writable
 from .problems import (
     BUNDLED_SETS,
     Problem,
@@ -59,7 +59,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0, or 130 / 143 when Ctrl-C / SIGTERM stopped the run."""
+        """0, or 130 / 143 / 129 when Ctrl-C / SIGTERM / SIGHUP stopped the run."""
         if not self.summary.interrupted:
             return 0
         return EXIT_CODES.get(getattr(signal, self.summary.stopped_by or "SIGINT", signal.SIGINT), 130)
@@ -86,7 +86,7 @@ def run(
     ``options`` are RunConfig fields, named like the CLI flags
     (``n_gpu_layers=40``, ``batch_size=16``). ``engine``: an engine already
     loaded (``config.model`` is then only recorded); otherwise one is loaded
-    from ``config`` and closed at the end. Ctrl-C and SIGTERM stop the run but
+    from ``config`` and closed at the end. Ctrl-C, SIGTERM and SIGHUP stop the run but
     still write every answer that finished and the fallback for the rest.
 
     Each finished problem goes to a journal (``journal``: a path, or by
@@ -107,6 +107,8 @@ def run(
         model_path = resolve_model(config.model)
     else:
         model_path = Path(engine.info.model_path)
+    if output is not None:
+        check_file_name(output, "the submission")  # before the journal's default name is made from it
     if journal is None or journal is True:
         journal = default_journal(output) if output is not None else None
     if resume and not journal:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from .tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
 from .voting import Tally, Vote, every_mode, max_vote_weight, pick, vote_weight
 
 Clock = Callable[[], float]
+PROBE = Problem(id="probe", problem="What is 1 + 1?")  # rendered once at load: a broken template fails there
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,9 @@ class TraceSink(Protocol):
 
 def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
     """A sample's seed: the same for the same problem and sample, whatever the order or batch."""
-    digest = hashlib.blake2b(f"{seed}:{problem_id}:{sample_index}".encode(), digest_size=4).digest()
+    # surrogatepass: the same bytes as UTF-8 for every id UTF-8 can encode, and no error for one it cannot
+    key = f"{seed}:{problem_id}:{sample_index}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(key, digest_size=4).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -158,6 +162,7 @@ def check_prompt(engine: BatchEngine, config: RunConfig) -> str:
     style = prompt_style(engine, config)
     if style == "harmony":
         harmony_call_token(engine)
+    prompt_text(engine, PROBE, config, style=style)  # a template that fails on any problem fails here, once
     return style
 
 
@@ -301,9 +306,15 @@ class Solver:
                 self._out_of_time = True
             if self._out_of_time:
                 return
-            text = prompt_text(self.engine, problem, config, style=self.style)
-            tokens = self.engine.tokenize(text)
             flight = self._open(index, problem)
+            try:
+                text = prompt_text(self.engine, problem, config, style=self.style)
+            except InputError as e:  # the template fails on this problem alone: its fallback, the others go on
+                print(f"aimo-gguf: warning: problem {problem.id!r}: {e}: it gets the fallback answer",
+                      file=sys.stderr, flush=True)
+                self._finish(flight)
+                continue
+            tokens = self.engine.tokenize(text)
             if len(tokens) >= self.engine.n_ctx_seq:
                 self._finish(flight, too_long=True)
                 continue

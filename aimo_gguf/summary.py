@@ -51,8 +51,8 @@ class RunSummary:
     early_stopped: int = 0  # problems whose sampling stopped once the vote was decided
     fallbacks: int = 0  # problems with no valid answer: the fallback answer was written
     too_long: int = 0  # problems whose prompt does not fit the context (fallback written)
-    interrupted: bool = False  # the run was stopped (Ctrl-C, SIGTERM) before every problem finished
-    stopped_by: str | None = None  # the signal that stopped it: "SIGINT" or "SIGTERM"
+    interrupted: bool = False  # the run was stopped (Ctrl-C, SIGTERM, SIGHUP) before every problem finished
+    stopped_by: str | None = None  # the signal that stopped it: "SIGINT", "SIGTERM" or "SIGHUP"
     resumed: int = 0  # problems taken from the journal of an earlier run (--resume)
     time_limit: float | None = None  # --time-limit, seconds
     cut: int = 0  # problems whose time budget ran out: unfinished samples cut, voted on the rest

@@ -45,7 +45,7 @@ class ToolStats:
     errors: int = 0
     timeouts: int = 0  # timed out or crashed (the worker was killed)
     seconds: float = 0.0  # time inside the sandbox, summed over calls
-    samples_with_tools: int = 0
+    samples_with_tools: int = 0  # samples with at least one call counted above (a call cut by a stop is in neither)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, status: str, seconds: float) -> None:
@@ -100,11 +100,8 @@ class PythonTool:
         self._run(code or "")
 
     def _run(self, code: str) -> None:
-        """Send ``code`` to the sample's worker: one more call, counted."""
+        """Send ``code`` to the sample's worker: one more call (counted in ``stats`` once it is done)."""
         self.calls += 1
-        if not self._counted:
-            self._counted = True
-            self.stats.count_sample()
         self._future = self.pool.submit(self.key, code)
 
     @property
@@ -125,6 +122,9 @@ class PythonTool:
             result = ToolResult(False, f"{type(e).__name__}: {e}", "crashed", 0.0)
         self.results.append(result)
         self.stats.record(result.status, result.seconds)
+        if not self._counted:  # with its first finished call: samples_with_tools counts no call tool_calls lacks
+            self._counted = True
+            self.stats.count_sample()
         body = result.output.rstrip("\n") if result.output.strip() else "(no output)"
         return self._format(body)
 

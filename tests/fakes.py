@@ -35,6 +35,7 @@ from aimo_gguf.engine import (
 )
 from aimo_gguf.engine.confidence import Confidence
 from aimo_gguf.problems import Problem
+from aimo_gguf.utf8 import utf8
 
 TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>\n{% endfor %}"
@@ -131,6 +132,7 @@ class FakeEngine(BatchEngine):
         self.closed = True
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        text = utf8(text).decode()  # as the real engine reads text UTF-8 cannot encode: U+FFFD
         if parse_special and self.specials:
             tokens = []
             for part in _SPECIAL_RE.split(text):

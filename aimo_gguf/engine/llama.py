@@ -19,6 +19,7 @@ never carries a line from an earlier engine.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import sys
 from collections import deque
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..split import DEFAULT_SPLIT_MODE, SPLIT_MODES
+from ..utf8 import utf8
 from .api import FLASH_ATTN_MODES, KV_TYPES, SamplingParams
 from .backends import library_dir, load_backend_modules
 
@@ -173,7 +175,7 @@ class LlamaModel(_Owner):
                                                   split_mode=split_mode, tensor_split=tensor_split,
                                                   main_gpu=main_gpu, extra_buffers=extra_buffers)
         fresh_errors()
-        ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        ptr = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
         if not ptr:
             raise ModelError(f"llama.cpp could not load {path}{last_error()}")
         self._ptr = ptr
@@ -246,7 +248,7 @@ class LlamaModel(_Owner):
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of ``text``; a doubled BOS (template plus tokenizer) is collapsed."""
-        data = text.encode("utf-8")
+        data = utf8(text)  # a lone surrogate (a tool printed chr(0xd800)) is U+FFFD, not the run's end
         n_max = len(data) + 8
         buf = (llama_cpp.llama_token * n_max)()
         n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
@@ -440,7 +442,7 @@ def quantize_file(src: Path, dst: Path, *, ftype: int, threads: int, allow_requa
         params.imatrix = ctypes.cast(rows, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
         keep.append(rows)
     fresh_errors()
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    rc = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(dst), ctypes.byref(params))
     del keep
     if rc != 0:
         raise ModelError(f"llama.cpp could not quantize {src}{last_error()}")
@@ -499,7 +501,7 @@ def simulate_buffers(path: str | Path, *, n_gpu_layers: int, n_seq_max: int, n_c
     heap_before = _heap_bytes()
     model = ctx = None
     try:
-        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
         if not model:
             return None
         heap = _heap_bytes() - heap_before if heap_before is not None else None

@@ -19,6 +19,7 @@ import enum
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
+from ..utf8 import utf8
 from .api import FINISH_EOS, FINISH_LENGTH, FINISH_LOW_CONFIDENCE, FINISH_STOP, Completion, Request
 from .confidence import Tracker
 
@@ -37,7 +38,7 @@ class StopMatcher:
     __slots__ = ("stops", "_tail")
 
     def __init__(self, stops: Seq[str]) -> None:
-        self.stops = [s.encode() for s in stops if s]
+        self.stops = [utf8(s) for s in stops if s]
         self._tail = max((len(s) for s in self.stops), default=0) + 16
 
     def __bool__(self) -> bool:

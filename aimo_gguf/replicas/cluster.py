@@ -22,7 +22,7 @@ import time
 
 from ..config import RunConfig
 from ..errors import InputError
-from ..interrupt import Stopped
+from ..interrupt import SIGNALS, Stopped
 
 OBJECT_STORE_BYTES = 80 * 2**20  # a local cluster's object store: results are small (Ray's minimum is 75 MiB)
 CONNECT_SECONDS = 10.0  # --ray ADDRESS: the most its cluster may take to answer before the run gives up
@@ -119,7 +119,7 @@ def first_line(error: BaseException) -> str:
 def _signal_handlers() -> dict:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    return {s: signal.getsignal(s) for s in SIGNALS}
 
 
 def _restore(handlers: dict) -> None:

@@ -4,7 +4,8 @@ Both declare ``BatchEngine``. The contract the solver relies on: requests are
 pulled lazily, only when a slot is free; a cancelled request ends before
 the next step; each request ends with the right finish reason; every pulled
 request comes back exactly once, in finishing order; ``on_step`` follows
-every step.
+every step; ``tokenize`` takes any text, a code point UTF-8 cannot encode
+(a lone surrogate) read as U+FFFD.
 """
 
 from __future__ import annotations
@@ -97,3 +98,12 @@ def test_a_cancelled_request_ends_before_the_next_step(engine):
     assert events[at + 1] == ((0, 0), FINISH_CANCELLED)  # no step in between
     assert ((1, 0), FINISH_LENGTH) in events
     assert events.count("step") >= 30
+
+
+@pytest.mark.parametrize("text", ["\ud800", "x = \ud800\udfff!", "\udcff.gguf", "42\ud83d"])
+def test_tokenize_takes_any_text(engine, text):
+    """Text UTF-8 cannot encode (a tool printed chr(0xd800), a JSON problem holds "\\ud800") reads as U+FFFD:
+    before, the real engine raised UnicodeEncodeError and the run ended."""
+    plain = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    for special in (True, False):
+        assert engine.tokenize(text, parse_special=special) == engine.tokenize(plain, parse_special=special)

@@ -5,7 +5,6 @@ nothing listens on, one that takes connections and says nothing, or one that ans
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess

@@ -117,7 +117,7 @@ def test_usage_errors_are_one_error_line(runner, tmp_path, args, fragment):
 # --- 1. SIGTERM stops a run like Ctrl-C: what finished is written --------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])  # HUP: issue 20
 def test_a_stop_signal_writes_the_finished_answers_and_fallbacks(tmp_path, signum):
     """In-process, on the fake engine: the signal arrives after two problems; if run() ever stops
     handling it, the test's own handler sees it instead (and the test fails rather than dies)."""
@@ -147,7 +147,7 @@ def test_a_stop_signal_writes_the_finished_answers_and_fallbacks(tmp_path, signu
     finally:
         signal.signal(signum, previous)
     assert caught == []  # run() handled it
-    assert result.exit_code == {signal.SIGTERM: 143, signal.SIGINT: 130}[signum]
+    assert result.exit_code == {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGHUP: 129}[signum]
     name = signal.Signals(signum).name
     assert result.summary.interrupted and result.summary.stopped_by == name
     rows = out.read_text().splitlines()

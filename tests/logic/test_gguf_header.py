@@ -30,17 +30,31 @@ def test_it_reads_what_gguf_reads():
         (t.name, tuple(int(d) for d in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in theirs.tensors]
 
 
-@pytest.mark.parametrize("content", [b"not a gguf", b"GGUF\x03\x00\x00\x00" + b"\xff" * 16, b"GGUF"])
-def test_a_broken_header_is_one_model_error(tmp_path, content):
+@pytest.mark.parametrize(("content", "message"), [
+    (b"not a gguf", "cannot read the GGUF header"),
+    (b"GGUF\x03\x00\x00\x00" + b"\xff" * 16, "claims 18446744073709551615 metadata entries"),  # garbage counts
+    (b"GGUF", "is truncated: it ends at byte 4, inside its GGUF header"),
+])
+def test_a_broken_header_is_one_model_error(tmp_path, content, message):
     path = tmp_path / "bad.gguf"
     path.write_bytes(content)
-    with pytest.raises(ModelError, match="cannot read the GGUF header"):
+    with pytest.raises(ModelError, match=message):
         read_header(path)
 
 
-def test_a_truncated_file_is_a_model_error(tmp_path):
-    data = default_model_path().read_bytes()[:5000]
+# Cut inside the header (the magic, the counts, a key, the 1 MiB vocabulary, the tensor list) or in the data.
+CUTS = [5, 20, 30, 5000, 1 << 20, 1_700_000, 1_800_000, 50 << 20, -1]
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_a_truncated_file_says_it_is_truncated(tmp_path, cut):
+    """Before, a GGUF cut short was 'unpack_from requires a buffer of at least 1048577 bytes' (in its header)
+    or llama.cpp's 'could not load' (in its data)."""
+    from aimo_gguf.models import check_gguf
+
+    data = default_model_path().read_bytes()[:cut]
     path = tmp_path / "cut.gguf"
     path.write_bytes(data)
-    with pytest.raises(ModelError):
-        read_header(path)
+    for check in (read_header, check_gguf):
+        with pytest.raises(ModelError, match=rf"cut.gguf is truncated: .*(header|the file at byte {len(data):,})"):
+            check(path)

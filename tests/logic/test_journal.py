@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -163,3 +164,125 @@ def test_devices_are_not_files_of_the_run_to_protect_and_not_written_into_either
     with pytest.raises(InputError, match="character device, not a regular file"):
         check_writable("/dev/null", "traces", replace=False)
     assert set(os.listdir("/dev")) == before  # refused before any probe beside it in /dev
+
+
+# --- issue 20: a file that is not a journal is never changed, with or without --resume ------------------------
+
+NOT_JOURNALS = [
+    b"notes I keep\n",
+    b"id,problem\na,What is 1 + 1?\n",
+    b'{"id": "a", "answer": 1}\n',  # an entry without a header
+    b'{"journal": "1", "settings": {}}\n',  # a header of the wrong shape
+    b'{"journal": 1, "settings": [1, 2]}\n{"id": "a"}\n',
+    b'{"journal": 1}x\n',
+    b"\x00\x01\x02 binary",
+    b"just one line, no newline",
+]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("content", NOT_JOURNALS)
+def test_a_file_that_is_not_a_journal_is_never_changed(tmp_path, content, resume):
+    """Before, without --resume such a file was emptied at the run's first problem."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="is not an aimo-gguf journal"):
+        with Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=resume) as j:
+            j.append(_result(0, 1))
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize("content", [
+    b"",  # an empty file holds nothing to lose
+    b'{"journal": 1, "sett',  # a header cut short by a kill
+    b'{"journal": 2, "settings": {"samples": 4}}\n{"id": "a", "answer": 1}\n',  # a journal of another version
+])
+def test_without_resume_only_an_empty_file_or_a_journal_is_replaced(tmp_path, content):
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(content)
+    settings = fingerprint(RunConfig(), "m.gguf")
+    with Journal(path, settings, resume=False) as j:
+        j.append(_result(0, 1))
+    header, entry = path.read_text().splitlines()
+    assert json.loads(header) == {"journal": 1, "settings": settings} and json.loads(entry)["answer"] == 1
+
+
+def test_a_journal_of_another_format_names_its_version(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"journal": 2, "settings": {}}\n{"id": "a", "answer": 1}\n')
+    with pytest.raises(InputError, match=r"journal of format 2, and this aimo-gguf reads format 1: run without "
+                                         r"--resume"):
+        Journal(path, fingerprint(RunConfig(), "m.gguf"), resume=True)
+
+
+# --- issue 20: --resume takes only entries aimo-gguf writes ----------------------------------------------------
+
+GOOD = {"id": "p0", "answer": 7, "votes": 1, "valid": 1, "samples": 1, "fallback": False, "too_long": False,
+        "early_stopped": False, "majority": True, "correct": None}
+
+
+@pytest.mark.parametrize(("change", "fault"), [
+    ({"answer": "abc"}, "its answer 'abc' is not an integer"),
+    ({"answer": 3.7}, "its answer 3.7 is not an integer"),
+    ({"answer": 7.0}, "its answer 7.0 is not an integer"),
+    ({"answer": True}, "its answer True is not an integer"),
+    ({"answer": None}, "its answer None is not an integer"),
+    ({"answer": [7]}, "its answer [7] is not an integer"),
+    ({"answer": 1000000000000}, "its answer 1000000000000 is outside the answer range 0..99999"),
+    ({"answer": -4}, "its answer -4 is outside the answer range 0..99999"),
+    ({"answer": None, "id": "x"}, "its answer None"),
+    ({"id": 5}, "its id 5 is not text"),
+    ({"id": None}, "its id None is not text"),
+    ({"votes": -1}, "its votes -1 is negative"),
+    ({"samples": "2"}, "its samples '2' is not an integer"),
+    ({"fallback": 0}, "its fallback 0 is not true or false"),
+    ({"correct": "yes"}, "its correct 'yes' is not true or false or null"),
+    ({"seconds": "1"}, "its seconds '1' is not a number"),
+    ({"seconds": -1.0}, "its seconds -1.0 is negative"),
+    ({"budget": float("inf")}, "its budget inf is not a number or null"),
+    ({"mode_answers": [1]}, "its mode_answers [1] is not an object of answers or null"),
+    ({"mode_answers": {"majority": "7"}}, "its mode_answers {'majority': '7'} is not an object of answers or null"),
+    ({"mode_answers": {"majority": 100000}}, "its answer 100000 is outside the answer range"),
+] + [({name: None} if name != "correct" else {"correct": 1}, f"its {name} ")
+     for name in ("votes", "valid", "samples", "fallback", "too_long", "early_stopped", "majority", "correct")])
+def test_resume_refuses_an_entry_aimo_gguf_does_not_write_naming_its_line(tmp_path, change, fault):
+    """Before, a missing field or an answer of 'abc' was a TypeError, and 10**12 or -4 went into the submission.
+    A bad entry is refused (not solved again: that would hide an edited or foreign journal)."""
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    good = json.dumps(GOOD)
+    bad = json.dumps({**GOOD, "id": "p1", **change})
+    path.write_text(json.dumps({"journal": 1, "settings": settings}) + f"\n{good}\n{bad}\n{good}\n")
+    with pytest.raises(InputError, match=rf"j.jsonl, line 3: {re.escape(fault)}.*fix or delete that line") as e:
+        Journal(path, settings, resume=True)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("missing", ["id", "answer", "votes", "valid", "samples", "fallback", "too_long",
+                                     "early_stopped", "majority", "correct"])
+def test_resume_refuses_an_entry_missing_a_field(tmp_path, missing):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    entry = {k: v for k, v in GOOD.items() if k != missing}
+    path.write_text(json.dumps({"journal": 1, "settings": settings}) + "\n" + json.dumps(entry) + "\n")
+    with pytest.raises(InputError, match=rf"line 2: its field '{missing}' is missing"):
+        Journal(path, settings, resume=True)
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", "5", '"text"', "null"])
+def test_resume_refuses_a_line_that_is_no_object(tmp_path, line):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(), "m.gguf")
+    path.write_text(json.dumps({"journal": 1, "settings": settings}) + f"\n{line}\n")
+    with pytest.raises(InputError, match="line 2: a JSON "):
+        Journal(path, settings, resume=True)
+
+
+def test_resume_takes_entries_of_a_journal_older_than_a_field_and_in_a_range_of_its_own(tmp_path):
+    path = tmp_path / "j.jsonl"
+    settings = fingerprint(RunConfig(min_answer=-10, max_answer=10**12, fallback_answer=-10), "m.gguf")
+    old = {**GOOD, "answer": -4}  # no seconds, tokens, mode_answers...: written before they existed
+    big = {**GOOD, "id": "p1", "answer": 10**12, "seconds": 3, "mode_answers": {"majority": None}}
+    path.write_text(json.dumps({"journal": 1, "settings": settings}) + f"\n{json.dumps(old)}\n{json.dumps(big)}\n")
+    with Journal(path, settings, resume=True) as j:
+        assert {k: v["answer"] for k, v in j.entries.items()} == {"p0": -4, "p1": 10**12}

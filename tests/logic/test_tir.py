@@ -112,3 +112,35 @@ def test_weighted_votes_pick_the_backed_answer_and_stop_with_the_weight_in_mind(
     assert t2.winner() == 9
     assert not t2.decided()  # 2 > 1 + 2 * 2 is false
     assert Tally(3, max_weight=1.0).max_weight == 1.0
+
+
+@pytest.mark.parametrize("plan", [
+    [(1, 0)],  # one call, cut before its result (a stop signal, an early-stopped problem)
+    [(1, 1), (1, 0), (2, 1)],
+    [(2, 2), (3, 3), (1, 0), (0, 0)],
+    [(3, 1)] * 4,
+])
+@pytest.mark.parametrize("harmony", [False, True])
+def test_tool_counters_never_count_a_sample_whose_calls_they_do_not_count(plan, harmony):
+    """Issue 20: after SIGTERM the summary said tool_calls: 0 beside samples_with_tools: 4. ``plan``: per
+    sample, (calls started, calls that came back); the counters are read after every event."""
+    from aimo_gguf.harmony import HarmonyTool
+
+    pool, stats = FakePool(_ok("1")), ToolStats()
+
+    def consistent():
+        assert stats.calls == stats.ok + stats.errors + stats.timeouts
+        assert stats.samples_with_tools == sum(1 for t in tools if t.results)  # finished calls, not started ones
+
+    tools = [HarmonyTool(pool, i, max_calls=5, stats=stats, call_token=7) if harmony
+             else PythonTool(pool, i, max_calls=5, stats=stats) for i in range(len(plan))]
+    for tool, (started, finished) in zip(tools, plan):
+        for n in range(started):
+            tool._run(f"print({n})")
+            consistent()
+            if n < finished:
+                pool.futures[-1].set_result(_ok("1"))
+                assert tool.poll() is not None
+                consistent()
+    assert stats.calls == sum(f for _, f in plan)
+    assert stats.samples_with_tools == sum(1 for _, f in plan if f)
