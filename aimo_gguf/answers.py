@@ -30,7 +30,7 @@ completions can be ~50k characters and this runs once per finished sample.
 from __future__ import annotations
 
 import re
-from fractions import Fraction
+import string
 
 from .answer_values import answer_value
 
@@ -82,8 +82,8 @@ _DOLLARS_RE = re.compile(r"(?<!\\)\$\$|(?<!\\)\$")
 # What may not touch a number that stands alone: a letter or digit (``AZYUK2A``, ``4t``), a LaTeX argument or
 # script (``{23}``, ``^2``, ``_5``), a command (``\\sqrt3``), a root sign; nor an arithmetic operator or a function
 # name before or after it across spaces (``9 + 1``, ``ln 2026``).
-_GLUED_LEFT = set("_^{\\/.\u221a") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_GLUED_RIGHT = set("_^}/(\u00b2\u00b3\u221a") | set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_GLUED_LEFT = set("_^{\\/.\u221a" + string.ascii_letters + string.digits)
+_GLUED_RIGHT = set("_^}/(\u00b2\u00b3\u221a" + string.ascii_letters + string.digits)
 _OPERATOR_LEFT_RE = re.compile(r"(?:[-+*/^\u00d7\u00b7\u00f7\u22c5\u2212\u221a]|\\(?:cdot|times|div|sqrt|pm)"
                                r"|\b(?:ln|log|sin|cos|tan|exp|sqrt))\s*$")
 _OPERATOR_RIGHT_RE = re.compile(r"\s*(?:[-+*/^\u00d7\u00b7\u00f7\u22c5\u2212]|\\(?:cdot|times|div|pm|sqrt))")
@@ -108,7 +108,8 @@ def _candidates(text: str, *, truncated: bool = False) -> list[tuple[str, bool]]
     for _, candidate, is_phrase in ordered:
         if candidate is not None:
             found.append((candidate, not is_phrase))
-            found.extend((part, not is_phrase) for part in _parts(candidate, phrase=is_phrase, label=label and is_phrase))
+            parts = _parts(candidate, phrase=is_phrase, label=label and is_phrase)
+            found.extend((part, not is_phrase) for part in parts)
     if found or truncated:  # a box or a phrase that has no value is not an answer
         return found
     ending = _ending(text)

@@ -206,7 +206,8 @@ def hendrycks_math(reader: Reader) -> Iterator[dict]:
                       for v in [n.value] if isinstance(v, ast.Constant)}
             for n in ast.walk(node):
                 if isinstance(n, ast.Call) and getattr(n.func, "attr", "") in ("assertTrue", "assertFalse"):
-                    pairs.append((values.get("test_in"), values.get("test_out"), n.func.attr == "assertTrue", node.name))
+                    equal = n.func.attr == "assertTrue"
+                    pairs.append((values.get("test_in"), values.get("test_out"), equal, node.name))
     yield from pair_cases("hendrycks_math", path, [p for p in pairs if None not in p])
 
 
