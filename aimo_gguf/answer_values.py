@@ -57,11 +57,11 @@ _PERCENT_RE = re.compile(r"(?<=\d)\s*\\?%\s*$")
 _CURRENCY_RE = re.compile(r"^(?:\\\$|\$(?=\s*\d)|€|£|¥)\s*")
 _BASE_RE = re.compile(r"^(\d+)\s*_\s*\{?\s*(\d+)\s*\}?$")
 _RELATION_RE = re.compile(r"(?<![<>!=\\])=(?!=)|\\approx(?![A-Za-z])")
-# A named quantity once its subscripts, call arguments and commands are gone: letters, spaces, + and -.
+# A named quantity once its subscripts, call arguments and commands are gone: letters, spaces, |, + and -.
 _SUBSCRIPT_RE = re.compile(r"_\s*(?:\{(?:[^{}]|\{[^{}]*\})*\}|\\?\w+)")
 _CALL_RE = re.compile(r"(?<=[A-Za-z}])\s*\([^()]*\)")
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
-_NAME_RE = re.compile(r"[A-Za-z\s{}+\-]*[A-Za-z][A-Za-z\s{}+\-]*")
+_NAME_RE = re.compile(r"[A-Za-z\s{}|+\-]*[A-Za-z][A-Za-z\s{}|+\-]*")
 _NUMBER_RE = re.compile(
     r"\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d{1,3}(?: \d{3})+(?![\d.])|\d+(?:\.\d+)?|\.\d+"
 )

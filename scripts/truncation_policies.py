@@ -15,7 +15,8 @@ at the token limit ("capped") are read differently:
 
 Printed per policy (markdown): how many capped samples answer and how many of those answers are
 right, pass@1 over every sample, and the majority vote's accuracy at k = 1, 2, 4, ... n
-(``aimo_gguf.metrics``), all over the problems of the traces.
+(``aimo_gguf.metrics``; a vote without an answer counts wrong, not as the fallback), all over the
+problems of the traces.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from aimo_gguf.problems import read_problems
 from aimo_gguf.voting import Vote
 
 CAPPED = ("length", "kv_full")
+NO_ANSWER = -1  # below every answer range: never the expected answer
 _BOX = re.compile(r"\\(?:boxed|fbox)")
 
 
@@ -61,7 +63,13 @@ def main() -> None:
     ks = k_values(n)
     capped = sum(r["finish_reason"] in CAPPED for v in samples.values() for r in v)
     total = sum(len(v) for v in samples.values())
-    print(f"{len(samples)} problems, {total} samples, {capped} capped ({capped / total:.0%})\n")
+    finished = [(read(r["text"], False, "stated"), expected[pid]) for pid, v in samples.items() for r in v
+                if r["finish_reason"] not in CAPPED]
+    answered = [a for a, _ in finished if a is not None]
+    right = sum(a == e for a, e in finished if a is not None)
+    share = right / max(1, len(answered))
+    print(f"{len(samples)} problems, {total} samples, {capped} capped ({capped / total:.0%}); the samples that "
+          f"finished: {len(answered)}/{len(finished)} answer, {right} of them right ({share:.0%})\n")
     print("| policy | capped samples that answer | of them right | pass@1 | "
           + " | ".join(f"maj@{k}" for k in ks) + " |")
     print("|" + "---|" * (4 + len(ks)))
@@ -79,7 +87,9 @@ def main() -> None:
                 votes.append(Vote(r["sample"], answer))
             pass1 += sum(v.answer == expected[pid] for v in votes) / len(votes)
             for i, k in enumerate(ks):
-                at_k[i] += vote_at_k(votes[:n] if len(votes) > n else votes, k, expected=expected[pid], fallback=0)
+                # A vote without an answer counts wrong here (no fallback): a problem whose answer is the
+                # fallback would otherwise reward the policy that answers least.
+                at_k[i] += vote_at_k(votes[:n], k, expected=expected[pid], fallback=NO_ANSWER)
         share = f"{right}/{answered} = {right / answered:.0%}" if answered else "-"
         print(f"| {policy} | {answered}/{capped} | {share} | {pass1 / len(samples):.1%} | "
               + " | ".join(f"{v / len(samples):.1%}" for v in at_k) + " |")

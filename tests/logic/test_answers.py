@@ -286,6 +286,9 @@ def test_long_runs_of_blanks_after_a_phrase_stay_linear(text: str) -> None:
         (r"\boxed{a_{10} = 55}", 55),
         (r"\boxed{f(3) = 7}", 7),
         (r"\boxed{m+n = 35}", 35),
+        (r"\boxed{|AB| = 13}", 13),
+        (r"\boxed{\angle ABC = 30^\circ}", 30),
+        (r"\boxed{x^2 = 16}", None),  # the value of x^2, not of what was asked
         ("so $V_{3\\text{inch}} = \\$675$", 675),
         ("So the answer is $786 + 101 = 887$.", 887),
         ("$x\\approx11$", 11),
