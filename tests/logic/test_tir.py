@@ -112,3 +112,14 @@ def test_weighted_votes_pick_the_backed_answer_and_stop_with_the_weight_in_mind(
     assert t2.winner() == 9
     assert not t2.decided()  # 2 > 1 + 2 * 2 is false
     assert Tally(3, max_weight=1.0).max_weight == 1.0
+
+
+@pytest.mark.parametrize(("text", "results", "answer"), [
+    # The prose's last number goes; a box, a phrase and the tool's computed output stay.
+    ("```python\nprint(3**4)\n```\n```output\n81\n```\nSo the total is 8", [_ok("81")], 81),
+    ("```python\nprint(3**4)\n```\n```output\n81\n```\nThus \\boxed{82} since 8", [_ok("81")], 82),
+    ("We try 3 then 17 then", [], None),
+    ("The final answer is 17. To check, 1", [], 17),
+])
+def test_a_truncated_tir_sample_keeps_its_tool_output_but_not_its_last_number(text, results, answer):
+    assert tir_answer(text, results, **LIMITS, truncated=True) == answer
