@@ -218,8 +218,8 @@ def _plot_at_k(ax, reports: list[RunReport]) -> None:
             if not by_k or (series == "vote" and r.vote == "majority"):
                 continue
             ks = sorted(by_k)
-            ax.plot(ks, [by_k[k] for k in ks], linestyle=styles.get(series, "-"), marker="o", markersize=3, color=f"C{i}",
-                    label=f"{Path(r.name).stem}: {series_name(series, r.vote)}")
+            ax.plot(ks, [by_k[k] for k in ks], linestyle=styles.get(series, "-"), marker="o", markersize=3,
+                    color=f"C{i}", label=f"{Path(r.name).stem}: {series_name(series, r.vote)}")
             drawn = True
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (samples per problem)")
