@@ -213,19 +213,23 @@ def _plot_at_k(ax, reports: list[RunReport]) -> None:
     """Accuracy against k on a log2 axis: pass@k dashed, maj@k solid, the run's vote @k dotted."""
     styles = {"pass": "--", "majority": "-", "vote": ":"}
     drawn = False
+    ticks: set[int] = set()
     for i, r in enumerate(reports):
         for series, by_k in r.at_k.items():
             if not by_k or (series == "vote" and r.vote == "majority"):
                 continue
             ks = sorted(by_k)
+            ticks.update(ks)
             ax.plot(ks, [by_k[k] for k in ks], linestyle=styles.get(series, "-"), marker="o", markersize=3,
                     color=f"C{i}", label=f"{Path(r.name).stem}: {series_name(series, r.vote)}")
             drawn = True
     ax.set_xscale("log", base=2)
+    if ticks:
+        ax.set_xticks(sorted(ticks), [str(k) for k in sorted(ticks)])
     ax.set_xlabel("k (samples per problem)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.grid(True, alpha=0.3)
     ax.set_title("accuracy against k", fontsize=9)
     if drawn:
-        ax.legend(loc="best", fontsize=7)
+        ax.legend(loc="best", fontsize=7, handlelength=3)  # long enough to show the dashes
