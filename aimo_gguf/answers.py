@@ -5,17 +5,20 @@ Three steps, each usable on its own:
 1. ``answer_candidates`` lists the raw candidate strings, best first: the
    answer the text ends on (the later of its last complete ``\\boxed{...}`` /
    ``\\fbox{...}`` and its last "final answer is" / "final answer:" / "answer
-   is" / "Answer:" phrase), then the other of the two; a candidate that is an
-   expression ending in ``= N`` also offers what follows its last ``=``, a
-   phrase the number it starts with ("the answer is 42 (since 6 * 7)"), and a
-   label ("Final Answer: The largest $n$ is 34") the last number of its
-   prose. A phrase whose value is not a whole number gives way to the box. Only a
-   text with neither a box nor a phrase falls back to its last number (or
-   the math expression it ends on). ``find_answer_text`` is the first.
-2. ``normalize_answer`` turns a string into an ``int`` (or ``None``): it
-   understands LaTeX wrappers, thousands separators, exact fractions
-   (``\\frac3{4}`` shorthand included), ``42.0``, ``x = 42`` and small integer
-   powers such as ``2^{10}``.
+   is" / "Answer:" phrase), then the other of the two. A phrase that holds the box
+   ("Answer: \\boxed{...}") is that box, nothing more. A phrase also offers the number it
+   starts with when words follow it ("the answer is 42 (since 6 * 7)"), and a label
+   ("Final Answer: The largest $n$ is 34") the value its prose ends on. A phrase whose value
+   is not a whole number gives way to the box. Only a text with neither a box nor a phrase
+   falls back to the value it ends on: the math segment (``$...$``, ``\\(...\\)``,
+   ``\\[...\\]``) that holds its last number, else that number when it stands alone (not
+   inside a word, a LaTeX argument or a sum: ``AZYUK2A``, ``\\frac{4}{23}`` and ``2 + 3\\sqrt2``
+   give nothing). A truncated sample (one that hit the token limit, ``truncated=True``) has no
+   such fallback: its last number is wherever the limit cut it. ``find_answer_text`` is the first.
+2. ``answer_value`` (``aimo_gguf.answer_values``) reads one candidate's exact value: LaTeX
+   wrappers, thousands separators, units, percent and currency signs, exact arithmetic, and an
+   equation's right side when its left side names a quantity. ``normalize_answer`` is that value
+   when it is an ``int``.
 3. ``validate_answer`` reduces by an optional modulus and range-checks.
 
 ``extract_answer`` takes the first candidate that has a value (a value that is
@@ -27,7 +30,9 @@ completions can be ~50k characters and this runs once per finished sample.
 from __future__ import annotations
 
 import re
-from fractions import Fraction
+import string
+
+from .answer_values import answer_value
 
 DEFAULT_MIN_ANSWER = 0
 DEFAULT_MAX_ANSWER = 99999
@@ -36,11 +41,8 @@ DEFAULT_MAX_ANSWER = 99999
 # phrase so a long single-line text with many phrases stays linear.
 PHRASE_WINDOW = 200
 
-# Largest exponent ``normalize_answer`` evaluates in ``a^b``; anything bigger
-# is far outside any answer range and not worth the big-integer work.
-MAX_POWER_EXPONENT = 64
-
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANY_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 # A brace preceded by a backslash is a literal brace (``\{``), not a group.
 _BRACE_RE = re.compile(r"(?<!\\)[{}]")
 
@@ -57,9 +59,8 @@ _PHRASE_RE = re.compile(
 )
 # Special tokens a chat model may leave in its text (``<|im_end|>``, ``<|reserved_special_token_12|>``, ``</s>``).
 _CHAT_TOKEN_RE = re.compile(r"<\|[^|<>\s]{1,64}\|>|</s>|<eos>|<end_of_turn>")
-_EQUALS_RE = re.compile(r"(?<![<>!=])=(?!=)")
-_LEADING_NUMBER_RE = re.compile(r"\$?\s*(-?\d[\d,]*(?:\.\d+)?)\$?(?=[\s.,;:!?)]|$)")
-_MATH_SEGMENT_RE = re.compile(r"\$[^$]+\$")
+# The number a phrase starts with, when words (not an operator) follow it: "42 (since 6 * 7)", "5 apples".
+_LEADING_NUMBER_RE = re.compile(r"\$?\s*(-?\d[\d,]*(?:\.\d+)?)\$?(?=[.,;:!?]?(?:\s+[A-Za-z(]|\s*$))")
 # Where a phrase's answer stops: a sentence-ending mark before whitespace or
 # the end (so ``2.5`` survives), a newline, or ", " (``42, since ...``).
 _SENTENCE_END_RE = re.compile(r"[.!?;](?=\s|$)|\n|,\s")
@@ -72,62 +73,47 @@ _NUMBER_RE = re.compile(
     r"(?:(?<![\w)}\]])-)?(?:\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 )
 # The same with the separators math mode uses (``1\,000``, ``1{,}000``, ``1~000``, ``1 000``): only read so
-# inside ``$...$``, where a space between digits is a thousands separator, not two numbers.
+# inside math mode, where a space between digits is a thousands separator, not two numbers, or when the
+# number is its line's only content.
 _MATH_NUMBER_RE = re.compile(
-    r"(?:(?<![\w)}\]])-)?\d{1,3}(?:(?:,|\\,|\{,\}|\\ |~| )\d{3})+(?!\d)(?:\.\d+)?"
+    r"(?:(?<![\w)}\]])-)?\d{1,3}(?:(?:,|\\,|\s*\{\s*,\s*\}\s*|,\s*\\!\s*|\\ |~| )\d{3})+(?!\d)(?:\.\d+)?"
 )
-
-_WRAPPER_RE = re.compile(
-    r"\\(?:text|textbf|textrm|textnormal|mathrm|mathbf|mbox|boxed|fbox)\s*\{([^{}]*)\}"
-)
-# LaTeX spacing and sizing commands that never change a value.
-_NOISE_RE = re.compile(r"\\(?:displaystyle|left|right|[!;:]|quad|qquad)(?![A-Za-z])")
-_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
-_ASSIGN_RE = re.compile(r"^\\?[A-Za-z][A-Za-z0-9_{}]*\s*=\s*")
-_PLAIN_NUMBER_RE = re.compile(
-    r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+|\d+)(?:\.\d+)?"
-)
-_FRAC_RE = re.compile(r"([+-]?)\s*\\[dt]?frac\s*")
-_SHORT_FRAC_RE = re.compile(r"(\d)\s*(\d)")
-_SLASH_RE = re.compile(r"(.+?)\s*/\s*(.+)")
-# The sign is outside the power, as in ordinary notation: -2^2 is -4.
-_POWER_RE = re.compile(r"([+-]?)\s*(\d+)\s*\^\s*(?:\{\s*(\d+)\s*\}|(\d+))")
-
-_SURROUNDS = (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-# Unicode and LaTeX (~) non-breaking spaces and the Unicode minus, as ASCII.
-_CHAR_TRANSLATION = str.maketrans(
-    {"\u00a0": " ", "\u2009": " ", "\u202f": " ", "~": " ", "\u2212": "-"}
-)
+_DOLLARS_RE = re.compile(r"(?<!\\)\$\$|(?<!\\)\$")
+# What may not touch a number that stands alone: a letter or digit (``AZYUK2A``, ``4t``), a LaTeX argument or
+# script (``{23}``, ``^2``, ``_5``), a command (``\\sqrt3``), a root sign; nor an arithmetic operator or a function
+# name before or after it across spaces (``9 + 1``, ``ln 2026``).
+_GLUED_LEFT = set("_^{\\/.\u221a" + string.ascii_letters + string.digits)
+_GLUED_RIGHT = set("_^}/(\u00b2\u00b3\u221a" + string.ascii_letters + string.digits)
+_OPERATOR_LEFT_RE = re.compile(r"(?:[-+*/^\u00d7\u00b7\u00f7\u22c5\u2212\u221a]|\\(?:cdot|times|div|sqrt|pm)"
+                               r"|\b(?:ln|log|sin|cos|tan|exp|sqrt))\s*$")
+_OPERATOR_RIGHT_RE = re.compile(r"\s*(?:[-+*/^\u00d7\u00b7\u00f7\u22c5\u2212]|\\(?:cdot|times|div|pm|sqrt))")
 
 
-def answer_candidates(text: str) -> list[str]:
+def answer_candidates(text: str, *, truncated: bool = False) -> list[str]:
     """The raw candidate answers of ``text``, best first (see the module's docstring)."""
-    return [raw for raw, _ in _candidates(text)]
+    return [raw for raw, _ in _candidates(text, truncated=truncated)]
 
 
-def _candidates(text: str) -> list[tuple[str, bool]]:
+def _candidates(text: str, *, truncated: bool = False) -> list[tuple[str, bool]]:
     """(candidate, whether a value there that is not a whole number ends the search), best first. A phrase
     that gives a fraction ("in hours the answer is 2.5") does not hide an earlier box; a box does."""
     text = _CHAT_TOKEN_RE.sub(" ", text)
     box, box_at = _last_box(text)
     phrase, phrase_at, label = _last_phrase(text)
+    if phrase is not None and _ANY_BOX_RE.search(phrase):
+        phrase = None  # "Answer: \\boxed{...}": the box is the answer, its content read as a box
     found: list[tuple[str, bool]] = []
     ordered = [(box_at, box, False), (phrase_at, phrase, True)]
     ordered.sort(key=lambda c: -c[0])  # the one the text ends on first
     for _, candidate, is_phrase in ordered:
         if candidate is not None:
             found.append((candidate, not is_phrase))
-            found.extend((part, not is_phrase) for part in _parts(candidate, phrase=is_phrase, label=label))
-    last = None if found else _last_number(text)  # a box or a phrase that has no value is not an answer
-    if last is not None:
-        # The text ends on a number in math mode: the whole expression first (``$\\frac3{4}$`` is not 4).
-        segment = None
-        for segment in _MATH_SEGMENT_RE.finditer(text, max(0, len(text) - PHRASE_WINDOW)):
-            pass
-        if segment is not None and last in segment.group() and not _NUMBER_RE.search(text, segment.end()):
-            found.append((segment.group(), True))
-        found.append((last, True))
-    return found
+            parts = _parts(candidate, phrase=is_phrase, label=label and is_phrase)
+            found.extend((part, not is_phrase) for part in parts)
+    if found or truncated:  # a box or a phrase that has no value is not an answer
+        return found
+    ending = _ending(text)
+    return [(ending, True)] if ending is not None else []
 
 
 def find_answer_text(text: str) -> str | None:
@@ -140,25 +126,15 @@ def find_answer_text(text: str) -> str | None:
     return candidates[0] if candidates else None
 
 
-def answer_value(raw: str) -> Fraction | None:
-    """The exact value of one candidate string (``normalize_answer`` before the whole-number check)."""
-    return _parse_value(_clean(raw))
-
-
 def normalize_answer(raw: str) -> int | None:
-    """Turn a candidate answer string into an integer, or ``None``.
+    """Turn a candidate answer string into an integer, or ``None``: ``answer_value`` when it is whole.
 
-    Understood: surrounding ``$``/``\\(\\)``/``**``, ``\\text{}``-style
-    wrappers, thousands separators (``1,234``, ``1{,}234``, ``1\\,234``,
-    ``1 234``), a leading ``+`` or ``-``, a trailing period, ``^\\circ``,
-    ``x = 42``, trailing zero decimals (``42.0``), exact fractions
-    (``\\frac{12}{3}``, ``\\dfrac``, ``\\tfrac``, ``\\frac84``, ``12/3``) and
-    integer powers with a non-negative exponent up to ``MAX_POWER_EXPONENT``
-    (``2^{10}``, ``2^10``). A value that is not a whole number, or any other
-    expression or word, gives ``None``.
+    For example ``$42$``, ``\\text{42}``, ``12,345``, ``1\\,234``, ``42.0``, ``x = 42``,
+    ``\\frac{12}{3}``, ``\\frac84``, ``12/3``, ``2^{10}``, ``30^\\circ``, ``40\\%``, ``\\$10``,
+    ``1320 km`` and ``(9+1)`` all have an integer value; ``2.5``, ``x+1``, ``(7, 6)``,
+    ``x \\geq 5``, ``\\frac{1+\\sqrt{5}}{2}`` and ``x-2y+z-1=0`` have none.
     """
-    s = _clean(raw)
-    value = _parse_value(s)
+    value = answer_value(raw)
     if value is None or value.denominator != 1:
         return None
     return int(value)
@@ -192,9 +168,11 @@ def extract_answer(
     min_answer: int = DEFAULT_MIN_ANSWER,
     max_answer: int = DEFAULT_MAX_ANSWER,
     modulo: int | None = None,
+    truncated: bool = False,
 ) -> int | None:
-    """Find, normalize and validate the answer of one completion."""
-    for raw, final in _candidates(text):
+    """Find, normalize and validate the answer of one completion; ``truncated``: it hit the token limit,
+    so only an answer it states (a box, an answer phrase) counts, never its last number."""
+    for raw, final in _candidates(text, truncated=truncated):
         value = answer_value(raw)
         if value is None:
             continue
@@ -268,55 +246,91 @@ def _last_phrase(text: str) -> tuple[str | None, int, bool]:
 
 
 def _parts(candidate: str, *, phrase: bool, label: bool) -> list[str]:
-    """Smaller candidates inside one that may not parse whole: what follows its last ``=`` (``2 * 2 = 4``);
-    after a phrase the number it starts with ("the answer is 42 (since 6 * 7)"); after a label, whose
-    prose names the answer ("Final Answer: The volume of $ABCDEFGH$ is 120"), its last math segment and
-    its last number."""
+    """Smaller candidates inside one that may not parse whole: after a phrase the number it starts with
+    ("the answer is 42 (since 6 * 7)"); after a label, whose prose names the answer ("Final Answer: The
+    volume of $ABCDEFGH$ is 120"), the value its prose ends on."""
     parts = []
-    equals = None
-    for equals in _EQUALS_RE.finditer(candidate):
-        pass
-    if equals is not None:
-        tail = candidate[equals.end():].strip()
-        if tail:
-            parts.append(tail if not tail.endswith("$") or "$" in tail[:-1] else tail[:-1])
     if phrase:
         lead = _LEADING_NUMBER_RE.match(candidate)
         if lead is not None:
             parts.append(lead.group(1))
     if label:
-        segment = None
-        for segment in _MATH_SEGMENT_RE.finditer(candidate):
-            pass
-        if segment is not None:
-            parts.append(segment.group())
-        last = _last_number(candidate)
-        if last is not None:
-            parts.append(last)
+        ending = _ending(candidate)
+        if ending is not None:
+            parts.append(ending)
     return parts
 
 
-def _last_number(text: str) -> str | None:
-    """The last number of ``text``; in math mode with its thousands separators (``$1 000$`` is 1000)."""
+def _ending(text: str) -> str | None:
+    """The value ``text`` ends on: the math segment that holds its last number, else that number when it
+    stands alone; None when the number is inside an unclosed math segment or an expression."""
+    last = _last_number(text)
+    if last is None:
+        return None
+    start, end, number = last
+    segment = _math_segment(text, start, end)
+    if segment is not None:
+        return segment or None  # "": math mode that never closes (cut off), no value known
+    return number if _stands_alone(text, start, end) else None
+
+
+def _last_number(text: str) -> tuple[int, int, str] | None:
+    """The last number of ``text`` and where it is; with its thousands separators in math mode (``$1 000$``
+    is 1000) or when it is its line's only content."""
     last = None
     for last in _NUMBER_RE.finditer(text):
         pass
     if last is None:
         return None
-    # A separated number that ends where the last plain number ends, inside math mode, is the whole number.
-    start = max(0, last.start() - 40)
-    for m in _MATH_NUMBER_RE.finditer(text, start, last.end()):
-        if m.end() == last.end() and m.start() < last.start() and _in_math(text, m.start()):
-            return m.group()
-    return last.group()
+    # A separated number that ends where the last plain number ends is the whole number, where spaces separate.
+    for m in _MATH_NUMBER_RE.finditer(text, max(0, last.start() - 40), last.end()):
+        if m.end() == last.end() and m.start() < last.start() and (
+                _own_line(text, m.start(), m.end()) or _math_segment(text, m.start(), m.end()) is not None):
+            return m.start(), m.end(), m.group()
+    return last.start(), last.end(), last.group()
 
 
-def _in_math(text: str, i: int) -> bool:
-    """Whether position ``i`` is inside ``$...$`` or ``\\(...\\)`` (unescaped dollars counted before it)."""
-    dollars = len(re.findall(r"(?<!\\)\$", text[:i]))
-    if dollars % 2:
-        return True
-    return text.rfind("\\(", 0, i) > text.rfind("\\)", 0, i)
+def _own_line(text: str, start: int, end: int) -> bool:
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    return not text[line_start:start].strip() and not text[end:len(text) if line_end == -1 else line_end].strip(" .")
+
+
+def _math_segment(text: str, start: int, end: int) -> str | None:
+    """The math segment (``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``) around ``text[start:end]``, with
+    its delimiters; "" when that math mode never closes (cut off); None outside math mode."""
+    singles = doubles = 0
+    opener = -1
+    for m in _DOLLARS_RE.finditer(text, 0, start):
+        if m.group() == "$$":
+            doubles += 1
+        else:
+            singles += 1
+            opener = m.start()
+    if doubles % 2:
+        close = text.find("$$", end)
+        return "" if close == -1 else text[text.rfind("$$", 0, start):close + 2]
+    if singles % 2:
+        close = _DOLLARS_RE.search(text, end)
+        # A "$" that never closes is a price ("she earned $15."), not math mode.
+        return None if close is None else text[opener:close.end()]
+    for open_mark, close_mark in (("\\(", "\\)"), ("\\[", "\\]")):
+        at = text.rfind(open_mark, 0, start)
+        if at > text.rfind(close_mark, 0, start):
+            close = text.find(close_mark, end)
+            return "" if close == -1 else text[at:close + len(close_mark)]
+    return None
+
+
+def _stands_alone(text: str, start: int, end: int) -> bool:
+    """Whether the number ``text[start:end]`` is not part of a word or an expression."""
+    if start > 0 and text[start - 1] in _GLUED_LEFT:
+        return False
+    if end < len(text) and text[end] in _GLUED_RIGHT:
+        return False
+    if _OPERATOR_LEFT_RE.search(text, max(0, start - 12), start):
+        return False
+    return _OPERATOR_RIGHT_RE.match(text, end) is None
 
 
 def _until_sentence_end(window: str) -> str:
@@ -330,82 +344,3 @@ def _until_sentence_end(window: str) -> str:
             break
     end = _SENTENCE_END_RE.search(window)
     return (window[: end.start()] if end else window).strip()
-
-
-def _clean(raw: str) -> str:
-    """Strip wrappers, spacing and punctuation that never change the value."""
-    s = raw.translate(_CHAR_TRANSLATION)
-    s = s.replace("{,}", ",").replace("\\,", " ").replace("\\ ", " ")
-    s = _NOISE_RE.sub("", s)
-    s = _DEGREE_RE.sub("", s)
-    while True:
-        before = s
-        # A stray "*" is left when bold markup was cut in half by the finder.
-        s = _WRAPPER_RE.sub(r"\1", s).strip().rstrip(".").strip().strip("*").strip()
-        for opener, closer in _SURROUNDS:
-            if len(s) > len(opener) + len(closer) - 1 and s.startswith(opener) and s.endswith(closer):
-                s = s[len(opener) : -len(closer)].strip()
-        s = _ASSIGN_RE.sub("", s)
-        if s == before:
-            return s
-
-
-def _parse_value(s: str) -> Fraction | None:
-    """Exact value of a plain number, fraction or small power; None otherwise."""
-    if _PLAIN_NUMBER_RE.fullmatch(s):
-        return Fraction(s.replace(",", "").replace(" ", ""))
-    frac = _FRAC_RE.match(s)
-    if frac:
-        parts = _frac_parts(s, frac.end())
-        if parts is None:
-            return None
-        num, den = (_parse_value(p.strip()) for p in parts)
-        return _divide(num, den, negate=frac.group(1) == "-")
-    slash = _SLASH_RE.fullmatch(s)
-    if slash:
-        return _divide(_parse_value(slash.group(1)), _parse_value(slash.group(2)))
-    power = _POWER_RE.fullmatch(s)
-    if power:
-        exponent = int(power.group(3) or power.group(4))
-        if exponent > MAX_POWER_EXPONENT:
-            return None
-        value = int(power.group(2)) ** exponent
-        return Fraction(-value if power.group(1) == "-" else value)
-    return None
-
-
-def _frac_parts(s: str, i: int) -> tuple[str, str] | None:
-    """Numerator and denominator of a ``\\frac`` whose arguments start at ``i``: each a ``{group}`` or,
-    in LaTeX's shorthand, one digit (``\\frac84``, ``\\frac3{4}``, ``\\frac{3}4``)."""
-    short = _SHORT_FRAC_RE.fullmatch(s, i)
-    if short:
-        return short.group(1), short.group(2)
-    num, j = _frac_argument(s, i)
-    if num is None:
-        return None
-    den, end = _frac_argument(s, j)
-    # The fraction must be the whole answer: nothing may follow it.
-    if den is None or end != len(s):
-        return None
-    return num, den
-
-
-def _frac_argument(s: str, i: int) -> tuple[str | None, int]:
-    """One argument of a ``\\frac`` at ``i`` (spaces skipped), and where the next one starts."""
-    while i < len(s) and s[i] == " ":
-        i += 1
-    if i < len(s) and s[i].isdigit():
-        return s[i], i + 1
-    if not s.startswith("{", i):
-        return None, i
-    content = _group_content(s, i + 1)
-    if content is None:
-        return None, i
-    return content, i + len(content) + 2
-
-
-def _divide(num: Fraction | None, den: Fraction | None, *, negate: bool = False) -> Fraction | None:
-    if num is None or den is None or den == 0:
-        return None
-    value = num / den
-    return -value if negate else value

@@ -536,13 +536,15 @@ def convert_command(source, quiet, **options) -> None:
 @cli.command("report", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @click.argument("summaries", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--plot", "plot_path", type=OUTPUT_FILE,
-              help="Also draw accuracy against generated tokens per problem to this PNG (needs matplotlib).")
+              help="Also draw accuracy against k and against generated tokens per problem to this PNG "
+                   "(needs matplotlib).")
 def report_command(summaries, plot_path) -> None:
-    """Compare graded runs: pass@1, the voted accuracy, every vote mode's, pass@n and tokens.
+    """Compare graded runs: pass@1, the voted accuracy, every vote mode's, pass@n and tokens; pass@k,
+    maj@k and the run's vote @k; the samples that ended at the token limit, apart.
 
     SUMMARIES are --summary JSON files of runs whose problems had an answer
-    column. Every vote mode's accuracy comes from the same samples, so one run
-    compares the modes without rerunning the model.
+    column. Every vote mode's accuracy, and every k's, comes from the same
+    samples, so one run compares them without rerunning the model.
 
     \b
     Examples:

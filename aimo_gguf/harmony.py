@@ -150,12 +150,13 @@ def _message(header: str, role: str | None, content: str, end: str) -> Message:
                    end=end)
 
 
-def harmony_answer(text: str, *, min_answer: int, max_answer: int, modulo: int | None
+def harmony_answer(text: str, *, min_answer: int, max_answer: int, modulo: int | None, truncated: bool = False
                    ) -> tuple[int | None, str | None]:
     """A harmony sample's answer and where it came from: ``"final"`` (the last final-channel message:
     its last ``\\boxed{}``, else its answer phrase or last number), ``"fallback"`` (the same read from the
-    analysis, when there is no final answer), or ``None``."""
-    limits = dict(min_answer=min_answer, max_answer=max_answer, modulo=modulo)
+    analysis, when there is no final answer), or ``None``. ``truncated`` (it hit the token limit): only
+    an answer it states counts, never a last number (``answers.extract_answer``)."""
+    limits = dict(min_answer=min_answer, max_answer=max_answer, modulo=modulo, truncated=truncated)
     messages = parse(text)
     finals = [m for m in messages if m.channel == "final" and m.role == "assistant"]
     if finals:

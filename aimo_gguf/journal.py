@@ -118,9 +118,12 @@ def entry_fault(record, *, answers: tuple[int, int]) -> str | None:
 
 
 def _fits(value, hint) -> bool:
-    """Whether a JSON value is of the type ``hint`` (bool, int, float, str, None, unions, dict[K, V])."""
+    """Whether a JSON value is of the type ``hint`` (bool, int, float, str, None, unions, list[T], dict[K, V])."""
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
         return any(_fits(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
     if typing.get_origin(hint) is dict:
         key, item = typing.get_args(hint)
         return isinstance(value, dict) and all(_fits(k, key) and _fits(v, item) for k, v in value.items())
@@ -133,6 +136,8 @@ def _kind(hint) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "null"}
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
         return " or ".join(_kind(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is dict and typing.get_origin(typing.get_args(hint)[1]) is list:
+        return "an object of lists of numbers"  # at_k: per series, the accuracy at each k
     return names.get(hint, "an object of answers")
 
 

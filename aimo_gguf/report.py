@@ -3,8 +3,10 @@
 Each run's ``--summary`` JSON holds, when its problems had answers, pass@1
 (mean sample accuracy), the accuracy of the vote mode it ran with, the
 accuracy every vote mode would have given on the same samples (maj@n is the
-``majority`` column), pass@n and the tokens it generated. ``report`` reads
-them back; it never needs the model or the traces.
+``majority`` column), pass@n and the tokens it generated; accuracy at k
+(unbiased pass@k, maj@k and the run's vote @k, ``aimo_gguf.metrics``); and the
+samples that ended at the token limit, apart. ``report`` reads them back; it
+never needs the model or the traces.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ class RunReport:
     tokens_per_problem: float | None
     tokens_per_correct: float | None
     low_confidence: int  # samples cut by --stop-below
+    at_k: dict[str, dict[int, float]]  # "pass", "majority", "vote" -> k -> accuracy (empty: an older summary)
+    samples_run: int  # samples that ran to an end
+    capped: int  # of them, those that ended at the token limit
+    capped_answered: int  # capped samples that stated an answer
+    capped_graded: int  # capped samples of graded problems
+    capped_correct: int  # of those, right
+    without_capped: float | None  # the vote's accuracy had capped samples not voted (None: an older summary)
 
 
 def read_report(path: str | Path) -> RunReport:
@@ -70,6 +79,9 @@ def _report(path: Path, data: dict) -> RunReport:
         return None if value is None else float(value)
 
     passed = number("pass_at_n")
+    at_k = data.get("at_k_accuracy") or {}
+    if not isinstance(at_k, dict) or not all(isinstance(v, dict) for v in at_k.values()):
+        raise InputError(f"{path}: at_k_accuracy is not a table of accuracies by k")
     return RunReport(
         name=str(path), model=Path(str(data.get("model") or "?")).name, vote=str(data.get("vote") or "majority"),
         samples=int(data["samples_per_problem"]), graded=graded, accuracy=float(data.get("correct") or 0) / graded,
@@ -77,6 +89,12 @@ def _report(path: Path, data: dict) -> RunReport:
         modes={mode: float(modes[mode]) / graded for mode in VOTE_MODES if mode in modes},
         tokens_per_problem=number("tokens_per_problem"), tokens_per_correct=number("tokens_per_correct"),
         low_confidence=int(data.get("low_confidence") or 0),
+        at_k={series: {int(k): float(v) for k, v in by_k.items()} for series, by_k in at_k.items()},
+        samples_run=int(data.get("samples") or 0), capped=int(data.get("capped") or 0),
+        capped_answered=int(data.get("capped_answered") or 0), capped_graded=int(data.get("capped_graded") or 0),
+        capped_correct=int(data.get("capped_correct") or 0),
+        without_capped=None if "correct_without_capped" not in data
+        else float(data["correct_without_capped"] or 0) / graded,
     )
 
 
@@ -93,6 +111,17 @@ def _num(value: float | None) -> str:
 
 
 def render(reports: list[RunReport]) -> str:
+    """The runs side by side: the modes table, then accuracy at k and the length-capped samples (for the
+    runs whose summaries have them)."""
+    parts = [render_modes(reports)]
+    if any(r.at_k for r in reports):
+        parts.append(render_at_k(reports))
+    if any(r.without_capped is not None for r in reports):
+        parts.append(render_capped(reports))
+    return "\n\n".join(parts)
+
+
+def render_modes(reports: list[RunReport]) -> str:
     """A markdown table, one row per run; the best vote mode of each row in bold."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in reports:
@@ -107,16 +136,51 @@ def render(reports: list[RunReport]) -> str:
     return "\n".join(lines)
 
 
+def series_name(series: str, vote: str) -> str:
+    """How a series is called: pass@k, maj@k, or the run's vote mode @k (weighted@k)."""
+    return {"pass": "pass@k", "majority": "maj@k"}.get(series, f"{vote}@k")
+
+
+def render_at_k(reports: list[RunReport]) -> str:
+    """Accuracy against k: one row per run and series (pass@k, maj@k, the run's vote @k)."""
+    ks = sorted({k for r in reports for by_k in r.at_k.values() for k in by_k})
+    lines = ["| run | at k | " + " | ".join(f"k={k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 2)]
+    for r in reports:
+        for series, by_k in r.at_k.items():
+            if series == "vote" and r.vote == "majority":
+                continue  # the same as maj@k
+            lines.append(f"| {r.name} | {series_name(series, r.vote)} | "
+                         + " | ".join(_pct(by_k.get(k)) for k in ks) + " |")
+    return "\n".join(lines)
+
+
+def render_capped(reports: list[RunReport]) -> str:
+    """The samples that ended at the token limit, apart: how many, how many stated an answer, how many
+    were right, and the vote's accuracy with and without them."""
+    lines = ["| run | length-capped | stated an answer | right | voted, with them | voted, without them |",
+             "|---|---|---|---|---|---|"]
+    for r in reports:
+        if r.without_capped is None:
+            continue
+        capped = f"{r.capped}/{r.samples_run}" + (f" ({r.capped / r.samples_run:.0%})" if r.samples_run else "")
+        right = f"{r.capped_correct}/{r.capped_graded}" if r.capped_graded else "-"
+        lines.append(f"| {r.name} | {capped} | {r.capped_answered} | {right} | {_pct(r.accuracy)} | "
+                     f"{_pct(r.without_capped)} |")
+    return "\n".join(lines)
+
+
 def plot(reports: list[RunReport], path: str | Path) -> None:
-    """Accuracy against generated tokens per problem: one marker per vote mode (and pass@1, pass@n)
-    per run, the runs of one model and mode joined in order of tokens."""
+    """Two panels: accuracy against k (pass@k, maj@k, the run's vote @k, per run), and accuracy against
+    generated tokens per problem (one marker per vote mode, and pass@1, pass@n, per run; the runs of one
+    model and mode joined in order of tokens)."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    by_k, ax = fig.subplots(1, 2)
+    _plot_at_k(by_k, reports)
     points = [r for r in reports if r.tokens_per_problem]
     series = {"pass@1": lambda r: r.pass_at_1, **{m: (lambda r, m=m: r.modes.get(m)) for m in VOTE_MODES},
               "pass@n": lambda r: r.pass_at_n}
@@ -137,5 +201,32 @@ def plot(reports: list[RunReport], path: str | Path) -> None:
     ax.set_ylim(0, 1)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
+    ax.set_title("accuracy against tokens", fontsize=9)
     with staged_file(path, "the plot") as staged:
         fig.savefig(staged, dpi=120, format="png")
+
+
+def _plot_at_k(ax, reports: list[RunReport]) -> None:
+    """Accuracy against k on a log2 axis: pass@k dashed, maj@k solid, the run's vote @k dotted."""
+    styles = {"pass": "--", "majority": "-", "vote": ":"}
+    drawn = False
+    ticks: set[int] = set()
+    for i, r in enumerate(reports):
+        for series, by_k in r.at_k.items():
+            if not by_k or (series == "vote" and r.vote == "majority"):
+                continue
+            ks = sorted(by_k)
+            ticks.update(ks)
+            ax.plot(ks, [by_k[k] for k in ks], linestyle=styles.get(series, "-"), marker="o", markersize=3,
+                    color=f"C{i}", label=f"{Path(r.name).stem}: {series_name(series, r.vote)}")
+            drawn = True
+    ax.set_xscale("log", base=2)
+    if ticks:
+        ax.set_xticks(sorted(ticks), [str(k) for k in sorted(ticks)])
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.set_title("accuracy against k", fontsize=9)
+    if drawn:
+        ax.legend(loc="best", fontsize=7, handlelength=3)  # long enough to show the dashes

@@ -30,6 +30,7 @@ from .errors import AimoError, InputError, OutputError
 from .gguf_split import model_paths
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
+from .metrics import add_at_k
 from .outputs import TraceWriter, check_distinct, check_file_name, check_writable
 from .problems import (
     BUNDLED_SETS,
@@ -324,6 +325,8 @@ class _Outcome:
         s.answer_tokens += result.tokens
         s.answers_final += result.answers_final
         s.answers_fallback += result.answers_fallback
+        s.capped += result.capped
+        s.capped_answered += result.capped_answered
         if result.correct is not None:
             expected = self.problems[result.index].answer
             s.graded += 1
@@ -338,6 +341,10 @@ class _Outcome:
                 answer = answers.get(mode)
                 right = (fallback if answer is None else answer) == expected
                 s.mode_correct[mode] = s.mode_correct.get(mode, 0) + right
+            s.capped_graded += result.capped
+            s.capped_correct += result.capped_correct
+            s.correct_without_capped += bool(result.correct_without_capped)
+            add_at_k(s.at_k, result.at_k, samples=self.config.samples)
         if not resumed:
             self.seconds.append(result.seconds)
             if result.budget is not None:

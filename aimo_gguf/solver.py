@@ -32,6 +32,8 @@ from .answers import extract_answer
 from .config import RunConfig
 from .engine.api import (
     FINISH_CANCELLED,
+    FINISH_KV_FULL,
+    FINISH_LENGTH,
     FINISH_LOW_CONFIDENCE,
     FINISH_TOO_LONG,
     BatchEngine,
@@ -41,6 +43,7 @@ from .engine.api import (
 )
 from .errors import InputError
 from .harmony import HarmonyTool, harmony_answer
+from .metrics import problem_metrics
 from .problems import Problem
 from .prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style, raw_prompt
 from .thinking import THINK_CLOSE, ThinkBudget, default_reserve, open_thinking, think_answer
@@ -75,6 +78,12 @@ class ProblemResult:
     mode_answers: dict[str, int | None] | None = None  # the winner every vote mode picks from the same samples
     answers_final: int = 0  # samples answered in their final part (harmony's final channel, after </think>)
     answers_fallback: int = 0  # samples answered only from their analysis or thinking
+    # Graded problems: pass@k, maj@k and --vote's @k by k in metrics.k_values(--samples) (aimo_gguf.metrics).
+    at_k: dict[str, list[float | None]] | None = None
+    capped: int = 0  # samples that ended at the token limit (--max-tokens or the sequence's room)
+    capped_answered: int = 0  # of them, those that stated an answer (only a stated one counts)
+    capped_correct: int = 0  # of them, those whose answer is the expected one
+    correct_without_capped: bool | None = None  # the vote's correctness had the capped samples not voted
 
 
 class TraceSink(Protocol):
@@ -349,15 +358,17 @@ class Solver:
                                closed=prompt.rstrip().endswith(THINK_CLOSE))
         return python
 
-    def _answer(self, text: str, python: PythonTool | None) -> tuple[int | None, str | None]:
-        """A finished sample's answer and where it came from ("final", "fallback", or None for plain)."""
+    def _answer(self, text: str, python: PythonTool | None, *, truncated: bool) -> tuple[int | None, str | None]:
+        """A finished sample's answer and where it came from ("final", "fallback", or None for plain);
+        ``truncated``: it hit the token limit, so only an answer it stated counts (answers.extract_answer)."""
+        limits = dict(self._limits, truncated=truncated)
         if self.style == "harmony":
-            return harmony_answer(text, **self._limits)
+            return harmony_answer(text, **limits)
         if self.style == "think":
-            return think_answer(text, python.results if python is not None else None, **self._limits)
+            return think_answer(text, python.results if python is not None else None, **limits)
         if python is not None:
-            return tir_answer(text, python.results, **self._limits), None
-        return extract_answer(text, **self._limits), None
+            return tir_answer(text, python.results, **limits), None
+        return extract_answer(text, **limits), None
 
     def _open(self, index: int, problem: Problem) -> _InFlight:
         flight = _InFlight(index, problem, self.config.samples, self.weight, self.clock())
@@ -396,12 +407,13 @@ class Solver:
             self._trace(flight, j, completion, None)
         elif reason != FINISH_CANCELLED:
             config = self.config
-            answer, source = self._answer(completion.text, python)
+            capped = reason in (FINISH_LENGTH, FINISH_KV_FULL)
+            answer, source = self._answer(completion.text, python, truncated=capped)
             flight.answers_final += source == "final"
             flight.answers_fallback += source == "fallback"
             bonus = self.bonus if python is not None and python.all_ok else 1.0
             flight.tally.add(j, answer, bonus * vote_weight(config.vote, confidence, config.vote_floor))
-            flight.votes.append(Vote(j, answer, confidence, bonus))
+            flight.votes.append(Vote(j, answer, confidence, bonus, capped))
             flight.unanswered += answer is None
             flight.sample_correct += answer is not None and answer == flight.problem.answer
             if config.stop_below is not None and j < config.stop_warmup and confidence is not None:
@@ -455,6 +467,9 @@ class Solver:
             answers_final=flight.answers_final, answers_fallback=flight.answers_fallback,
             mode_answers=every_mode(flight.votes, floor=config.vote_floor, keep_top=config.keep_top)
             if flight.votes else None,
+            **problem_metrics(flight.votes, expected=expected, samples=config.samples, vote=config.vote,
+                              floor=config.vote_floor, keep_top=config.keep_top, fallback=config.fallback_answer,
+                              seed=sample_seed(config.seed, flight.problem.id, -1)),
         ))
 
     def _drain(self) -> Iterator[ProblemResult]:

@@ -72,6 +72,14 @@ class RunSummary:
     answers_final: int = 0  # samples answered in their final part (harmony's final channel, after </think>)
     answers_fallback: int = 0  # samples answered only from their analysis or thinking (harmony, think)
     finish_reasons: dict[str, int] = field(default_factory=dict)  # samples by how they ended
+    # Accuracy at k over the graded problems (aimo_gguf.metrics): "k" (1, 2, 4, ..., --samples), "problems"
+    # (graded problems with at least k voting samples) and per series ("pass", "majority", "vote") the sums.
+    at_k: dict[str, list] = field(default_factory=dict)
+    capped: int = 0  # samples that ended at the token limit: only an answer they stated counts
+    capped_answered: int = 0  # of them, those with an answer
+    capped_graded: int = 0  # capped samples of graded problems
+    capped_correct: int = 0  # of those, the ones whose answer is right
+    correct_without_capped: int = 0  # graded problems the vote gets right when capped samples do not vote
 
     prompt_tokens: int = 0  # prompt tokens decoded (a prompt shared by samples counts once)
     shared_prompt_tokens: int = 0  # prompt tokens not decoded: copied from a sibling's KV or kept in the slot
@@ -110,6 +118,14 @@ class RunSummary:
             return None
         return {mode: n / self.graded for mode, n in self.mode_correct.items()}
 
+    def at_k_accuracy(self) -> dict[str, dict[int, float]] | None:
+        """pass@k, maj@k and --vote's @k by k: each the mean over the graded problems with k voting samples."""
+        if not self.at_k:
+            return None
+        return {series: {k: round(total / n, 6) for k, total, n in zip(self.at_k["k"], sums, self.at_k["problems"],
+                                                                        strict=True) if n}
+                for series, sums in self.at_k.items() if series not in ("k", "problems")}
+
     @property
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.run_seconds if self.run_seconds > 0 else 0.0
@@ -120,6 +136,7 @@ class RunSummary:
         data["pass_at_1"] = None if self.pass_at_1 is None else round(self.pass_at_1, 6)
         data["pass_at_n_accuracy"] = self.pass_at_n / self.graded if self.graded else None
         data["mode_accuracy"] = self.mode_accuracy()
+        data["at_k_accuracy"] = self.at_k_accuracy()
         data["tokens_per_problem"] = None if self.tokens_per_problem is None else round(self.tokens_per_problem, 1)
         data["tokens_per_correct"] = None if self.tokens_per_correct is None else round(self.tokens_per_correct, 1)
         data["tokens_per_second"] = round(self.tokens_per_second, 2)
@@ -163,6 +180,7 @@ class RunSummary:
             if self.mode_correct:
                 rows.append(("by vote mode", ", ".join(f"{mode} {k}/{self.graded}"
                                                        for mode, k in self.mode_correct.items())))
+        rows.extend(self._at_k_rows())
         if self.low_confidence:
             rows.append(("cut by --stop-below", f"{self.low_confidence} samples"))
         if self.prompt_style in ("harmony", "think"):
@@ -173,6 +191,22 @@ class RunSummary:
         if self.tokens_per_problem is not None:
             per_correct = f", {self.tokens_per_correct:.0f} per correct answer" if self.tokens_per_correct else ""
             rows.append(("tokens/problem", f"{self.tokens_per_problem:.0f} generated{per_correct}"))
+        return rows
+
+    def _at_k_rows(self) -> list[tuple[str, str]]:
+        rows = []
+        accuracy = self.at_k_accuracy()
+        if accuracy:
+            names = {"pass": "pass@k", "majority": "maj@k", "vote": f"{self.vote}@k"}
+            for series, by_k in accuracy.items():
+                if series != "vote" or self.vote != "majority":
+                    rows.append((names[series], ", ".join(f"{k}: {v:.1%}" for k, v in by_k.items())))
+        if self.capped:
+            answered = f"{self.capped_answered} stated an answer"
+            right = f", {self.capped_correct}/{self.capped_graded} right" if self.capped_graded else ""
+            without = (f"; the vote without them {self.correct_without_capped}/{self.graded}, with them "
+                       f"{self.correct}/{self.graded}") if self.graded else ""
+            rows.append(("length-capped", f"{self.capped}/{self.samples} samples, {answered}{right}{without}"))
         return rows
 
     def _replica_rows(self) -> list[tuple[str, str]]:

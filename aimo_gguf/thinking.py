@@ -93,12 +93,12 @@ class ThinkBudget:
         return self.inner
 
 
-def think_answer(text: str, results: list | None, *, min_answer: int, max_answer: int, modulo: int | None
-                 ) -> tuple[int | None, str | None]:
+def think_answer(text: str, results: list | None, *, min_answer: int, max_answer: int, modulo: int | None,
+                 truncated: bool = False) -> tuple[int | None, str | None]:
     """A thinking sample's answer and where it came from: ``"final"`` (the text after its last
     ``</think>``), ``"fallback"`` (the thinking, or with --tir its tool outputs, when the text after
-    it has no answer), or ``None``."""
-    limits = dict(min_answer=min_answer, max_answer=max_answer, modulo=modulo)
+    it has no answer), or ``None``. ``truncated``: as ``answers.extract_answer``'s."""
+    limits = dict(min_answer=min_answer, max_answer=max_answer, modulo=modulo, truncated=truncated)
     head, sep, tail = text.rpartition(THINK_CLOSE)
     if sep:
         answer = extract_answer(tail, **limits)

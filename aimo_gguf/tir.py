@@ -167,22 +167,25 @@ def code_to_run(text: str) -> str | None:
     return body.strip("\n")
 
 
-def tir_answer(text: str, results: list, *, min_answer: int, max_answer: int, modulo: int | None) -> int | None:
+def tir_answer(text: str, results: list, *, min_answer: int, max_answer: int, modulo: int | None,
+               truncated: bool = False) -> int | None:
     """A TIR sample's answer: the answer the text after its last tool output ends on, when that text
-    boxes one (``extract_answer``), else the last integer its last successful tool output printed."""
+    boxes one (``extract_answer``), else the last integer its last successful tool output printed.
+    ``truncated`` (it hit the token limit) drops only the prose's last-number fallback: a tool's output
+    is computed, not wherever the limit fell."""
+    limits = dict(min_answer=min_answer, max_answer=max_answer, modulo=modulo)
     outputs = list(_OUTPUT_BLOCK.finditer(text))
     tail = text[outputs[-1].end():] if outputs else text
     if "\\boxed" in tail:
-        answer = extract_answer(tail, min_answer=min_answer, max_answer=max_answer, modulo=modulo)
+        answer = extract_answer(tail, **limits, truncated=truncated)
         if answer is not None:
             return answer
     for result in reversed(results):
         if result.ok:
             numbers = _INTEGER.findall(result.output)
             if numbers:
-                return validate_answer(normalize_answer(numbers[-1]), min_answer=min_answer,
-                                       max_answer=max_answer, modulo=modulo)
+                return validate_answer(normalize_answer(numbers[-1]), **limits)
             break
     if not outputs:
-        return extract_answer(text, min_answer=min_answer, max_answer=max_answer, modulo=modulo)
+        return extract_answer(text, **limits, truncated=truncated)
     return None

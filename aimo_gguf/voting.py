@@ -135,6 +135,7 @@ class Vote:
     answer: int | None
     confidence: Confidence | None = None
     bonus: float = 1.0  # --tir-weight for a sample whose code all ran, else 1
+    capped: bool = False  # it ended at the token limit (its answer is one it stated, see answers.extract_answer)
 
 
 def vote_weight(mode: str, confidence: Confidence | None, floor: float = DEFAULT_VOTE_FLOOR) -> float:

@@ -188,7 +188,8 @@ def test_report_prints_every_mode_side_by_side_and_plots(two_summaries, tmp_path
     plot = tmp_path / "modes.png"
     result = CliRunner().invoke(cli, ["report", *map(str, two_summaries), "--plot", str(plot)])
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    modes_table = result.stdout.split("\n\n")[0]  # then accuracy at k and the length-capped samples
+    lines = [line for line in modes_table.splitlines() if line.startswith("| ")]
     assert lines[0].split(" | ")[1:4] == ["model", "vote", "graded"] and len(lines) == 3
     majority, entropy = (json.loads(p.read_text()) for p in two_summaries)
     # The same samples: every mode's accuracy is the same in both runs; each run's own column is its vote.

@@ -241,6 +241,9 @@ GOOD = {"id": "p0", "answer": 7, "votes": 1, "valid": 1, "samples": 1, "fallback
     ({"seconds": -1.0}, "its seconds -1.0 is negative"),
     ({"budget": float("inf")}, "its budget inf is not a number or null"),
     ({"mode_answers": [1]}, "its mode_answers [1] is not an object of answers or null"),
+    ({"at_k": [0.5]}, "its at_k [0.5] is not an object of lists of numbers or null"),
+    ({"at_k": {"pass": ["x"]}}, "its at_k {'pass': ['x']} is not an object of lists of numbers or null"),
+    ({"at_k": {"pass": 0.5}}, "its at_k {'pass': 0.5} is not an object of lists of numbers or null"),
     ({"mode_answers": {"majority": "7"}}, "its mode_answers {'majority': '7'} is not an object of answers or null"),
     ({"mode_answers": {"majority": 100000}}, "its answer 100000 is outside the answer range"),
 ] + [({name: None} if name != "correct" else {"correct": 1}, f"its {name} ")

@@ -252,3 +252,13 @@ def test_the_scheduler_tokenizes_a_replys_framing_as_special_and_its_output_as_t
     assert calls == [("<s>", True), ("out", False)]
     assert bytes(seq.text) == b"<|call|>[<][s][>][o][u][t]"  # rendered with special tokens spelled out
     assert seq.state is SeqState.INJECT
+
+
+@pytest.mark.parametrize(("text", "answer", "source"), [
+    ("cut off while thinking: \\boxed{15} and 2 + 2 = 4", 15, "fallback"),
+    ("the answer is 12, so that 3 * 4 = 1", 12, "fallback"),
+    ("we try 3 then 17 then", None, None),
+    ("thinking\n</think>\n\nSo we get 7 and", None, None),
+])
+def test_a_truncated_thinking_sample_counts_only_an_answer_it_stated(text, answer, source):
+    assert think_answer(text, None, **LIMITS, truncated=True) == (answer, source)

@@ -144,3 +144,14 @@ def test_tool_counters_never_count_a_sample_whose_calls_they_do_not_count(plan, 
                 consistent()
     assert stats.calls == sum(f for _, f in plan)
     assert stats.samples_with_tools == sum(1 for _, f in plan if f)
+
+
+@pytest.mark.parametrize(("text", "results", "answer"), [
+    # The prose's last number goes; a box, a phrase and the tool's computed output stay.
+    ("```python\nprint(3**4)\n```\n```output\n81\n```\nSo the total is 8", [_ok("81")], 81),
+    ("```python\nprint(3**4)\n```\n```output\n81\n```\nThus \\boxed{82} since 8", [_ok("81")], 82),
+    ("We try 3 then 17 then", [], None),
+    ("The final answer is 17. To check, 1", [], 17),
+])
+def test_a_truncated_tir_sample_keeps_its_tool_output_but_not_its_last_number(text, results, answer):
+    assert tir_answer(text, results, **LIMITS, truncated=True) == answer
