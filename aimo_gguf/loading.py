@@ -33,6 +33,7 @@ def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, 
         split_mode=config.split_mode,
         tensor_split=config.tensor_split_values,
         main_gpu=config.main_gpu,
+        sampler=config.sampler,
         verbose=verbose,
     )
 
