@@ -35,7 +35,8 @@ class Progress:
             print(f"aimo-gguf bench: {text}", file=sys.stderr, flush=True)
 
 
-_HOST_PARTS = ("step_seconds", "decode_seconds", "draw_seconds", "confidence_seconds", "sequence_steps")
+_HOST_PARTS = ("step_seconds", "decode_seconds", "draw_seconds", "confidence_seconds", "host_cpu_seconds",
+               "sequence_steps")
 
 
 class _StepWatch:
@@ -94,7 +95,7 @@ def engine_row(
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
     t_load = time.perf_counter()
     try:
-        engine = Engine(model, **engine_kwargs(config, batch_size))  # config has ignore_eos=True
+        engine = Engine(model, **engine_kwargs(config, batch_size), cpu_clock=True)  # config has ignore_eos=True
     except InputError:
         raise
     except AimoError as e:  # the model or the context does not fit: the row says so, the others still run
@@ -260,6 +261,7 @@ def _host_work(row: BenchRow, gen: dict) -> None:
     row.draw_ms = 1000 * gen["draw_seconds"] / n
     row.confidence_ms = 1000 * gen["confidence_seconds"] / n
     row.rest_ms = row.host_ms - row.draw_ms - row.confidence_ms
+    row.host_cpu_ms = 1000 * gen["host_cpu_seconds"] / n
 
 
 def _rates(row: BenchRow, n_problems: int) -> None:

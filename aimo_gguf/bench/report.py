@@ -23,7 +23,7 @@ def require_matplotlib() -> None:
 
 TABLE_COLUMNS = (
     "run", "batch", "generated tokens", "seconds", "prompt tok/s", "gen tok/s", "problems/s", "step ms",
-    "host ms/seq-step", "draw ms", "confidence ms", "rest ms",
+    "host ms/seq-step", "draw ms", "confidence ms", "rest ms", "host CPU ms",
     "peak RSS MiB", "RSS growth MiB", "estimate MiB", "KV cache MiB", "GPU growth / estimate MiB", "speed-up",
 )
 
@@ -56,6 +56,7 @@ def _cells(row: BenchRow, *, samplers: bool = False) -> list[str]:
         _num(row.draw_ms, ".3f"),
         _num(row.confidence_ms, ".3f"),
         _num(row.rest_ms, ".3f"),
+        _num(row.host_cpu_ms, ".3f"),
         _num(row.peak_rss_mb, ".0f"),
         _num(row.rss_growth_mb, ".0f"),
         _num(row.estimate_mb, ".0f"),

@@ -55,6 +55,8 @@ class BenchRow:
     draw_ms: float | None = None
     confidence_ms: float | None = None
     rest_ms: float | None = None
+    host_cpu_ms: float | None = None  # the host work in the decoding thread's CPU time: what a busy machine
+    # cannot inflate (it counts no time spent waiting for a core)
 
     @property
     def label(self) -> str:

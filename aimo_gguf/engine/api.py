@@ -134,6 +134,7 @@ class EngineStats:
     sample_seconds: float = 0.0  # after each decode: drawing tokens, confidence, taking the tokens in
     draw_seconds: float = 0.0  # of which drawing the tokens (the samplers; in llama_decode on the backend path)
     confidence_seconds: float = 0.0  # of which the confidence signals and their running aggregates
+    host_cpu_seconds: float = 0.0  # thread CPU time of the steps less their llama_decode (Engine(cpu_clock=True))
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
     kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
     finish_reasons: Counter = field(default_factory=Counter)  # completions by FINISH_* reason

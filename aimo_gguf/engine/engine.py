@@ -44,6 +44,10 @@ from .sequence import Sequence as Slot
 from .sequence import StopMatcher
 
 
+def _no_clock() -> float:
+    return 0.0
+
+
 def default_threads() -> int:
     """Physical cores where psutil can tell, else all logical CPUs."""
     try:
@@ -108,6 +112,8 @@ class Engine(BatchEngine):
         tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
         main_gpu: int = 0,
         sampler: str = SAMPLER_AUTO,  # where tokens are drawn: auto, batched, chain, backend (engine.samplers)
+        cpu_clock: bool = False,  # also count each step's host work in thread CPU time (stats.host_cpu_seconds):
+        # what a busy machine cannot inflate, at a microsecond or so per clock read, four reads a step
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -202,6 +208,7 @@ class Engine(BatchEngine):
         self.share_prompts = kv_unified if share_prompts is None else share_prompts
         self.token_budget = token_budget
         self.ignore_eos = ignore_eos
+        self.cpu_clock = cpu_clock
         self.max_preemptions = max_preemptions
         self.cache_prompts = not kv_unified and not windowed and cache_prompts is not False
         self._slot_cache = [[] for _ in range(batch_size)] if self.cache_prompts else None
@@ -340,9 +347,11 @@ class Engine(BatchEngine):
             windowed=model.n_swa > 0)
         stats = self.stats
         step = on_step or (lambda: None)
+        cpu = time.thread_time if self.cpu_clock else _no_clock
         try:
             while True:
                 t_step = time.perf_counter()
+                c_step = cpu()
                 plan = scheduler.schedule()
                 self._apply(plan, scheduler)
                 finished = scheduler.take_finished()
@@ -356,9 +365,11 @@ class Engine(BatchEngine):
                     step()  # the caller's clock keeps running (time limits)
                     continue
                 self._fill(batch, plan)
+                c0 = cpu()
                 t0 = time.perf_counter()
                 rc = context.decode(batch)
                 t1 = time.perf_counter()
+                c1 = cpu()
                 stats.decode_seconds += t1 - t0
                 if rc == 1:
                     # No KV slot: the memory is as before the call.
@@ -377,6 +388,7 @@ class Engine(BatchEngine):
                 t_end = time.perf_counter()
                 stats.sample_seconds += t_end - t1
                 stats.step_seconds += t_end - t_step
+                stats.host_cpu_seconds += cpu() - c1 + c0 - c_step
                 finished = scheduler.take_finished()
                 if finished:
                     yield from self._flush(finished)

@@ -1,10 +1,13 @@
-"""Sampling every sequence of a step at once, in NumPy, with the confidence signals from the same passes.
+"""Sampling a step's sequences on the host, in NumPy, with the confidence signals from the same passes.
 
 llama.cpp's sampler chain copies a sequence's logits row into a candidate array
-of the whole vocabulary and filters and sorts it, once per sequence and step:
-at gpt-oss's 201,088 tokens that is the biggest part of a step's host work. Here
-one ``sample`` call takes the step's (rows x vocabulary) logits and does, per
-row, a few vectorized passes that serve both the draw and the confidence:
+of the whole vocabulary and filters and sorts it, once per sequence and step,
+and the confidence signals read the row again: at gpt-oss's 201,088 tokens that
+is most of a step's host work. Here one ``sample`` call takes the step's (rows x
+vocabulary) logits and makes, per row, a few vectorized passes that serve both
+the draw and the confidence (a row at a time: its exponentials stay in the
+cache for the next pass, and a dozen NumPy calls a row cost less than the
+indexing that a batch-wide version needs):
 
 1. the largest logit of each of ``LANES`` interleaved lanes (one pass): the
    row's peak, and its k largest logits are in the k lanes with the largest
@@ -42,10 +45,10 @@ from ..errors import InputError
 from .api import SamplingParams
 
 LANES = 2048  # interleaved lanes whose maxima bound where the k largest logits are
-BLOCK = 128  # consecutive tokens per block of the inverse CDF
-CHUNK_ROWS = 8  # rows exponentiated at once: bounds the scratch buffer to 8 x vocabulary floats
+BLOCK = 512  # consecutive tokens per block of the inverse CDF
 REJECTION_TRIES = 4  # draws before a row is sampled exactly from its candidates
-_SAFE_EXP = 40.0  # |peak| below this: exp(logits) unshifted cannot overflow a block sum nor lose mass
+# exp(peak) within 2^+-57 (a peak within about +-40): unshifted, no block sum overflows and no mass is lost.
+_SAFE_LOW, _SAFE_HIGH = 2.0 ** -57, 2.0 ** 57
 _LOG2E = np.float32(1 / math.log(2))  # exp(x) is computed as exp2(x log2 e): numpy's exp2 is twice as fast
 
 
@@ -59,7 +62,7 @@ class RowSampler:
 
     @classmethod
     def create(cls, sampling: SamplingParams, seed: int, *, masked: np.ndarray, n_vocab: int) -> RowSampler:
-        """``masked``: the tokens every sequence masks (kept as the same array, so a step masks them at once)."""
+        """``masked``: the tokens every sequence masks (end-of-generation ones), with the request's -inf biases."""
         extra = [int(t) for t, b in sampling.logit_bias if b == float("-inf")]
         for t in extra:
             if not 0 <= t < n_vocab:
@@ -84,15 +87,21 @@ class StepSignals:
 
 
 class HostSampler:
-    """Samples a step's rows together; with ``top_k`` set, also computes their confidence signals."""
+    """Samples a step's rows; with ``top_k`` set, also computes their confidence signals."""
 
     def __init__(self, n_vocab: int, *, top_k: int | None) -> None:
         self.n_vocab = n_vocab
         self.top_k = None if top_k is None else min(top_k, n_vocab)
-        self.n_blocks = -(-n_vocab // BLOCK)
-        self.lanes_end = n_vocab - n_vocab % LANES  # the lanes cover [0, lanes_end); the tail is scanned whole
-        self._exp = np.zeros((CHUNK_ROWS, self.n_blocks * BLOCK), dtype=np.float32)  # padding stays 0
+        self.lanes_end = n_vocab - n_vocab % LANES  # the logits' lanes cover [0, lanes_end); the tail is apart
+        # One row's exponentials, padded with zeros (never written) to whole lanes: no tail to treat apart.
+        padded = -(-n_vocab // LANES) * LANES
+        self._exp = np.zeros(padded, dtype=np.float32)
+        self.n_blocks = padded // BLOCK
+        self._blocks = self._exp.reshape(self.n_blocks, BLOCK)
+        self._exp_lanes = self._exp.reshape(padded // LANES, LANES)
         self._ones = np.ones(BLOCK, dtype=np.float32)
+        self._lane_starts = np.arange(0, padded, LANES)[:, None]  # + a lane: its token ids
+        self._tail = np.arange(self.lanes_end, n_vocab)
         self.confidence_seconds = 0.0  # of the time in ``sample``, what only the signals needed
 
     def sample(self, logits: np.ndarray, rows: list[RowSampler | None], given: list[int | None]
@@ -101,182 +110,148 @@ class HostSampler:
         signals. A row whose sampler is None keeps its ``given`` token (drawn by llama.cpp's chain)."""
         n = len(rows)
         tokens = list(given)
-        signals = None
-        if self.top_k is not None:
-            signals = StepSignals(np.empty(n), np.empty(n), np.empty(n))
-        for start in range(0, n, CHUNK_ROWS):
-            stop = min(n, start + CHUNK_ROWS)
-            self._chunk(logits[start:stop], rows[start:stop], tokens, start, signals)
-        return tokens, signals
-
-    # --- one chunk of rows ------------------------------------------------------------------------------
-
-    def _chunk(self, x: np.ndarray, rows: list[RowSampler | None], tokens: list, offset: int,
-               signals: StepSignals | None) -> None:
-        n = x.shape[0]
-        masked = _Masks(x, rows)
-        try:
-            lane_max = self._lane_max(x)
-            peak = lane_max.max(axis=1)
-            if self.lanes_end < self.n_vocab:
-                peak = np.maximum(peak, x[:, self.lanes_end:].max(axis=1))
-            kinds = [_kind(r) for r in rows]
-            cum = shift = None
-            if signals is not None or _REJECT in kinds:
-                t0 = time.perf_counter()
-                # In powers of two, so that exp2(x log2 e - shift) stays exact to float rounding.
-                shift = np.where(np.abs(peak) < _SAFE_EXP, 0.0, np.round(peak * _LOG2E)).astype(np.float32)
-                cum = self._block_sums(x, shift)
-                if _REJECT not in kinds:
-                    self.confidence_seconds += time.perf_counter() - t0
-            greedy = [i for i in range(n) if kinds[i] == _GREEDY]
-            if len(greedy) == n:
-                tokens[offset:offset + n] = x.argmax(axis=1).tolist()
-            else:
-                for i in greedy:
-                    tokens[offset + i] = int(x[i].argmax())
-            reject = [i for i in range(n) if kinds[i] == _REJECT]
-            if reject:
-                for i, token in zip(reject, self._reject(x, reject, rows, peak, cum), strict=True):
-                    tokens[offset + i] = token
-            for i in range(n):
-                if kinds[i] == _TOP_K:
-                    ids = self._top(x, i, lane_max, rows[i].sampling.top_k)
-                    tokens[offset + i] = _draw_explicit(x[i, ids], ids, rows[i].sampling, rows[i].rng)
-                elif kinds[i] == _EXACT:
-                    tokens[offset + i] = _draw_exact(x[i], rows[i].sampling, rows[i].rng, peak[i])
+        out = None if self.top_k is None else StepSignals(np.empty(n), np.empty(n), np.empty(n))
+        for i, row in enumerate(rows):
+            x = logits[i]
+            masked = row.masked if row is not None and len(row.masked) else None
+            raw = x[masked] if masked is not None else None  # a copy: the masked tokens' own logits
+            if masked is not None:
+                x[masked] = -np.inf
+            try:
+                tokens[i], signals = self._row(x, row, tokens[i], raw)
+            finally:
+                if masked is not None:
+                    x[masked] = raw
             if signals is not None:
-                t0 = time.perf_counter()
-                self._signals(x, masked, lane_max, shift, cum, tokens[offset:offset + n], signals, offset)
+                out.entropy[i], out.confidence[i], out.logprob[i] = signals
+        return tokens, out
+
+    # --- one row ----------------------------------------------------------------------------------------
+
+    def _row(self, x: np.ndarray, row: RowSampler | None, token: int | None, raw: np.ndarray | None
+             ) -> tuple[int, tuple[float, float, float] | None]:
+        """The row's token and signals; ``x`` has its masked tokens at -inf, ``raw`` their logits."""
+        kind = _kind(row)
+        weights = lanes = cum = None
+        shift = 0.0
+        if self.top_k is not None or kind == _REJECT:
+            # The exponentials, read from the logits once: every later pass reads them from the cache.
+            t0 = time.perf_counter()
+            weights = self._exp
+            lanes, peak, shift, cum = self._exponentials(x)
+            if kind != _REJECT:
                 self.confidence_seconds += time.perf_counter() - t0
-        finally:
-            masked.undo(x)
+        elif kind == _TOP_K:
+            weights, lanes = x, self._lane_max(x)
+        elif kind == _EXACT:
+            peak = float(x.max())
+        if kind == _GREEDY:
+            token = int(x.argmax())
+        elif kind == _TOP_K:
+            ids = self._top(weights, lanes, row.sampling.top_k)
+            token = _draw_explicit(x[ids], ids, row.sampling, row.rng)
+        elif kind == _REJECT:
+            token = self._draw(x, row, peak, cum)
+        elif kind == _EXACT:
+            token = _draw_exact(x, row.sampling, row.rng, peak)
+        if self.top_k is None:
+            return token, None
+        t0 = time.perf_counter()
+        signals = self._signals(x, lanes, shift, cum, token, raw, row)
+        self.confidence_seconds += time.perf_counter() - t0
+        return token, signals
 
-    def _lane_max(self, x: np.ndarray) -> np.ndarray:
-        """The largest logit of each lane (token id mod LANES), per row: (rows, LANES)."""
-        n, end = x.shape[0], self.lanes_end
-        if end == 0:
-            return np.full((n, 1), -np.inf, dtype=np.float32)
-        return x[:, :end].reshape(n, end // LANES, LANES).max(axis=1)
+    def _exponentials(self, x: np.ndarray) -> tuple[np.ndarray | None, float, float, np.ndarray]:
+        """exp(logits) / 2^shift into the scratch row; its lane maxima, the largest logit, the shift and the
+        running sums over blocks (float64)."""
+        e = self._exp[:self.n_vocab]
+        np.multiply(x, _LOG2E, out=e)
+        np.exp2(e, out=e)
+        lanes = self._exp_lanes.max(axis=0)
+        lane = int(lanes.argmax())
+        shift = 0.0
+        if not _SAFE_LOW < lanes[lane] < _SAFE_HIGH:  # a peak beyond +-40: shifted by a power of two, exactly
+            shift = float(round(float(x.max()) * _LOG2E))
+            np.multiply(x, _LOG2E, out=e)
+            np.subtract(e, np.float32(shift), out=e)
+            np.exp2(e, out=e)
+            lanes = self._exp_lanes.max(axis=0)
+            lane = int(lanes.argmax())
+        peak = float(x[lane + LANES * int(self._exp_lanes[:, lane].argmax())])
+        return lanes, peak, shift, np.cumsum(self._blocks @ self._ones, dtype=np.float64)
 
-    def _block_sums(self, x: np.ndarray, shift: np.ndarray) -> np.ndarray:
-        """exp(logits) / 2^shift into the scratch buffer, and its running sums over blocks (float64)."""
-        n, v = x.shape[0], self.n_vocab
-        e = self._exp[:n]
-        np.multiply(x, _LOG2E, out=e[:, :v])
-        if shift.any():
-            np.subtract(e[:, :v], shift[:, None], out=e[:, :v])
-        np.exp2(e[:, :v], out=e[:, :v])
-        sums = np.matmul(e.reshape(n, self.n_blocks, BLOCK), self._ones)
-        return np.cumsum(sums, axis=1, dtype=np.float64)
+    def _lane_max(self, x: np.ndarray) -> np.ndarray | None:
+        """The largest logit of each lane (token id mod LANES) of a row, the tail left out."""
+        end = self.lanes_end
+        return x[:end].reshape(end // LANES, LANES).max(axis=0) if end else None
 
     # --- the draw ---------------------------------------------------------------------------------------
 
-    def _reject(self, x: np.ndarray, idx: list[int], rows: list, peak: np.ndarray, cum: np.ndarray) -> list[int]:
-        """The first proposal of every rejection row at once; the rows it does not settle go on alone."""
-        r = np.asarray(idx)
-        u = np.array([rows[i].rng.random() for i in idx])
-        c = cum[r]
-        target = u * c[:, -1]
-        block = np.minimum((c <= target[:, None]).sum(axis=1), self.n_blocks - 1)
-        e3 = self._exp[:x.shape[0]].reshape(x.shape[0], self.n_blocks, BLOCK)
-        inside = np.cumsum(e3[r, block], axis=1, dtype=np.float64)
-        inside += np.where(block > 0, c[np.arange(len(r)), block - 1], 0.0)[:, None]
-        j = (inside <= target[:, None]).sum(axis=1)
-        token = block * BLOCK + np.minimum(j, BLOCK - 1)
-        xt = x[r, token]
-        out = []
-        for n, i in enumerate(idx):
-            t = int(token[n])
-            if j[n] >= BLOCK or not np.isfinite(xt[n]) or not self._accept(x, i, rows[i], peak[i], cum[i], t):
-                t = self._draw(x, i, rows[i], peak[i], cum[i], REJECTION_TRIES - 1)
-            out.append(t)
-        return out
+    def _draw(self, x: np.ndarray, row: RowSampler, peak: float, cum: np.ndarray) -> int:
+        """Rejection sampling from softmax(logits), then, if every try was rejected, the exact draw."""
+        s, rng = row.sampling, row.rng
+        floor = float(_floor(peak, s.min_p)) if s.min_p > 0 else None
+        temp = s.temperature
+        # The acceptance ratio exp((x - x_ref)(1/T - 1)) is at most 1 on the candidates: x_ref is their
+        # largest logit below 1 and their least possible one (min-p's floor) above.
+        x_ref = peak if temp <= 1 else floor
+        e = self._exp
+        total = cum[-1]
+        for _ in range(REJECTION_TRIES):
+            target = rng.random() * total
+            block = min(int(cum.searchsorted(target, side="right")), self.n_blocks - 1)
+            start = block * BLOCK
+            inside = e[start:start + BLOCK].cumsum(dtype=np.float64)
+            j = int(inside.searchsorted(target - (cum[block - 1] if block else 0.0), side="right"))
+            if j >= BLOCK or e[start + j] == 0:  # rounding put the target past the block's last token: take it
+                j = int(np.flatnonzero(e[start:start + BLOCK])[-1])
+            token = start + j
+            xt = float(x[token])
+            if floor is not None and xt < floor:
+                continue
+            if temp != 1 and rng.random() >= math.exp((xt - x_ref) * (1.0 / temp - 1.0)):
+                continue
+            if s.top_p < 1 and not _in_nucleus(e[:self.n_vocab], e[token], total, s.top_p):
+                continue
+            return token
+        return _draw_exact(x, s, rng, peak)
 
-    def _accept(self, x: np.ndarray, i: int, row: RowSampler, peak: float, cum: np.ndarray, token: int) -> bool:
-        """Whether a proposal drawn from softmax(logits) stands for the chain's filtered, tempered draw."""
-        s = row.sampling
-        xt = x[i, token]
-        floor = _floor(peak, s.min_p)
-        if floor is not None and xt < floor:
-            return False
-        if s.temperature != 1:
-            x_ref = float(peak) if s.temperature < 1 else float(floor)
-            if row.rng.random() >= math.exp((float(xt) - x_ref) * (1.0 / s.temperature - 1.0)):
-                return False
-        e = self._exp[i, :self.n_vocab]
-        return s.top_p >= 1 or _in_nucleus(e, e[token], cum[-1], s.top_p)
-
-    def _draw(self, x: np.ndarray, i: int, row: RowSampler, peak: float, cum: np.ndarray, tries: int) -> int:
-        """Rejection sampling for one row, then its exact draw."""
-        e = self._exp[i]
-        for _ in range(tries):
-            token = self._propose(e, cum, row.rng.random())
-            if self._accept(x, i, row, peak, cum, token):
-                return token
-        return _draw_exact(x[i], row.sampling, row.rng, peak)
-
-    def _propose(self, e: np.ndarray, cum: np.ndarray, u: float) -> int:
-        """A token drawn from the row's exp(logits) by inverse CDF: find the block, then the token in it."""
-        target = u * cum[-1]
-        block = min(int(np.searchsorted(cum, target, side="right")), self.n_blocks - 1)
-        start = block * BLOCK
-        inside = np.cumsum(e[start:start + BLOCK], dtype=np.float64)
-        inside += cum[block - 1] if block else 0.0
-        j = int(np.searchsorted(inside, target, side="right"))
-        if j >= BLOCK or e[start + j] == 0:  # rounding put the target past the block's last token: take it
-            j = int(np.flatnonzero(e[start:start + BLOCK])[-1])
-        return start + j
-
-    def _top(self, x: np.ndarray, i: int, lane_max: np.ndarray, k: int) -> np.ndarray:
-        """The token ids of the k largest logits of row i (in no order)."""
-        end, v = self.lanes_end, self.n_vocab
-        if k >= v:
-            return np.arange(v)
-        if k >= LANES // 4 or end == 0:
-            return np.argpartition(x[i], v - k)[v - k:]
-        lanes = np.argpartition(lane_max[i], LANES - k)[LANES - k:]
-        ids = (np.arange(0, end, LANES)[:, None] + lanes[None, :]).ravel()
-        if end < v:
-            ids = np.concatenate((ids, np.arange(end, v)))
-        return ids[np.argpartition(x[i, ids], len(ids) - k)[len(ids) - k:]]
-
-    def _top_values(self, x: np.ndarray, lane_max: np.ndarray, k: int) -> np.ndarray:
-        """The k largest logits of every row (rows, k), float64, in no order."""
-        n, end, v = x.shape[0], self.lanes_end, self.n_vocab
-        if k >= LANES // 4 or end == 0:
-            return np.partition(x, v - k, axis=1)[:, v - k:].astype(np.float64)
-        lanes = np.argpartition(lane_max, LANES - k, axis=1)[:, LANES - k:]
-        blocks = x[:, :end].reshape(n, end // LANES, LANES)
-        values = np.take_along_axis(blocks, lanes[:, None, :], axis=2).reshape(n, -1)
-        if end < v:
-            values = np.concatenate((values, x[:, end:]), axis=1)
-        return np.partition(values, values.shape[1] - k, axis=1)[:, -k:].astype(np.float64)
+    def _top(self, v: np.ndarray, lanes: np.ndarray | None, k: int) -> np.ndarray:
+        """The token ids of the k largest values of row ``v`` (in no order): they are in the k lanes with the
+        largest maxima. ``v`` is the logits (then the tail past the lanes is searched too) or the padded
+        exponentials (the padding's zeros are dropped should they make the k)."""
+        n = self.n_vocab
+        if k >= n:
+            return np.arange(n)
+        if k >= LANES // 4 or lanes is None:
+            return np.argpartition(v[:n], n - k)[n - k:]
+        starts = self._lane_starts if v is self._exp else self._lane_starts[:self.lanes_end // LANES]
+        ids = (starts + np.argpartition(lanes, LANES - k)[LANES - k:]).ravel()
+        if v is not self._exp and self.lanes_end < n:
+            ids = np.concatenate((ids, self._tail))
+        top = ids[np.argpartition(v[ids], len(ids) - k)[len(ids) - k:]]
+        return top if v is not self._exp or top.max() < n else top[top < n]
 
     # --- the confidence ---------------------------------------------------------------------------------
 
-    def _signals(self, x, masked, lane_max, shift, cum, tokens, out: StepSignals, offset: int) -> None:
-        """Entropy, confidence and log-probability of the sampled tokens, from the raw logits: the masks
-        are undone in the arithmetic (``masked`` holds the masked tokens' own logits)."""
-        k, n = self.top_k, x.shape[0]
-        with np.errstate(divide="ignore"):
-            lse = np.log(cum[:, -1]) + shift.astype(np.float64) * math.log(2)
-        top = self._top_values(x, lane_max, k)
-        value = x[np.arange(n), tokens].astype(np.float64)
-        if masked.ids is not None:  # every row masks the same tokens (the end-of-generation ones)
-            raw = masked.raw.astype(np.float64)
-            lse = np.logaddexp(lse, np.logaddexp.reduce(raw, axis=1))
-            both = np.concatenate((top, raw), axis=1)
-            top = np.partition(both, both.shape[1] - k, axis=1)[:, -k:]
-        for i, (ids, raw) in masked.rows.items():
-            raw = raw.astype(np.float64)
-            lse[i] = np.logaddexp(lse[i], np.logaddexp.reduce(raw))
-            both = np.concatenate((top[i], raw))
-            top[i] = np.partition(both, len(both) - k)[len(both) - k:]
-        top_lp = top - lse[:, None]
-        out.entropy[offset:offset + n] = -(np.exp(top_lp) * top_lp).sum(axis=1)
-        out.confidence[offset:offset + n] = -top_lp.mean(axis=1)
-        out.logprob[offset:offset + n] = value - lse
+    def _signals(self, x, lanes, shift, cum, token, raw, row) -> tuple[float, float, float]:
+        """Entropy, confidence and the sampled token's log-probability, of the raw row: the masks are undone
+        in the arithmetic (``raw`` holds the masked tokens' own logits)."""
+        k = self.top_k
+        total = float(cum[-1])
+        lse = math.log(total) + shift * math.log(2) if total > 0 else -math.inf
+        top = x[self._top(self._exp, lanes, k)].tolist()  # found among the exponentials, read exactly
+        value = float(x[token])
+        if raw is not None:
+            masked = raw.tolist()
+            peak = max(lse, *masked)
+            lse = peak + math.log(math.exp(lse - peak) + sum(math.exp(r - peak) for r in masked))
+            top = sorted(top + masked)[-k:]
+            if value == -math.inf:  # a token of the mask (drawn by a grammar's chain): its own logit
+                value = masked[int(np.flatnonzero(row.masked == token)[0])] if row is not None else value
+        top_lp = [t - lse for t in top]
+        entropy = -sum(math.exp(t) * t for t in top_lp if t > -math.inf)
+        return entropy, -sum(top_lp) / len(top_lp), value - lse
 
 
 _GIVEN, _GREEDY, _TOP_K, _REJECT, _EXACT = range(5)
@@ -296,9 +271,9 @@ def _kind(row: RowSampler | None) -> int:
     return _REJECT
 
 
-def _floor(peak: float, min_p: float) -> np.float32 | None:
+def _floor(peak: float, min_p: float) -> np.float32:
     """min-p's least logit, computed as llama.cpp does (in float)."""
-    return np.float32(peak) + np.float32(math.log(min_p)) if min_p > 0 else None
+    return np.float32(peak) + np.float32(math.log(min_p))
 
 
 # --- per row, exactly ------------------------------------------------------------------------------------------
@@ -345,29 +320,3 @@ def _pick(scaled: np.ndarray, u: float) -> int:
 def _in_nucleus(e: np.ndarray, et: float, total: float, top_p: float) -> bool:
     """Whether a token of weight ``et`` is in the top-p set: the mass strictly above it is below p."""
     return float(e[e > et].sum(dtype=np.float64)) < top_p * total
-
-
-class _Masks:
-    """The masked tokens of a chunk's rows, set to -inf in place, and their raw logits to undo it: one array
-    for all rows when they share their mask (the engine's end-of-generation tokens), else per row."""
-
-    __slots__ = ("ids", "raw", "rows")
-
-    def __init__(self, x: np.ndarray, rows: list[RowSampler | None]) -> None:
-        self.ids = self.raw = None
-        self.rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        first = rows[0].masked if rows[0] is not None else None
-        if first is not None and len(first) and all(r is not None and r.masked is first for r in rows):
-            self.ids, self.raw = first, x[:, first]
-            x[:, first] = -np.inf
-            return
-        for i, row in enumerate(rows):
-            if row is not None and len(row.masked):
-                self.rows[i] = (row.masked, x[i, row.masked])
-                x[i, row.masked] = -np.inf
-
-    def undo(self, x: np.ndarray) -> None:
-        if self.ids is not None:
-            x[:, self.ids] = self.raw
-        for i, (ids, raw) in self.rows.items():
-            x[i, ids] = raw
