@@ -452,8 +452,7 @@ class Engine(BatchEngine):
         tokens, signals = self._sampling.draw(sampling, stats)
         if signals is not None:
             t0 = time.perf_counter()
-            for slot, h, c, lp in zip(sampling, signals.entropy.tolist(), signals.confidence.tolist(),
-                                      signals.logprob.tolist(), strict=True):
+            for slot, h, c, lp in zip(sampling, signals.entropy, signals.confidence, signals.logprob, strict=True):
                 slot.tracker.add(h, c, lp)
             stats.confidence_seconds += time.perf_counter() - t0
         piece, eog, ignore_eos = self._model.piece, self._eog, self.ignore_eos

@@ -125,7 +125,7 @@ class Samplers:
         values = [slots[slot.seq_id].values(context, slot.logit_index)
                   if isinstance(slots[slot.seq_id], BackendChain) else None for slot in sampling]
         host = [i for i in range(n) if values[i] is None]
-        signals = StepSignals(np.empty(n), np.empty(n), np.empty(n))
+        entropy, confidence, logprob = np.empty(n), np.empty(n), np.empty(n)
         if host:
             if any(isinstance(slots[sampling[i].seq_id], BackendChain) for i in host):
                 raise EngineError("llama.cpp's backend sampling returned no confidence values for a sequence")
@@ -134,13 +134,14 @@ class Samplers:
             rows = context.logits(n)
             h, c, lp = token_signals(rows[host] if len(host) < n else rows, [tokens[i] for i in host], k,
                                      scratch=self._scratch)
-            signals.entropy[host], signals.confidence[host], signals.logprob[host] = h, c, lp
+            entropy[host], confidence[host], logprob[host] = h, c, lp
         device = [i for i in range(n) if values[i] is not None]
         if device:
             v = np.stack([values[i] for i in device])
             with np.errstate(divide="ignore"):
                 top_lp = np.log(v[:, :k])
-                signals.logprob[device] = np.log(v[:, k])
-            signals.entropy[device] = -(v[:, :k] * top_lp).sum(axis=1)
-            signals.confidence[device] = -top_lp.mean(axis=1)
+                logprob[device] = np.log(v[:, k])
+            entropy[device] = -(v[:, :k] * top_lp).sum(axis=1)
+            confidence[device] = -top_lp.mean(axis=1)
+        signals = StepSignals(entropy.tolist(), confidence.tolist(), logprob.tolist())
         return tokens, time.perf_counter() - t0, signals

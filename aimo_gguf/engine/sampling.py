@@ -49,7 +49,8 @@ BLOCK = 512  # consecutive tokens per block of the inverse CDF
 REJECTION_TRIES = 4  # draws before a row is sampled exactly from its candidates
 # exp(peak) within 2^+-57 (a peak within about +-40): unshifted, no block sum overflows and no mass is lost.
 _SAFE_LOW, _SAFE_HIGH = 2.0 ** -57, 2.0 ** 57
-_LOG2E = np.float32(1 / math.log(2))  # exp(x) is computed as exp2(x log2 e): numpy's exp2 is twice as fast
+_LN2 = math.log(2)
+_LOG2E = np.float32(1 / _LN2)  # exp(x) is computed as exp2(x log2 e): numpy's exp2 is twice as fast
 
 
 @dataclass(slots=True)
@@ -79,11 +80,11 @@ class RowSampler:
 
 @dataclass(slots=True)
 class StepSignals:
-    """The confidence signals of one step's rows (see ``aimo_gguf.engine.confidence``)."""
+    """The confidence signals of one step's rows, in row order (see ``aimo_gguf.engine.confidence``)."""
 
-    entropy: np.ndarray
-    confidence: np.ndarray
-    logprob: np.ndarray
+    entropy: list[float]
+    confidence: list[float]
+    logprob: list[float]
 
 
 class HostSampler:
@@ -108,9 +109,8 @@ class HostSampler:
                ) -> tuple[list[int], StepSignals | None]:
         """Tokens for ``rows`` of ``logits`` (rows x vocabulary float32, written to and restored), and their
         signals. A row whose sampler is None keeps its ``given`` token (drawn by llama.cpp's chain)."""
-        n = len(rows)
         tokens = list(given)
-        out = None if self.top_k is None else StepSignals(np.empty(n), np.empty(n), np.empty(n))
+        out = None if self.top_k is None else StepSignals([], [], [])
         for i, row in enumerate(rows):
             x = logits[i]
             masked = row.masked if row is not None and len(row.masked) else None
@@ -122,8 +122,10 @@ class HostSampler:
             finally:
                 if masked is not None:
                     x[masked] = raw
-            if signals is not None:
-                out.entropy[i], out.confidence[i], out.logprob[i] = signals
+            if out is not None:
+                out.entropy.append(signals[0])
+                out.confidence.append(signals[1])
+                out.logprob.append(signals[2])
         return tokens, out
 
     # --- one row ----------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ class HostSampler:
         if self.top_k is None:
             return token, None
         t0 = time.perf_counter()
-        signals = self._signals(x, lanes, shift, cum, token, raw, row)
+        signals = self._signals(x, lanes, shift, cum, token, raw)
         self.confidence_seconds += time.perf_counter() - t0
         return token, signals
 
@@ -224,34 +226,38 @@ class HostSampler:
         if k >= n:
             return np.arange(n)
         if k >= LANES // 4 or lanes is None:
-            return np.argpartition(v[:n], n - k)[n - k:]
+            return v[:n].argpartition(n - k)[n - k:]
         starts = self._lane_starts if v is self._exp else self._lane_starts[:self.lanes_end // LANES]
-        ids = (starts + np.argpartition(lanes, LANES - k)[LANES - k:]).ravel()
+        ids = (starts + lanes.argpartition(LANES - k)[LANES - k:]).ravel()
         if v is not self._exp and self.lanes_end < n:
             ids = np.concatenate((ids, self._tail))
-        top = ids[np.argpartition(v[ids], len(ids) - k)[len(ids) - k:]]
+        top = ids[v[ids].argpartition(len(ids) - k)[len(ids) - k:]]
         return top if v is not self._exp or top.max() < n else top[top < n]
 
     # --- the confidence ---------------------------------------------------------------------------------
 
-    def _signals(self, x, lanes, shift, cum, token, raw, row) -> tuple[float, float, float]:
+    def _signals(self, x, lanes, shift, cum, token, raw) -> tuple[float, float, float]:
         """Entropy, confidence and the sampled token's log-probability, of the raw row: the masks are undone
-        in the arithmetic (``raw`` holds the masked tokens' own logits)."""
+        in the arithmetic (``raw`` holds the masked tokens' own logits; a sampled token is never one)."""
         k = self.top_k
         total = float(cum[-1])
-        lse = math.log(total) + shift * math.log(2) if total > 0 else -math.inf
+        lse = math.log(total) + shift * _LN2 if total > 0 else -math.inf
         top = x[self._top(self._exp, lanes, k)].tolist()  # found among the exponentials, read exactly
-        value = float(x[token])
         if raw is not None:
             masked = raw.tolist()
-            peak = max(lse, *masked)
-            lse = peak + math.log(math.exp(lse - peak) + sum(math.exp(r - peak) for r in masked))
+            peak = max(lse, max(masked))
+            mass = math.exp(lse - peak)
+            for r in masked:
+                mass += math.exp(r - peak)
+            lse = peak + math.log(mass)
             top = sorted(top + masked)[-k:]
-            if value == -math.inf:  # a token of the mask (drawn by a grammar's chain): its own logit
-                value = masked[int(np.flatnonzero(row.masked == token)[0])] if row is not None else value
-        top_lp = [t - lse for t in top]
-        entropy = -sum(math.exp(t) * t for t in top_lp if t > -math.inf)
-        return entropy, -sum(top_lp) / len(top_lp), value - lse
+        entropy = confidence = 0.0
+        for t in top:
+            lp = t - lse
+            confidence -= lp
+            if lp > -math.inf:
+                entropy -= math.exp(lp) * lp
+        return entropy, confidence / len(top), float(x[token]) - lse
 
 
 _GIVEN, _GREEDY, _TOP_K, _REJECT, _EXACT = range(5)
