@@ -9,13 +9,16 @@ the draw and the confidence (a row at a time: its exponentials stay in the
 cache for the next pass, and a dozen NumPy calls a row cost less than the
 indexing that a batch-wide version needs):
 
-1. the largest logit of each of ``LANES`` interleaved lanes (one pass): the
-   row's peak, and its k largest logits are in the k lanes with the largest
-   maxima (a gather of k x vocabulary / LANES entries instead of a sort);
-2. ``exp`` of the row (one pass, shifted by the peak only when it is far from
-   0) and its sums over blocks of ``BLOCK`` consecutive tokens (a matrix
-   product, about free): the log-sum-exp the confidence needs, and an inverse
-   CDF over the blocks, so a draw from ``softmax(logits)`` reads one block.
+1. ``exp`` of the row, computed as ``exp2(x log2 e)`` (numpy's exp2 is about
+   twice as fast as its exp): the only read of the logits; the exponentials stay
+   in the cache for the rest (shifted by a power of two only when the peak is
+   far from 0);
+2. the largest exponential of each of ``LANES`` interleaved lanes: the row's
+   peak, and its k largest logits are in the k lanes with the largest maxima (a
+   gather of k x vocabulary / LANES entries instead of a sort);
+3. the sums over blocks of ``BLOCK`` consecutive tokens (a matrix product):
+   the log-sum-exp the confidence needs, and an inverse CDF over the blocks, so
+   a draw from ``softmax(logits)`` reads one block.
 
 The draw keeps llama.cpp's semantics exactly (its chain: logit bias, top-k,
 top-p, min-p, temperature, a seeded draw): with top-k the k candidates are
@@ -47,8 +50,10 @@ from .api import SamplingParams
 LANES = 2048  # interleaved lanes whose maxima bound where the k largest logits are
 BLOCK = 512  # consecutive tokens per block of the inverse CDF
 REJECTION_TRIES = 4  # draws before a row is sampled exactly from its candidates
-# exp(peak) within 2^+-57 (a peak within about +-40): unshifted, no block sum overflows and no mass is lost.
-_SAFE_LOW, _SAFE_HIGH = 2.0 ** -57, 2.0 ** 57
+# The largest exponential within these (a peak between about -55 and 69): unshifted, no block sum of BLOCK
+# overflows a float, the tokens that matter stay normal floats, and the rounding of x log2 e moves a
+# probability by less than 5e-6 of itself. Beyond them, one more pass shifts the exponents.
+_SAFE_LOW, _SAFE_HIGH = 2.0 ** -80, 2.0 ** 100
 _LN2 = math.log(2)
 _LOG2E = np.float32(1 / _LN2)  # exp(x) is computed as exp2(x log2 e): numpy's exp2 is twice as fast
 
@@ -168,11 +173,12 @@ class HostSampler:
         running sums over blocks (float64)."""
         e = self._exp[:self.n_vocab]
         np.multiply(x, _LOG2E, out=e)
-        np.exp2(e, out=e)
+        with np.errstate(over="ignore"):  # a peak past 88 overflows: seen below, and shifted
+            np.exp2(e, out=e)
         lanes = self._exp_lanes.max(axis=0)
         lane = int(lanes.argmax())
         shift = 0.0
-        if not _SAFE_LOW < lanes[lane] < _SAFE_HIGH:  # a peak beyond +-40: shifted by a power of two, exactly
+        if not _SAFE_LOW < lanes[lane] < _SAFE_HIGH:  # a peak out of range: shifted by a power of two, exactly
             shift = float(round(float(x.max()) * _LOG2E))
             np.multiply(x, _LOG2E, out=e)
             np.subtract(e, np.float32(shift), out=e)

@@ -23,12 +23,13 @@ MASKED = np.array([3, 700, VOCAB - 1])
 
 
 def logits_of(kind: str, vocab: int = VOCAB, seed: int = 0) -> np.ndarray:
-    """One row: 'peaked' (a trained model's shape), 'flat' (random weights'), 'high' (a peak far above 0,
-    where the sampler shifts its exponentials), 'low' (every logit far below 0)."""
+    """One row: 'peaked' (a trained model's shape), 'flat' (random weights'), 'warm' (a peak near the largest
+    the sampler exponentiates unshifted), 'high' (a peak far above 0, where it shifts its exponentials),
+    'low' (every logit far below 0)."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(vocab) * (3.0 if kind in ("peaked", "high", "low") else 0.05)
+    x = rng.standard_normal(vocab) * (0.05 if kind == "flat" else 3.0)
     x[rng.choice(vocab, 6, replace=False)] += np.array([9.0, 8.2, 7.5, 7.4, 6.0, 5.1]) * (kind != "flat")
-    x += {"high": 70.0, "low": -90.0}.get(kind, 0.0)
+    x += {"warm": 50.0, "high": 80.0, "low": -90.0}.get(kind, 0.0)
     return x.astype(np.float32)
 
 
@@ -52,6 +53,7 @@ CASES = [  # (logits, temperature, top_k, top_p, min_p): every way the sampler c
     ("flat", 1.0, 0, 1.0, 0.02),
     ("high", 1.0, 0, 1.0, 0.02),
     ("low", 1.0, 0, 1.0, 0.02),
+    ("warm", 1.0, 0, 1.0, 0.02),
     ("peaked", 1.0, 0, 1.0, 0.0),
     ("peaked", 0.6, 0, 1.0, 0.05),  # below 1: accepted with exp((x - peak)(1/T - 1))
     ("flat", 0.6, 0, 1.0, 0.0),
@@ -143,7 +145,7 @@ def test_a_rows_draws_depend_on_its_seed_alone(sampling):
     assert len({tuple(v) for v in crowd.values()}) > 1
 
 
-@pytest.mark.parametrize("kind", ["peaked", "flat", "high", "low"])
+@pytest.mark.parametrize("kind", ["peaked", "flat", "warm", "high", "low"])
 @pytest.mark.parametrize("k", [1, 5, 20])
 @pytest.mark.parametrize("n_rows", [1, 10])
 @pytest.mark.parametrize("shared", [True, False], ids=["same-masks", "own-masks"])
