@@ -223,8 +223,9 @@ class BackendChain(_Owner):
     def _free(self, ptr) -> None:
         llama_cpp.llama_sampler_free(ptr)
 
-    def token(self, ctx: LlamaContext, index: int) -> int:
-        """The token llama.cpp drew for batch row ``index`` (accepted into the chain, as the host path does)."""
+    def sample(self, ctx: LlamaContext, index: int) -> int:
+        """The token llama.cpp drew for batch row ``index`` inside the decode (accepted into the chain, as
+        ``SamplerChain.sample`` does; llama_sampler_sample returns a backend-drawn token as it is)."""
         return llama_cpp.llama_sampler_sample(self._ptr, ctx.ptr, index)
 
     def values(self, ctx: LlamaContext, index: int) -> np.ndarray | None:

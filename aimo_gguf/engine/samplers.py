@@ -116,8 +116,7 @@ class Samplers:
     def _draw_each(self, sampling: list[Slot]) -> tuple[list[int], float, StepSignals | None]:
         """The chain and backend paths: each sequence's own sampler, then the signals."""
         context, slots = self._context, self._slots
-        tokens = [slots[slot.seq_id].token(context, slot.logit_index) if isinstance(slots[slot.seq_id], BackendChain)
-                  else slots[slot.seq_id].sample(context, slot.logit_index) for slot in sampling]
+        tokens = [slots[slot.seq_id].sample(context, slot.logit_index) for slot in sampling]
         if self._top_k is None or not sampling:
             return tokens, 0.0, None
         t0 = time.perf_counter()
