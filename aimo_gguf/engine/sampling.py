@@ -9,10 +9,12 @@ the draw and the confidence (a row at a time: its exponentials stay in the
 cache for the next pass, and a dozen NumPy calls a row cost less than the
 indexing that a batch-wide version needs):
 
-1. ``exp`` of the row, computed as ``exp2(x log2 e)`` (numpy's exp2 is about
-   twice as fast as its exp): the only read of the logits; the exponentials stay
-   in the cache for the rest (shifted by a power of two only when the peak is
-   far from 0);
+1. ``exp`` of the row: the only read of the logits; the exponentials stay in
+   the cache for the rest (shifted only when the peak is far from 0). Not
+   ``exp2(x log2 e)``, though numpy's exp2 is faster when it runs at full speed:
+   on this project's shared CPU a third of the processes ran it three times
+   slower (exp was unaffected), and a draw's arithmetic must not depend on
+   which process it lands in;
 2. the largest exponential of each of ``LANES`` interleaved lanes: the row's
    peak, and its k largest logits are in the k lanes with the largest maxima (a
    gather of k x vocabulary / LANES entries instead of a sort);
@@ -51,11 +53,8 @@ LANES = 2048  # interleaved lanes whose maxima bound where the k largest logits 
 BLOCK = 512  # consecutive tokens per block of the inverse CDF
 REJECTION_TRIES = 4  # draws before a row is sampled exactly from its candidates
 # The largest exponential within these (a peak between about -55 and 69): unshifted, no block sum of BLOCK
-# overflows a float, the tokens that matter stay normal floats, and the rounding of x log2 e moves a
-# probability by less than 5e-6 of itself. Beyond them, one more pass shifts the exponents.
+# overflows a float and the tokens that matter stay normal floats. Beyond them, one more pass shifts them.
 _SAFE_LOW, _SAFE_HIGH = 2.0 ** -80, 2.0 ** 100
-_LN2 = math.log(2)
-_LOG2E = np.float32(1 / _LN2)  # exp(x) is computed as exp2(x log2 e): numpy's exp2 is twice as fast
 
 
 @dataclass(slots=True)
@@ -169,20 +168,18 @@ class HostSampler:
         return token, signals
 
     def _exponentials(self, x: np.ndarray) -> tuple[np.ndarray | None, float, float, np.ndarray]:
-        """exp(logits) / 2^shift into the scratch row; its lane maxima, the largest logit, the shift and the
+        """exp(logits - shift) into the scratch row; its lane maxima, the largest logit, the shift and the
         running sums over blocks (float64)."""
         e = self._exp[:self.n_vocab]
-        np.multiply(x, _LOG2E, out=e)
         with np.errstate(over="ignore"):  # a peak past 88 overflows: seen below, and shifted
-            np.exp2(e, out=e)
+            np.exp(x, out=e)
         lanes = self._exp_lanes.max(axis=0)
         lane = int(lanes.argmax())
         shift = 0.0
-        if not _SAFE_LOW < lanes[lane] < _SAFE_HIGH:  # a peak out of range: shifted by a power of two, exactly
-            shift = float(round(float(x.max()) * _LOG2E))
-            np.multiply(x, _LOG2E, out=e)
-            np.subtract(e, np.float32(shift), out=e)
-            np.exp2(e, out=e)
+        if not _SAFE_LOW < lanes[lane] < _SAFE_HIGH:  # a peak out of range: shifted by it
+            shift = float(np.float32(x.max()))
+            np.subtract(x, np.float32(shift), out=e)
+            np.exp(e, out=e)
             lanes = self._exp_lanes.max(axis=0)
             lane = int(lanes.argmax())
         peak = float(x[lane + LANES * int(self._exp_lanes[:, lane].argmax())])
@@ -247,7 +244,7 @@ class HostSampler:
         in the arithmetic (``raw`` holds the masked tokens' own logits; a sampled token is never one)."""
         k = self.top_k
         total = float(cum[-1])
-        lse = math.log(total) + shift * _LN2 if total > 0 else -math.inf
+        lse = math.log(total) + shift if total > 0 else -math.inf
         top = x[self._top(self._exp, lanes, k)].tolist()  # found among the exponentials, read exactly
         if raw is not None:
             masked = raw.tolist()
