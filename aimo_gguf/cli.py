@@ -19,6 +19,7 @@ import click
 from . import __version__
 from .config import ENV_PREFIX, RunConfig, option_fields
 from .errors import AimoError
+from .synth import PEAKED_LOGIT_STD
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 SHORT_FLAGS = {"model": "-m", "n_gpu_layers": "-ngl", "batch_size": "-b", "samples": "-n", "threads": "-t"}
@@ -265,7 +266,7 @@ def _problem_table(results) -> str:
 
 @cli.command("bench", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)
 @config_options(only=("model", "n_gpu_layers", "threads", "ctx", "max_memory", "kv_type", "flash_attn", "split_mode",
-                      "tensor_split", "main_gpu"))
+                      "tensor_split", "main_gpu", "temperature", "top_k", "top_p", "min_p", "vote"))
 @click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True,
               help="Batch sizes to measure the engine at, comma-separated; 'auto' is the largest that fits "
                    "--max-memory, as in run.")
@@ -278,6 +279,9 @@ def _problem_table(results) -> str:
 @click.option("--confidence", is_flag=True,
               help="Also measure each batch size with per-token confidence on (what --vote entropy and the "
                    "others need): off, on, on, off, the faster of each kept, and the ratio shown.")
+@click.option("--samplers", default="auto", show_default=True,
+              help="Where the engine draws tokens (see run --sampler), comma-separated: each is measured at every "
+                   "batch size, alternating (batched,chain compares the batched sampler with llama.cpp's chains).")
 @click.option("--json", "json_path", type=OUTPUT_FILE,
               help="Also write every row, the settings and the machine as JSON here.")
 @click.option("--plot", "plot_path", type=OUTPUT_FILE,
@@ -290,18 +294,22 @@ def _problem_table(results) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tokens, problems, samples, ctx, kv_type,
                   flash_attn, no_baseline, confidence, stress, time_limit, json_path, plot_path, quiet,
-                  split_mode, tensor_split, main_gpu) -> None:
+                  split_mode, tensor_split, main_gpu, temperature, top_k, top_p, min_p, vote, samplers) -> None:
     """Measure speed and memory of the engine at several batch sizes against a create_completion loop.
 
     Every row does the same work: --problems synthetic problems x --samples
     samples x exactly --max-tokens tokens. Prints a table on stdout and
-    progress on stderr.
+    progress on stderr. Host ms/seq-step is everything in a generation step
+    but llama_decode, per sequence, split into drawing the tokens, the
+    confidence signals and the rest.
 
     \b
     Examples:
       aimo-gguf bench --batch-sizes 1,4,16 --max-tokens 64
       aimo-gguf bench -m models/qwen2.5-math-7b-Q4_K_M.gguf -ngl -1 \\
           --batch-sizes 8,16,32 --max-tokens 512 --json bench.json --plot bench.png
+      aimo-gguf bench -m host201k.gguf --no-baseline --batch-sizes 1,8,32 --samplers batched,chain \\
+          --temperature 1 --top-k 0 --top-p 1 --min-p 0.02 --vote entropy
     """
     from . import bench as bench_module
     from .gguf_split import model_paths
@@ -310,6 +318,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
 
     if "auto" not in batch_sizes:
         bench_module.parse_batch_sizes(batch_sizes)  # fail before the model loads
+    bench_module.parse_samplers(samplers)
     sizes = batch_sizes
     if plot_path is not None:
         bench_module.require_matplotlib()
@@ -323,7 +332,8 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
         model=model, n_gpu_layers=n_gpu_layers, threads=threads, batch_sizes=sizes, max_tokens=max_tokens,
         problems=problems, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory,
         baseline=not no_baseline, confidence=confidence, progress=not quiet, split_mode=split_mode,
-        tensor_split=tensor_split, main_gpu=main_gpu,
+        tensor_split=tensor_split, main_gpu=main_gpu, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_p=min_p, vote=vote, samplers=samplers,
     )
     click.echo(bench_module.render_table(result))
     if json_path is not None:
@@ -459,9 +469,14 @@ def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
 @click.option("--tokenizer", type=click.Path(dir_okay=False),
               help="A GGUF whose BPE tokenizer the file gets, padded to the real vocabulary "
                    "[default: the embedded SmolLM2's].")
+@click.option("--logit-std", type=float, default=None,
+              help=f"Spread the logits this much (standard deviation): {PEAKED_LOGIT_STD:g} gives distributions "
+                   "peaked like a trained model's (SmolLM2's on math text) [default: near-uniform, as random "
+                   "weights give].")
 @click.option("--list", "list_shapes", is_flag=True, help="List the shapes --like knows by name.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def synth_command(like, output, type_, threads, seed, force, dry_run, tokenizer, list_shapes, quiet) -> None:
+def synth_command(like, output, type_, threads, seed, force, dry_run, tokenizer, logit_std, list_shapes,
+                  quiet) -> None:
     """Write a GGUF with random weights and the exact shapes of a real model.
 
     Speed and memory depend on shapes and types, not weight values: the file
@@ -473,6 +488,7 @@ def synth_command(like, output, type_, threads, seed, force, dry_run, tokenizer,
       aimo-gguf synth --like Qwen2.5-Math-7B-Instruct -o models/synth-qwen7b.gguf
       aimo-gguf synth --like gpt-oss-20b -o models/synth-gpt-oss-20b.gguf
       aimo-gguf synth --like ./my-model/config.json -o m.gguf --type Q8_0
+      aimo-gguf synth --like host-gpt-oss-201k --logit-std 8 -o host201k.gguf
     """
     import json
 
@@ -491,7 +507,7 @@ def synth_command(like, output, type_, threads, seed, force, dry_run, tokenizer,
     if output is None:
         raise click.UsageError("Missing option '-o' / '--output'.")
     click.echo(synth(like, output, type=type_, threads=threads, seed=seed, force=force, progress=not quiet,
-                     tokenizer=tokenizer))
+                     tokenizer=tokenizer, logit_std=logit_std))
 
 
 @cli.command("convert", cls=AimoCommand, context_settings=CONTEXT_SETTINGS)

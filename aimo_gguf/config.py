@@ -17,6 +17,8 @@ from .engine.api import (
     FLASH_ATTN_MODES,
     KV_TYPES,
     PROMPT_ALLOWANCE,
+    SAMPLER_AUTO,
+    SAMPLER_PATHS,
 )
 from .engine.limits import MAX_THREADS, check_batch_size, check_threads
 from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
@@ -144,6 +146,11 @@ class RunConfig:
     repack: bool = _opt(True, "The CPU backend's extra buffer types: weights repacked for its faster kernels, and "
                               "AMX where built. --no-repack (llama.cpp's name) keeps weights as stored; it is "
                               "also what a run does, with a note, where the probe finds they die on this CPU.")
+    sampler: str = _opt(SAMPLER_AUTO, "Where tokens are drawn: batched (every sequence of a step at once, on "
+                                      "the CPU), chain (llama.cpp's sampler chain per sequence, on the CPU), "
+                                      "backend (llama.cpp's samplers inside the decode, on the device that "
+                                      "holds the output layer) or auto (backend with the output layer on a "
+                                      "GPU, where the build can; else batched).", choices=SAMPLER_PATHS)
     # Several GPUs (llama.cpp's split) and several engines (replicas on Ray): see aimo_gguf.split, aimo_gguf.replicas.
     split_mode: str = _opt(DEFAULT_SPLIT_MODE, "How one model spreads over several GPUs: none (all on --main-gpu), "
                                                "layer (whole layers per GPU) or row (each matrix's rows across "
@@ -222,6 +229,8 @@ class RunConfig:
             (self.flash_attn in FLASH_ATTN_MODES,
              f"--flash-attn must be one of {', '.join(FLASH_ATTN_MODES)}, got {self.flash_attn!r}"),
             (self.kv_type in KV_TYPES, f"--kv-type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}"),
+            (self.sampler in SAMPLER_PATHS,
+             f"--sampler must be one of {', '.join(SAMPLER_PATHS)}, got {self.sampler!r}"),
             (self.kv_type == "f16" or self.flash_attn != "off",
              f"--kv-type {self.kv_type} needs flash attention: use --flash-attn auto or on"),
             (self.split_mode in SPLIT_MODES,

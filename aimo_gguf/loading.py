@@ -35,6 +35,7 @@ def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, 
         tensor_split=config.tensor_split_values,
         main_gpu=config.main_gpu,
         repack=config.repack,
+        sampler=config.sampler,
         verbose=verbose,
     )
 

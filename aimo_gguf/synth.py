@@ -44,6 +44,7 @@ from .outputs import check_writable, replace_file, staged_file, staging_folder
 
 SYNTH_KEY = "aimo_gguf.synthetic"  # metadata: True in every file synth writes
 SYNTH_LIKE_KEY = "aimo_gguf.synthetic_like"  # metadata: the model whose shapes it has
+SYNTH_LOGIT_STD_KEY = "aimo_gguf.synthetic_logit_std"  # metadata: the logits' spread asked for, if any
 INIT_STD = 0.02  # the usual initializer scale
 POOL = 1 << 22  # random values drawn once, tiled over every tensor
 MXFP4_SCALE = 120  # E8M0 exponent byte of every MXFP4 block: 2^(120-127), values up to 6/128
@@ -62,7 +63,24 @@ EXTRA_SHAPES = {
         "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 8192,
         "vocab_size": 128256, "tie_word_embeddings": True, "max_position_embeddings": 131072,
         "rope_theta": 500000.0, "rms_norm_eps": 1e-05},
+    # Host work: one tiny layer and a real vocabulary, so a step is mostly the output head, the logits and
+    # what the engine does with them (sampling, confidence, bookkeeping) at the sizes users sample from.
+    "host-qwen-152k": {
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128, "vocab_size": 151936,
+        "tie_word_embeddings": False, "max_position_embeddings": 32768, "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-06},
+    "host-gpt-oss-201k": {
+        "architectures": ["GptOssForCausalLM"], "hidden_size": 64, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 32, "intermediate_size": 64, "num_experts_per_tok": 2,
+        "sliding_window": 128, "rms_norm_eps": 1e-05, "rope_scaling": {
+            "rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096},
+        "num_hidden_layers": 1, "num_local_experts": 4, "vocab_size": 201088, "tie_word_embeddings": False,
+        "max_position_embeddings": 131072, "rope_theta": 150000.0},
 }
+# --logit-std that gives random weights distributions shaped like a trained model's on math text (see README,
+# Speed): most of the mass on a few tokens, a long thin tail.
+PEAKED_LOGIT_STD = 8.0
 
 
 @dataclass(frozen=True)
@@ -378,12 +396,25 @@ def _add_tokenizer(writer, fields: dict, *, pad: int, specials: dict[int, str] |
         writer.add_chat_template(field("tokenizer.chat_template"))
 
 
-def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None, tokenizer=None) -> Path:
+def head_scale(spec: SynthSpec, logit_std: float | None) -> float:
+    """What the output head's random values are multiplied by so the logits spread ``logit_std`` (1: as drawn).
+
+    The head sees the output norm's result, whose entries have a mean square of 1 (unit norm weights),
+    so a logit is a sum of ``hidden`` products of N(0, INIT_STD) weights: N(0, INIT_STD^2 hidden).
+    """
+    return 1.0 if logit_std is None else logit_std / (INIT_STD * math.sqrt(spec.hidden))
+
+
+def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None, tokenizer=None,
+              logit_std: float | None = None) -> Path:
     """Write the F16 (MXFP4 experts) GGUF of ``spec`` to ``path`` (not atomically: synth renames it);
-    ``tokenizer``: the GGUF whose tokenizer it gets (default: the embedded model's)."""
+    ``tokenizer``: the GGUF whose tokenizer it gets (default: the embedded model's); ``logit_std``: the
+    spread of its logits (None: what N(0, INIT_STD) weights give, near-uniform distributions)."""
     import gguf
 
     path = Path(path)
+    head = "token_embd.weight" if spec.tied_embeddings else "output.weight"
+    scale = head_scale(spec, logit_std)
     fields = _tokenizer_fields(tokenizer)
     n_tokens = len(fields["tokenizer.ggml.tokens"])
     if spec.vocab < n_tokens:
@@ -391,6 +422,8 @@ def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None
     writer = gguf.GGUFWriter(str(path), spec.architecture)
     try:
         _metadata(writer, spec)
+        if logit_std is not None:
+            writer.add_float32(SYNTH_LOGIT_STD_KEY, float(logit_std))
         _add_tokenizer(writer, fields, pad=spec.vocab - n_tokens,
                        specials=HARMONY_TOKENS if spec.architecture == "gpt-oss" else None)
         tensors = list(tensors_of(spec))
@@ -408,7 +441,8 @@ def write_f16(spec: SynthSpec, path: str | Path, *, seed: int = 0, progress=None
         total = sum(_nbytes(s, k) for _, s, k in tensors)
         done, last = 0, time.monotonic()
         for name, shape, kind in tensors:
-            writer.write_tensor_data(values.make(name, shape, kind))
+            data = values.make(name, shape, kind)
+            writer.write_tensor_data(data * np.float16(scale) if name == head and scale != 1.0 else data)
             done += _nbytes(shape, kind)
             if progress is not None and time.monotonic() - last >= 5:
                 last = time.monotonic()
@@ -468,14 +502,18 @@ def synth(
     force: bool = False,
     progress: bool = True,
     tokenizer: str | Path | None = None,
+    logit_std: float | None = None,
 ) -> Path:
     """Write a random-weight GGUF with the shapes of ``like`` to ``output``, quantized to ``type``;
-    its vocabulary is ``tokenizer``'s (a GGUF; default: the embedded model's) padded to the real size."""
+    its vocabulary is ``tokenizer``'s (a GGUF; default: the embedded model's) padded to the real size;
+    ``logit_std`` spreads its logits that much (PEAKED_LOGIT_STD: peaked like a trained model's)."""
     from .engine.limits import check_threads
     from .quantize import check_type, quantize
 
     check_threads(threads)
     spec = spec_like(like)
+    if logit_std is not None and not 0 < logit_std <= 100:
+        raise InputError(f"--logit-std must be in (0, 100], got {logit_std}")
     name = check_type(type or DEFAULT_TYPES[spec.architecture])
     output = Path(output)
     check_writable(output, "the model")  # a folder, FIFO or device is refused before "already exists"
@@ -493,7 +531,7 @@ def synth(
     with staging_folder(output.parent, "the model") as staging:
         f16 = staging / "f16.gguf"
         try:
-            write_f16(spec, f16, seed=seed, progress=say, tokenizer=tokenizer)
+            write_f16(spec, f16, seed=seed, progress=say, tokenizer=tokenizer, logit_std=logit_std)
             say(f"F16 written in {time.monotonic() - t0:.0f} s")
             if name == "F16":
                 replace_file(f16, output, "the model")

@@ -5,12 +5,20 @@
    llama.cpp's ``llama-batched-bench`` measures it (PP prompt tokens and TG
    generated tokens per sequence, S_TG = B*TG / (T_total - T_prompt)), next to
    ``llama-batched-bench`` itself when ``--batched-bench`` names its binary
-   (build it with scripts/build_llama_tools.sh).
+   (build it with scripts/build_llama_tools.sh), and the host work per
+   sequence-step two ways: the engine's counters (a step less its
+   ``llama_decode``; split into drawing tokens and confidence), and the
+   engine's step time less llama-batched-bench's (which decodes and samples
+   nothing), which also counts sampling moved into the decode (``--sampler
+   backend``). ``--temperature``, ``--top-k``, ``--top-p``, ``--min-p`` and
+   ``--confidence`` set the engine's sampling (default greedy, no confidence).
 2. ``aimo-gguf run`` (the whole pipeline: prompts, batched engine, voting)
    against a loop of ``llama_cpp.Llama.create_completion`` calls doing the same
    work: same prompts, samples, seeds and token counts, EOS suppressed in both.
 
     python scripts/benchmark.py --threads 2 --batched-bench .bench/bin/llama-batched-bench
+    python scripts/benchmark.py --model host201k.gguf --batches 1,8,32 --skip-pipeline \
+        --batched-bench .bench/bin/llama-batched-bench --temperature 1 --min-p 0.02 --confidence --sampler batched
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from pathlib import Path
 import llama_cpp
 
 from aimo_gguf.config import RunConfig
-from aimo_gguf.engine import Engine, Request, SamplingParams
+from aimo_gguf.engine import SAMPLER_PATHS, Engine, Request, SamplingParams
+from aimo_gguf.engine.confidence import ConfidenceSettings
 from aimo_gguf.engine.probe import open_llama
 from aimo_gguf.engine.llama import eog_tokens_of
 from aimo_gguf.models import default_model_path
@@ -34,16 +43,21 @@ from aimo_gguf.runner import run
 from aimo_gguf.solver import build_prompt, sample_seed
 
 
-def engine_tg(model: Path, batch: int, pp: int, tg: int, threads: int) -> dict:
-    """Prompt and generation speed of the engine for ``batch`` sequences."""
+COUNTERS = ("decode_seconds", "step_seconds", "draw_seconds", "confidence_seconds", "host_cpu_seconds",
+            "sequence_steps")
+
+
+def engine_tg(model: Path, batch: int, pp: int, tg: int, threads: int, *, sampling: SamplingParams,
+              sampler: str = "auto", confidence: bool = False) -> dict:
+    """Prompt and generation speed of the engine for ``batch`` sequences, and its host work."""
     # No prompt reuse: llama-batched-bench clears the KV cache before each run, so does this.
     with Engine(model, ctx=pp + tg + 16, batch_size=batch, threads=threads, ignore_eos=True,
-                cache_prompts=False) as eng:
+                cache_prompts=False, sampler=sampler, cpu_clock=True,
+                confidence=ConfidenceSettings() if confidence else None) as eng:
         def requests(max_tokens):
             # Distinct prompts (no sharing), like llama-batched-bench without -pps.
             return [
-                Request(key=i, prompt=[1] + [1000 + i] * (pp - 1), max_tokens=max_tokens, seed=i,
-                        sampling=SamplingParams(temperature=0))
+                Request(key=i, prompt=[1] + [1000 + i] * (pp - 1), max_tokens=max_tokens, seed=i, sampling=sampling)
                 for i in range(batch)
             ]
 
@@ -51,17 +65,23 @@ def engine_tg(model: Path, batch: int, pp: int, tg: int, threads: int) -> dict:
         t0 = time.perf_counter()
         list(eng.generate(requests(1)))
         t_pp = time.perf_counter() - t0
-        stats_before = (eng.stats.decode_seconds, eng.stats.step_seconds)
+        before = {name: getattr(eng.stats, name) for name in COUNTERS}
         t0 = time.perf_counter()
         list(eng.generate(requests(tg)))
         t_all = time.perf_counter() - t0
-        decode = eng.stats.decode_seconds - stats_before[0]
-        step = eng.stats.step_seconds - stats_before[1]
+        grew = {name: getattr(eng.stats, name) - before[name] for name in COUNTERS}
+        path = eng.info.sampler
+    n = grew["sequence_steps"]  # the run's first step decodes the prompts too: a step among tg
     return {
         "batch": batch,
+        "sampler": path,
         "s_pp": batch * pp / t_pp,
         "s_tg": batch * (tg - 1) / (t_all - t_pp),
-        "python_share": (step - decode) / t_all,
+        "python_share": (grew["step_seconds"] - grew["decode_seconds"]) / t_all,
+        "host_ms": 1000 * (grew["step_seconds"] - grew["decode_seconds"]) / n,
+        "draw_ms": 1000 * grew["draw_seconds"] / n,
+        "confidence_ms": 1000 * grew["confidence_seconds"] / n,
+        "host_cpu_ms": 1000 * grew["host_cpu_seconds"] / n,
     }
 
 
@@ -156,6 +176,12 @@ def main() -> None:
     ap.add_argument("--run-batches", default="16,64", help="batch sizes of the aimo-gguf run rows")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each engine row (the best counts)")
     ap.add_argument("--sharing", action="store_true", help="also measure prompt sharing per KV layout")
+    ap.add_argument("--sampler", default="auto", choices=SAMPLER_PATHS, help="the engine's sampling path")
+    ap.add_argument("--temperature", type=float, default=0.0, help="engine rows' sampler [default: greedy]")
+    ap.add_argument("--top-k", type=int, default=0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--min-p", type=float, default=0.0)
+    ap.add_argument("--confidence", action="store_true", help="engine rows compute per-token confidence")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
     args = ap.parse_args()
@@ -164,21 +190,32 @@ def main() -> None:
     print(f"model {model.name}, {args.threads} threads, llama-cpp-python {llama_cpp.__version__}")
 
     if not args.skip_engine:
+        sampling = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                  min_p=args.min_p)
         print(f"\n## Engine generation throughput (PP {args.pp}, TG {args.tg}; best of {args.repeat}, "
-              "engine and llama-batched-bench alternating)")
-        print("| B | engine S_PP t/s | engine S_TG t/s | llama-batched-bench S_TG t/s | ratio | Python share of time |")
-        print("|---|---|---|---|---|---|")
+              f"engine and llama-batched-bench alternating; sampler {args.sampler}, T {args.temperature:g}, "
+              f"top-k {args.top_k}, top-p {args.top_p:g}, min-p {args.min_p:g}, "
+              f"confidence {'on' if args.confidence else 'off'})")
+        print("| B | engine S_PP t/s | engine S_TG t/s | llama-batched-bench S_TG t/s | ratio | Python share of time "
+              "| host ms/seq-step (counters: draw, confidence) | host CPU ms/seq-step | engine - llama-batched-bench ms/seq-step |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for b in batches:
             rows, refs = [], []
             for _ in range(args.repeat):
                 # Alternate the two so that a noisy minute on a shared machine hits both.
                 if args.batched_bench:
                     refs.append(batched_bench(args.batched_bench, model, [b], args.pp, args.tg, args.threads)[b])
-                rows.append(engine_tg(model, b, args.pp, args.tg, args.threads))
+                rows.append(engine_tg(model, b, args.pp, args.tg, args.threads, sampling=sampling,
+                                      sampler=args.sampler, confidence=args.confidence))
             row = max(rows, key=lambda r: r["s_tg"])
             ref = max(refs, default=None)
             ratio = f"{row['s_tg'] / ref:.0%}" if ref else "-"
-            print(f"| {b} | {row['s_pp']:.1f} | {row['s_tg']:.1f} | {ref or '-'} | {ratio} | {row['python_share']:.1%} |",
+            # Per sequence-step: B sequences per step, a step lasting B / S_TG seconds.
+            gap = f"{1000 * (1 / row['s_tg'] - 1 / ref):.3f}" if ref else "-"
+            host = min(rows, key=lambda r: r["host_ms"])
+            print(f"| {b} | {row['s_pp']:.1f} | {row['s_tg']:.1f} | {ref or '-'} | {ratio} | {row['python_share']:.1%} "
+                  f"| {host['host_ms']:.3f} ({host['draw_ms']:.3f}, {host['confidence_ms']:.3f}) "
+                  f"| {min(r['host_cpu_ms'] for r in rows):.3f} | {gap} |",
                   flush=True)
 
     if args.sharing:

@@ -26,7 +26,13 @@ the same machine; ``--fresh`` forgets them):
    ladder, the estimate against NVML);
 4. ``bench``: for each large model, ``aimo-gguf bench`` with every layer on the GPU at batch 1
    (beside the ``create_completion`` loop) and 8, 32, 64, and ``llama-batched-bench`` on the same
-   model and batches.
+   model and batches;
+5. ``host``: the host work per sequence-step at gpt-oss's 201k vocabulary with the AIMO3 sampler
+   (T 1, min-p 0.02, no top-k) and ``--vote entropy``, at batch 1, 8, 32, on each sampling path
+   (``--samplers backend,batched,chain``: llama.cpp's samplers in the graph, NumPy over the rows,
+   llama.cpp's chain per sequence), on the host-work model (one tiny layer, a real vocabulary,
+   peaked logits: ``synth --like host-gpt-oss-201k --logit-std 8``) and on gpt-oss-20b, each beside
+   ``llama-batched-bench``'s step on the same model and batches (which samples nothing).
 
 Then ``gpu-check.json`` in ``--out`` (default ``$OUT``, else ``.gpu-check/out``) gathers the machine,
 each phase's seconds, the test counts, and per model and batch: the engine's generation rate beside
@@ -63,16 +69,21 @@ WHEELS = ("gguf", "diskcache")  # what aimo-gguf and llama-cpp-python need that 
 # Expected on the machine (its image has them): checked before anything is built.
 EXPECTED_THERE = ("numpy", "pandas", "pyarrow", "click", "jinja2", "tqdm", "psutil", "huggingface_hub",
                   "pynvml", "pytest", "scikit_build_core", "yaml", "setuptools", "wheel", "typing_extensions")
-PHASES = ("build", "models", "tests", "bench")
+PHASES = ("build", "models", "tests", "bench", "host")
 # (name, --like, what it is for); the CPU rehearsal writes only the first.
 MODELS = (("qwen05", "Qwen2.5-0.5B-Instruct", "tests"), ("qwen7b", "Qwen2.5-Math-7B-Instruct", "bench"),
           ("gptoss20b", "gpt-oss-20b", "bench"))
 BENCH_BATCHES = (8, 32, 64)
 BENCH_TOKENS = 128
 BENCH_PROMPT = 48
+HOST_BATCHES = (1, 8, 32)
+HOST_SAMPLERS = "backend,batched,chain"
+HOST_TOKENS = 64
+AIMO3_SAMPLER = ("--temperature", "1", "--top-k", "0", "--top-p", "1", "--min-p", "0.02", "--vote", "entropy")
+HOST_LOGIT_STD = "8"  # aimo_gguf.synth.PEAKED_LOGIT_STD (this file imports nothing of aimo-gguf)
 # Rough seconds of each phase on the H200 machine (16 cores), to stop before the time runs out.
-PHASE_SECONDS = {"build": 330, "models": 200, "tests": 60, "bench": 150}
-CPU_PHASE_SECONDS = {"build": 600, "models": 30, "tests": 30, "bench": 120}
+PHASE_SECONDS = {"build": 330, "models": 200, "tests": 60, "bench": 150, "host": 300}
+CPU_PHASE_SECONDS = {"build": 600, "models": 30, "tests": 30, "bench": 120, "host": 240}
 
 # --- the trimmed source --------------------------------------------------------------------------------
 
@@ -514,6 +525,38 @@ class Check:
             figures[name] = summarize_bench(rows, baseline, reference)
         return figures
 
+    def host(self) -> dict:
+        """Host work per sequence-step with the AIMO3 sampler and confidence, per sampling path, beside
+        llama-batched-bench's step."""
+        build = json.loads(self.stamp("build").read_text())
+        tiny = self.work / "models" / "host201k.gguf"
+        if not tiny.is_file():
+            say(f"writing the host-work model to {tiny}")
+            self.cmd([*self.aimo(), "synth", "--like", "host-gpt-oss-201k", "--logit-std", HOST_LOGIT_STD, "-o",
+                      str(tiny), "--tokenizer", str(self.bundle / "tokenizer.gguf")], log=self.out / "models.log",
+                     env=self.env())
+        models = {"host201k": tiny}
+        if "gptoss20b" in self.models and not self.cpu:
+            models["gptoss20b"] = self.model_path("gptoss20b")
+        tokens = 16 if self.cpu else HOST_TOKENS
+        batches = (1, 2) if self.cpu else HOST_BATCHES
+        ngl = "0" if self.cpu else "-1"
+        figures = {}
+        for name, model in models.items():
+            out = self.out / f"host-{name}.json"
+            say(f"{name}: host work per sequence-step, samplers {HOST_SAMPLERS}, batch {', '.join(map(str, batches))}")
+            self.cmd([*self.aimo(), "bench", "-m", str(model), "-ngl", ngl, "--batch-sizes", ",".join(map(str, batches)),
+                      "--problems", str(max(batches)), "--max-tokens", str(tokens), "--no-baseline",
+                      "--samplers", HOST_SAMPLERS, *AIMO3_SAMPLER, "-q", "--json", str(out)],
+                     log=self.out / f"host-{name}.log", env=self.env())
+            ctx = (BENCH_PROMPT + tokens + 16) * max(batches)
+            text = self.cmd([build["tools"]["llama-batched-bench"], "-m", str(model), "-ngl", "0" if self.cpu else "99",
+                             "-c", str(ctx), "-b", "2048", "-ub", "512", "-npp", str(BENCH_PROMPT), "-ntg", str(tokens),
+                             "-npl", ",".join(map(str, batches)), "--output-format", "jsonl"], env=self.tool_env())
+            (self.out / f"host-batched-bench-{name}.jsonl").write_text(text)
+            figures[name] = summarize_host(json.loads(out.read_text())["rows"], parse_batched_bench(text))
+        return figures
+
     # -- the whole run
 
     def run(self) -> dict:
@@ -532,7 +575,8 @@ class Check:
             self.report["dry_run"] = self.plan()
             self.write_report()
             return self.report
-        steps = {"build": self.build, "models": self.make_models, "tests": self.tests, "bench": self.bench}
+        steps = {"build": self.build, "models": self.make_models, "tests": self.tests, "bench": self.bench,
+                 "host": self.host}
         for phase in self.phases:
             stamp = self.stamp(phase)
             if stamp.is_file():
@@ -653,6 +697,25 @@ def summarize_bench(rows: list[dict], baseline: dict | None, reference: dict[int
     return out
 
 
+def summarize_host(rows: list[dict], reference: dict[int, float]) -> list[dict]:
+    """Per engine row (sampling path and batch): its host work per sequence-step from its counters, and
+    its generation step beside llama-batched-bench's at that batch (which decodes and samples nothing):
+    the difference per sequence is the host work wherever it ran, sampling inside the decode included."""
+    out = []
+    for row in rows:
+        b, step = row["batch_size"], row.get("step_ms")
+        ref = reference.get(b)
+        ref_step = 1000 * b / ref if ref else None
+        out.append({
+            "sampler": row.get("sampler"), "batch": b, "host_ms": row.get("host_ms"), "draw_ms": row.get("draw_ms"),
+            "confidence_ms": row.get("confidence_ms"), "rest_ms": row.get("rest_ms"), "step_ms": step,
+            "llama_batched_bench_step_ms": ref_step and round(ref_step, 3),
+            "step_over_reference_ms_per_seq": round((step - ref_step) / b, 4) if step and ref_step else None,
+            "generated_tokens_per_s": row.get("generated_tokens_per_s"), "error": row.get("error"),
+        })
+    return out
+
+
 def find_nvcc() -> str | None:
     """CUDA's compiler: on the PATH, or where CUDA installs it."""
     found = shutil.which("nvcc")
@@ -671,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="write .gpu-check/bundle (here)")
     p.add_argument("--sdist", type=Path, help="a llama-cpp-python sdist to trim [default: fetched with pip]")
     p.add_argument("--bundle", type=Path, default=BUNDLE)
-    r = sub.add_parser("run", help="build, models, tests, bench (there)")
+    r = sub.add_parser("run", help="build, models, tests, bench, host (there)")
     r.add_argument("--bundle", type=Path, default=BUNDLE)
     r.add_argument("--work", type=Path, default=WORK)
     r.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else ROOT / "out")

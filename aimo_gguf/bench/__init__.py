@@ -8,7 +8,9 @@ generated tokens per sample because end-of-generation tokens are masked) done
   calls, the baseline (EOS suppressed with a logit bias of -inf on every
   end-of-generation token), and
 - by the batched :class:`~aimo_gguf.engine.Engine` at each batch size, a fresh
-  engine (model load and context) per batch size.
+  engine (model load and context) per batch size, and per sampling path
+  (``samplers``: several alternate, so that a drift in the machine's speed
+  hits them alike).
 
 Each row reports prompt and generation throughput, problems per second, the
 mean time of a generation step, the process's peak RSS during the row and its
@@ -31,6 +33,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..engine import default_threads
 from ..engine.limits import check_context
+from ..engine.api import SAMPLER_AUTO
 from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
 from ..models import resolve_model
@@ -52,6 +55,7 @@ from .results import (
 from .workload import (
     PROBLEM_TEMPLATE,
     parse_batch_sizes,
+    parse_samplers,
     resolve_auto,
     synthetic_problems,
 )
@@ -59,6 +63,7 @@ from .workload import (
 __all__ = [
     "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_TOKENS", "DEFAULT_PROBLEMS", "DEFAULT_SAMPLES", "KIND_BASELINE",
     "KIND_ENGINE", "PROBLEM_TEMPLATE", "BenchResult", "BenchRow", "BenchSettings", "bench", "parse_batch_sizes",
+    "parse_samplers",
     "plot", "render_table", "require_matplotlib", "synthetic_problems", "write_json",
 ]
 
@@ -82,6 +87,12 @@ def bench(
     split_mode: str = DEFAULT_SPLIT_MODE,
     tensor_split: str | None = None,
     main_gpu: int = 0,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    vote: str | None = None,
+    samplers: str | Iterable[str] = SAMPLER_AUTO,
 ) -> BenchResult:
     """Measure the create_completion loop and the engine at each batch size on the same work.
 
@@ -97,6 +108,9 @@ def bench(
     With ``confidence`` each batch size runs four times, without and with per-token confidence in
     the order off, on, on, off (so a drift in the machine's speed hits both alike); the table keeps
     the faster run of each, and the row with confidence carries its throughput over the one without.
+    ``temperature``, ``top_k``, ``top_p`` and ``min_p`` are the sampler (None: run's defaults); a
+    ``vote`` that needs the confidence turns it on in every row. ``samplers`` ('batched,chain') are
+    the engine's sampling paths, measured in the same alternating way, each row saying which.
     """
     if isinstance(batch_sizes, str) and "auto" in [part.strip() for part in batch_sizes.split(",")]:
         batch_sizes = resolve_auto(batch_sizes, model=model, n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
@@ -104,11 +118,18 @@ def bench(
     sizes = parse_batch_sizes(batch_sizes)
     if isinstance(problems, bool) or not isinstance(problems, int) or problems < 1:
         raise InputError(f"--problems must be at least 1, got {problems}")
+    paths = parse_samplers(samplers)
+    chosen = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                    vote=vote).items() if v is not None}
     config = RunConfig(
         model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, threads=threads,
         max_tokens=max_tokens, samples=samples, ctx=ctx, ignore_eos=True, early_stop=False,
         kv_type=kv_type, flash_attn=flash_attn, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
+        **chosen,
     )
+    if confidence and config.needs_confidence:
+        raise InputError(f"--confidence measures with and without the confidence; --vote {config.vote} needs it "
+                         "in every row: drop one of them")
     config.threads = config.threads or default_threads()
     path = resolve_model(config.model)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
@@ -125,7 +146,7 @@ def bench(
         model=str(path), n_gpu_layers=n_gpu_layers, threads=config.threads, batch_sizes=sizes,
         max_tokens=max_tokens, problems=problems, samples=samples, ctx=config.sequence_ctx, baseline=baseline,
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
-        seed=config.seed, kv_type=kv_type, flash_attn=flash_attn,
+        seed=config.seed, kv_type=kv_type, flash_attn=flash_attn, vote=config.vote, samplers=paths,
     )
     result = BenchResult(settings=settings, baseline=None, machine=machine_info(gpu_build))
     say(f"{path.name}: {settings.work}, EOS suppressed, "
@@ -133,20 +154,24 @@ def bench(
         + ("" if baseline else ", no baseline"))
 
     prompts = None
+    every = config.needs_confidence
+    variants = [(on, p) for p in paths for on in ((False, True) if confidence else (every,))]
     for size in sizes:
-        runs: dict[bool, list[BenchRow]] = {False: [], True: []}
-        for on in ((False, True, True, False) if confidence else (False,)):
+        runs: dict[tuple[bool, str], list[BenchRow]] = {v: [] for v in variants}
+        # Each variant, then the same in reverse (A B B A): a drift in the machine's speed hits all alike.
+        for on, p in variants + variants[::-1] if len(variants) > 1 else variants:
             row, prompts, description = engine_row(path, config, size, work, prompts, gpu_build, say, result.notes,
-                                                   confidence=on)
+                                                   confidence=on, sampler=p)
             settings.model_description = settings.model_description or description
-            runs[on].append(row)
-        best = {on: max(rows, key=lambda r: r.generated_tokens_per_s) for on, rows in runs.items() if rows}
-        result.rows.append(best[False])
-        if confidence:
-            with_it = best[True]
-            if best[False].generated_tokens_per_s > 0 and not with_it.error:
-                with_it.confidence_ratio = with_it.generated_tokens_per_s / best[False].generated_tokens_per_s
-            result.rows.append(with_it)
+            runs[(on, p)].append(row)
+        for p in paths:
+            best = {on: max(runs[(on, p)], key=lambda r: r.generated_tokens_per_s)
+                    for on in (False, True) if (on, p) in runs}
+            for on in sorted(best):
+                row = best[on]
+                if confidence and on and best[False].generated_tokens_per_s > 0 and not row.error:
+                    row.confidence_ratio = row.generated_tokens_per_s / best[False].generated_tokens_per_s
+                result.rows.append(row)
     if baseline:
         if prompts is None:  # no engine could load: tokenize with the smallest one there is
             prompts = tokenize_only(path, config, work)

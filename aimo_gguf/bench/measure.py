@@ -35,6 +35,10 @@ class Progress:
             print(f"aimo-gguf bench: {text}", file=sys.stderr, flush=True)
 
 
+_HOST_PARTS = ("step_seconds", "decode_seconds", "draw_seconds", "confidence_seconds", "host_cpu_seconds",
+               "sequence_steps")
+
+
 class _StepWatch:
     """Per-step bookkeeping from the engine's counters (``on_step`` runs after every decode)."""
 
@@ -47,16 +51,24 @@ class _StepWatch:
         self.prompt_step_seconds = 0.0  # steps that decoded prompt tokens (and maybe some generation)
         self.gen_step_seconds = 0.0  # steps that decoded only generated tokens
         self.gen_steps = 0
+        self.last = {name: getattr(self.stats, name) for name in _HOST_PARTS}
+        self.gen = dict.fromkeys(_HOST_PARTS, 0)  # the counters' growth over generation-only steps
         self.t0 = self.last_print = time.perf_counter()
 
     def __call__(self) -> None:
         s = self.stats
         dt = s.step_seconds - self.step_seconds
-        if s.prompt_tokens != self.prompt_tokens:
+        generation = s.prompt_tokens == self.prompt_tokens
+        if not generation:
             self.prompt_step_seconds += dt
         else:
             self.gen_step_seconds += dt
             self.gen_steps += 1
+        for name in _HOST_PARTS:
+            now = getattr(s, name)
+            if generation:
+                self.gen[name] += now - self.last[name]
+            self.last[name] = now
         self.prompt_tokens, self.step_seconds = s.prompt_tokens, s.step_seconds
         now = time.perf_counter()
         self.rss.sample(now)
@@ -70,19 +82,20 @@ class _StepWatch:
 
 def engine_row(
     model: Path, config: RunConfig, batch_size: int, problems: Sequence[Problem], prompts: list | None,
-    gpu_build: bool, say, notes: list[str], *, confidence: bool = False,
+    gpu_build: bool, say, notes: list[str], *, confidence: bool = False, sampler: str = "",
 ) -> tuple[BenchRow, list | None, str]:
     """Run the work on a fresh engine of ``batch_size`` sequences (computing per-token confidence with
-    ``confidence``); also returns the prompts and the description."""
-    label = f"batch {batch_size}" + (", confidence" if confidence else "")
+    ``confidence``, drawing tokens on the ``sampler`` path: '' for the config's); also returns the prompts
+    and the description."""
+    label = f"batch {batch_size}" + (f", {sampler} sampler" if sampler else "") + (", confidence" if confidence else "")
     row = BenchRow(kind=KIND_ENGINE, batch_size=batch_size, confidence=confidence)
-    config = replace(config, confidence=confidence)
+    config = replace(config, confidence=confidence, sampler=sampler or config.sampler)
     rss = RssProbe()
     gpu = GpuProbe.open(gpu_build)
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
     t_load = time.perf_counter()
     try:
-        engine = Engine(model, **engine_kwargs(config, batch_size))  # config has ignore_eos=True
+        engine = Engine(model, **engine_kwargs(config, batch_size), cpu_clock=True)  # config has ignore_eos=True
     except InputError:
         raise
     except AimoError as e:  # the model or the context does not fit: the row says so, the others still run
@@ -94,6 +107,7 @@ def engine_row(
         return row, prompts, ""
     with engine:
         info = engine.info
+        row.sampler = info.sampler
         row.load_seconds = time.perf_counter() - t_load
         row.n_gpu_layers = info.n_gpu_layers
         for note in info.notes:
@@ -137,6 +151,7 @@ def engine_row(
             row.prompt_tokens_per_s = row.prompt_tokens / watch.prompt_step_seconds
         if watch.gen_steps:
             row.step_ms = 1000 * watch.gen_step_seconds / watch.gen_steps
+        _host_work(row, watch.gen)
         row.peak_rss_mb = rss.peak()
         row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
         row.gpu_growth_mb = gpu.growth_mb() if gpu is not None else None
@@ -234,6 +249,18 @@ def baseline_row(
     _rates(row, len(problems))
     say(_row_line(label, row))
     return row
+
+
+def _host_work(row: BenchRow, gen: dict) -> None:
+    """Host milliseconds per sequence-step and their parts, from the counters' growth over generation steps."""
+    n = gen["sequence_steps"]
+    if not n:
+        return
+    row.host_ms = 1000 * (gen["step_seconds"] - gen["decode_seconds"]) / n
+    row.draw_ms = 1000 * gen["draw_seconds"] / n
+    row.confidence_ms = 1000 * gen["confidence_seconds"] / n
+    row.rest_ms = row.host_ms - row.draw_ms - row.confidence_ms
+    row.host_cpu_ms = 1000 * gen["host_cpu_seconds"] / n
 
 
 def _rates(row: BenchRow, n_problems: int) -> None:

@@ -23,6 +23,7 @@ def require_matplotlib() -> None:
 
 TABLE_COLUMNS = (
     "run", "batch", "generated tokens", "seconds", "prompt tok/s", "gen tok/s", "problems/s", "step ms",
+    "host ms/seq-step", "draw ms", "confidence ms", "rest ms", "host CPU ms",
     "peak RSS MiB", "RSS growth MiB", "estimate MiB", "KV cache MiB", "GPU growth / estimate MiB", "speed-up",
 )
 
@@ -33,10 +34,12 @@ def _num(value, spec: str) -> str:
     return format(value, spec)
 
 
-def _cells(row: BenchRow) -> list[str]:
+def _cells(row: BenchRow, *, samplers: bool = False) -> list[str]:
     name = "create_completion loop" if row.kind == KIND_BASELINE else "engine"
+    if samplers and row.sampler:  # several sampling paths measured: say which row is which
+        name += f", {row.sampler}"
     if row.confidence:
-        name = "engine + confidence" + ("" if row.confidence_ratio is None else f" ({row.confidence_ratio:.1%})")
+        name += " + confidence" + ("" if row.confidence_ratio is None else f" ({row.confidence_ratio:.1%})")
     batch = "1" if row.kind == KIND_BASELINE else str(row.batch_size)
     if row.error and not row.generated_tokens:
         return [name, batch, "failed"] + ["-"] * (len(TABLE_COLUMNS) - 3)
@@ -49,6 +52,11 @@ def _cells(row: BenchRow) -> list[str]:
         _num(row.generated_tokens_per_s, ".1f"),
         _num(row.problems_per_s, ".3f"),
         _num(row.step_ms, ".1f"),
+        _num(row.host_ms, ".3f"),
+        _num(row.draw_ms, ".3f"),
+        _num(row.confidence_ms, ".3f"),
+        _num(row.rest_ms, ".3f"),
+        _num(row.host_cpu_ms, ".3f"),
         _num(row.peak_rss_mb, ".0f"),
         _num(row.rss_growth_mb, ".0f"),
         _num(row.estimate_mb, ".0f"),
@@ -72,18 +80,28 @@ def render_table(result: BenchResult) -> str:
         f"{Path(s.model).name}" + (f" ({s.model_description})" if s.model_description else "")
         + f": {s.work}, EOS suppressed, "
         f"context {s.ctx}, KV {s.kv_type}, flash attention {s.flash_attn}, {s.threads} threads, "
-        f"GPU layers {s.n_gpu_layers}"
+        f"GPU layers {s.n_gpu_layers}, {_sampling(s)}"
     )
     lines = [title, "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     failures = []
+    several = len(s.samplers) > 1
     for row in result.all_rows:
-        lines.append("| " + " | ".join(_cells(row)) + " |")
+        lines.append("| " + " | ".join(_cells(row, samplers=several)) + " |")
         if row.error:
             failures.append(f"{row.label}: {row.error}")
     if failures or result.notes:
         lines.append("")
         lines.extend(f"note: {text}" for text in [*result.notes, *failures])
     return "\n".join(lines)
+
+
+def _sampling(s) -> str:
+    """'T 1, top-k 0, top-p 1, min-p 0.02, vote entropy'."""
+    if s.temperature <= 0:
+        text = "greedy"
+    else:
+        text = f"T {s.temperature:g}, top-k {s.top_k}, top-p {s.top_p:g}, min-p {s.min_p:g}"
+    return text + ("" if s.vote == "majority" else f", vote {s.vote}")
 
 
 def write_json(result: BenchResult, path: str | Path) -> None:

@@ -45,14 +45,25 @@ class BenchRow:
     n_gpu_layers: int = 0  # layers actually offloaded
     speedup: float | None = None  # generated_tokens_per_s over the baseline's
     error: str | None = None  # why the row could not run (the model or context did not fit, ...)
-    confidence: bool = False  # the engine computed per-token confidence (bench --confidence)
+    confidence: bool = False  # the engine computed per-token confidence (bench --confidence, --vote)
     confidence_ratio: float | None = None  # with confidence: its throughput over the same batch's without
+    sampler: str = ""  # engine: where it drew tokens (batched, chain, backend; SAMPLER_PATHS)
+    # Host work per sequence-step, over the steps that decoded only generated tokens: everything in a step
+    # but llama_decode (engine counters), and the parts of it that drew the tokens, computed the confidence
+    # signals, and the rest (the batch, the scheduler, taking the tokens in). Milliseconds.
+    host_ms: float | None = None
+    draw_ms: float | None = None
+    confidence_ms: float | None = None
+    rest_ms: float | None = None
+    host_cpu_ms: float | None = None  # the host work in the decoding thread's CPU time: what a busy machine
+    # cannot inflate (it counts no time spent waiting for a core)
 
     @property
     def label(self) -> str:
         if self.kind == KIND_BASELINE:
             return "create_completion loop"
-        return f"engine, batch {self.batch_size}" + (", confidence" if self.confidence else "")
+        return (f"engine, batch {self.batch_size}" + (f", {self.sampler} sampler" if self.sampler else "")
+                + (", confidence" if self.confidence else ""))
 
 
 @dataclass
@@ -74,6 +85,8 @@ class BenchSettings:
     top_k: int = 0
     top_p: float = 1.0
     min_p: float = 0.0
+    vote: str = "majority"  # a vote mode other than majority needs (and turns on) the confidence
+    samplers: tuple[str, ...] = ("auto",)  # the engine's sampling paths, each measured at every batch size
     seed: int = 0
     kv_type: str = "f16"  # KV cache element type of the engine rows (and the baseline's context)
     flash_attn: str = "auto"  # flash attention of the engine rows
@@ -97,7 +110,7 @@ class BenchResult:
     settings: BenchSettings
     baseline: BenchRow | None  # None with baseline=False
     rows: list[BenchRow] = field(default_factory=list)  # the engine, one row per batch size, ascending
-    # (with --confidence two per batch size: without, then with)
+    # (with --confidence two per batch size: without, then with; with several --samplers one per sampler)
     machine: dict = field(default_factory=dict)  # platform, CPUs, RAM, versions, GPU
     notes: list[str] = field(default_factory=list)  # what the loader had to change, said once
 
@@ -117,6 +130,7 @@ class BenchResult:
         settings = asdict(self.settings)
         settings["batch_sizes"] = list(self.settings.batch_sizes)
         settings["prompt_tokens_per_problem"] = list(self.settings.prompt_tokens_per_problem)
+        settings["samplers"] = list(self.settings.samplers)
         settings["expected_generated_tokens"] = self.settings.expected_tokens
         return {
             "settings": settings,

@@ -40,6 +40,18 @@ def parse_batch_sizes(value: str | int | Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
+def parse_samplers(value: str | Iterable[str]) -> tuple[str, ...]:
+    """'batched,chain' (or a sequence of names) -> ('batched', 'chain'): sampling paths, in order, once each."""
+    from ..engine import SAMPLER_PATHS
+
+    items = [part.strip() for part in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    paths = tuple(dict.fromkeys(items))
+    if not paths or any(p not in SAMPLER_PATHS for p in paths):
+        raise InputError(f"--samplers must be sampling paths separated by commas ({', '.join(SAMPLER_PATHS)}), "
+                         f"got {','.join(items)!r}")
+    return paths
+
+
 def synthetic_problems(n: int) -> list[Problem]:
     """``n`` problems like "What is 3 times 7?" (ids p0, p1, ...), with their answers."""
     return [

@@ -24,6 +24,11 @@ DEFAULT_MAX_PREEMPTIONS = 3  # a request put back this often after a full-KV dec
 # and the engine's C mapping all take them from here.
 KV_TYPES = ("f16", "q8_0", "q4_0")  # element type of the K and V caches
 FLASH_ATTN_MODES = ("auto", "on", "off")
+# Where tokens are drawn (aimo_gguf.engine.samplers): auto = backend with the output layer on a GPU (when the
+# build can), else batched; batched = every row of a step at once in NumPy; chain = llama.cpp's chain per
+# sequence on the host (the older path); backend = llama.cpp's samplers inside llama_decode.
+SAMPLER_AUTO, SAMPLER_BATCHED, SAMPLER_CHAIN, SAMPLER_BACKEND = "auto", "batched", "chain", "backend"
+SAMPLER_PATHS = (SAMPLER_AUTO, SAMPLER_BATCHED, SAMPLER_CHAIN, SAMPLER_BACKEND)
 
 FINISH_EOS = "eos"  # the model emitted an end-of-generation token
 FINISH_STOP = "stop"  # a stop string appeared
@@ -126,7 +131,10 @@ class EngineStats:
     decode_seconds: float = 0.0  # time inside llama_decode
     injected_tokens: int = 0  # tool output decoded into paused sequences
     tool_pauses: int = 0  # sequences paused for a tool call
-    sample_seconds: float = 0.0  # time inside the sampler chains
+    sample_seconds: float = 0.0  # after each decode: drawing tokens, confidence, taking the tokens in
+    draw_seconds: float = 0.0  # of which drawing the tokens (the samplers; in llama_decode on the backend path)
+    confidence_seconds: float = 0.0  # of which the confidence signals and their running aggregates
+    host_cpu_seconds: float = 0.0  # thread CPU time of the steps less their llama_decode (Engine(cpu_clock=True))
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
     kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
     finish_reasons: Counter = field(default_factory=Counter)  # completions by FINISH_* reason
@@ -155,6 +163,7 @@ class LoadInfo:
     load_seconds: float
     confidence: bool = False  # completions carry confidence aggregates
     repack: bool = True  # the CPU backend's extra buffer types (weight repacking, AMX) were on
+    sampler: str = ""  # where tokens are drawn: batched, chain or backend (SAMPLER_PATHS, auto resolved)
     architecture: str = ""  # general.architecture of the GGUF (llama, qwen2, gpt-oss, ...)
     name: str = ""  # general.name of the GGUF, when it has one
 

@@ -3,8 +3,9 @@
 Each step of ``generate`` is: the scheduler plans it (``Scheduler.schedule``),
 the engine fills one ``llama_batch`` with the plan's tokens (the next token of
 every generating sequence, chunks of new prompts, tool output), decodes it,
-and each sequence that asked for logits samples its next token with its own
-sampler chain from its own row; the scheduler takes the tokens back
+and the step's sampling sequences draw their next tokens (``samplers.Samplers``:
+all rows at once in NumPy, llama.cpp's chain per sequence, or llama.cpp's
+samplers inside the decode); the scheduler takes the tokens back
 (``Scheduler.accept``). Loading (with the GPU-layer fallback ladder),
 tokenizing and the logits of one sequence (for ``compare``) live here too.
 """
@@ -28,17 +29,24 @@ from .api import (
     DEFAULT_TOKEN_BUDGET,
     FLASH_ATTN_MODES,
     KV_TYPES,
+    SAMPLER_AUTO,
+    SAMPLER_PATHS,
     BatchEngine,
     Completion,
     EngineStats,
     LoadInfo,
     Request,
 )
-from .confidence import ConfidenceSettings, Tracker, token_signals
+from .confidence import ConfidenceSettings, Tracker
 from .limits import check_limits
+from .samplers import Samplers, resolve_path
 from .scheduler import Scheduler, StepPlan
 from .sequence import Sequence as Slot
 from .sequence import StopMatcher
+
+
+def _no_clock() -> float:
+    return 0.0
 
 
 def default_threads() -> int:
@@ -116,6 +124,9 @@ class Engine(BatchEngine):
         tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
         main_gpu: int = 0,
         repack: bool = True,  # False is llama.cpp's --no-repack: no extra CPU buffer types (repacking, AMX)
+        sampler: str = SAMPLER_AUTO,  # where tokens are drawn: auto, batched, chain, backend (engine.samplers)
+        cpu_clock: bool = False,  # also count each step's host work in thread CPU time (stats.host_cpu_seconds):
+        # what a busy machine cannot inflate, at a microsecond or so per clock read, four reads a step
         verbose: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -128,13 +139,15 @@ class Engine(BatchEngine):
             raise InputError(f"KV cache type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
         if kv_type != "f16" and flash_attn == "off":
             raise InputError(f"a {kv_type} KV cache needs flash attention: use --flash-attn auto or on")
+        if sampler not in SAMPLER_PATHS:
+            raise InputError(f"sampler must be one of {', '.join(SAMPLER_PATHS)}, got {sampler!r}")
         if cache_prompts and kv_unified:
             raise InputError("--cache-prompts needs one KV stream per sequence: drop --kv-unified "
                              "(a unified cache frees a finished sample's cells for the others)")
         self._model: llama.LlamaModel | None = None
         self._context: llama.LlamaContext | None = None
         self._batch: llama.LlamaBatch | None = None
-        self._samplers: list[llama.SamplerChain | None] = [None] * batch_size
+        self._sampling: Samplers | None = None
         llama.set_verbose(verbose)
         path = Path(model_path)
         check_gguf(path)
@@ -195,6 +208,10 @@ class Engine(BatchEngine):
             self.n_ctx_seq = self._context.n_ctx_seq
             token_budget = min(token_budget, self._context.n_batch)
             self._batch = llama.LlamaBatch(token_budget)
+            output_on_gpu = layers < 0 or layers > n_layers
+            self._sampling = Samplers(
+                path=resolve_path(sampler, output_on_gpu=output_on_gpu), context=self._context, model=model,
+                n_slots=batch_size, masked=model.eog_tokens if ignore_eos else (), confidence=confidence)
         except BaseException:
             self.close()
             raise
@@ -206,15 +223,14 @@ class Engine(BatchEngine):
         self.share_prompts = kv_unified if share_prompts is None else share_prompts
         self.token_budget = token_budget
         self.ignore_eos = ignore_eos
+        self.cpu_clock = cpu_clock
         self.max_preemptions = max_preemptions
         self.cache_prompts = not kv_unified and not windowed and cache_prompts is not False
         self._slot_cache = [[] for _ in range(batch_size)] if self.cache_prompts else None
         self._stops = StopMatcher(stop)
         self.confidence = confidence
-        self._scratch: np.ndarray | None = None  # the log-sum-exp buffer of token_signals, made once
         self.n_vocab = model.n_vocab
         self._eog = frozenset(model.eog_tokens)
-        self._masked = model.eog_tokens if ignore_eos else ()  # logit-biased to -inf in every sampler
         self.stats = EngineStats()
         self.info = LoadInfo(
             model_path=str(path),
@@ -236,6 +252,7 @@ class Engine(BatchEngine):
             load_seconds=time.perf_counter() - t0,
             confidence=confidence is not None,
             repack=extra_buffers,
+            sampler=self._sampling.path,
             architecture=model.meta("general.architecture") or "",
             name=model.meta("general.name") or "",
         )
@@ -244,10 +261,8 @@ class Engine(BatchEngine):
 
     def close(self) -> None:
         """Free every C object the engine owns, samplers first. Safe to call twice."""
-        for i, sampler in enumerate(self._samplers):
-            if sampler is not None:
-                sampler.close()
-                self._samplers[i] = None
+        if self._sampling is not None:
+            self._sampling.close()  # backend chains leave the context before it goes
         for owner in (self._batch, self._context, self._model):
             if owner is not None:
                 owner.close()
@@ -348,9 +363,11 @@ class Engine(BatchEngine):
             windowed=model.n_swa > 0)
         stats = self.stats
         step = on_step or (lambda: None)
+        cpu = time.thread_time if self.cpu_clock else _no_clock
         try:
             while True:
                 t_step = time.perf_counter()
+                c_step = cpu()
                 plan = scheduler.schedule()
                 self._apply(plan, scheduler)
                 finished = scheduler.take_finished()
@@ -364,9 +381,11 @@ class Engine(BatchEngine):
                     step()  # the caller's clock keeps running (time limits)
                     continue
                 self._fill(batch, plan)
+                c0 = cpu()
                 t0 = time.perf_counter()
                 rc = context.decode(batch)
                 t1 = time.perf_counter()
+                c1 = cpu()
                 stats.decode_seconds += t1 - t0
                 if rc == 1:
                     # No KV slot: the memory is as before the call.
@@ -385,6 +404,7 @@ class Engine(BatchEngine):
                 t_end = time.perf_counter()
                 stats.sample_seconds += t_end - t1
                 stats.step_seconds += t_end - t_step
+                stats.host_cpu_seconds += cpu() - c1 + c0 - c_step
                 finished = scheduler.take_finished()
                 if finished:
                     yield from self._flush(finished)
@@ -403,14 +423,11 @@ class Engine(BatchEngine):
         for seq_id, keep in plan.trims:
             if not context.seq_rm(seq_id, keep):  # cannot happen with reuse on: never on recurrent memory
                 raise EngineError(f"llama.cpp could not cut sequence {seq_id} at position {keep}")
-        masked = self._masked
         settings = self.confidence
         for slot in plan.admitted:
             if settings is not None:
                 slot.tracker = Tracker(settings)  # also after a preemption: the sample starts over
-            request = slot.request
-            self._samplers[slot.seq_id] = llama.SamplerChain(request.sampling, request.seed, n_vocab=self.n_vocab,
-                                                              masked=masked, vocab=self._model.vocab)
+            self._sampling.admit(slot.seq_id, slot.request)
         for donor, seq_id, keep in plan.copies:
             context.seq_rm(seq_id)  # a reused slot may still hold cells of its own
             context.seq_cp(donor, seq_id)
@@ -421,10 +438,7 @@ class Engine(BatchEngine):
         for slot in slots:
             if self._slot_cache is None:
                 self._context.seq_rm(slot.seq_id)
-            sampler = self._samplers[slot.seq_id]
-            if sampler is not None:
-                sampler.close()
-                self._samplers[slot.seq_id] = None
+            self._sampling.release(slot.seq_id)
 
     @staticmethod
     def _fill(batch: llama.LlamaBatch, plan: StepPlan) -> None:
@@ -447,18 +461,17 @@ class Engine(BatchEngine):
 
     def _sample(self, plan: StepPlan, scheduler: Scheduler) -> None:
         """One token for every sequence whose inputs are all decoded, handed to the scheduler."""
-        context, samplers, piece, eog = self._context, self._samplers, self._model.piece, self._eog
-        ignore_eos = self.ignore_eos
         sampling = plan.sampling
-        tokens = [samplers[slot.seq_id].sample(context, slot.logit_index) for slot in sampling]
-        if self.confidence is not None and sampling:
-            # One output row per sampling sequence, in batch order: all of them at once.
-            if self._scratch is None:
-                self._scratch = np.empty((min(8, self.batch_size), self.n_vocab), dtype=np.float32)
-            signals = token_signals(context.logits(len(sampling)), tokens, self.confidence.top_k,
-                                    scratch=self._scratch)
-            for slot, h, c, lp in zip(sampling, *(a.tolist() for a in signals), strict=True):
+        if not sampling:
+            return
+        stats = self.stats
+        tokens, signals = self._sampling.draw(sampling, stats)
+        if signals is not None:
+            t0 = time.perf_counter()
+            for slot, h, c, lp in zip(sampling, signals.entropy, signals.confidence, signals.logprob, strict=True):
                 slot.tracker.add(h, c, lp)
+            stats.confidence_seconds += time.perf_counter() - t0
+        piece, eog, ignore_eos = self._model.piece, self._eog, self.ignore_eos
         for slot, token in zip(sampling, tokens, strict=True):
             text = piece(token, True) if slot.request.render_special else piece(token)
             scheduler.accept(slot, token, text, eog=token in eog and not ignore_eos)

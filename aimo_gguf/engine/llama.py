@@ -8,7 +8,8 @@ touches a ctypes pointer.
 - ``LlamaModel``: the weights and the vocabulary (tokenize, pieces, special tokens).
 - ``LlamaContext``: one context with its KV memory; ``decode`` and the memory calls.
 - ``LlamaBatch``: one ``llama_batch`` of fixed capacity, filled in place.
-- ``SamplerChain``: one sequence's sampler chain.
+
+The samplers' wrappers are in ``llama_samplers``.
 
 llama.cpp's C log goes through one callback: silent unless verbose, but the
 error lines of the current call are kept so a failure can say why. Each call
@@ -29,11 +30,11 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ..errors import ModelError
 from ..split import DEFAULT_SPLIT_MODE, SPLIT_MODES
 from ..utf8 import utf8
-from .api import FLASH_ATTN_MODES, KV_TYPES, SamplingParams
-from .backends import library_dir, load_backend_modules
+from .api import FLASH_ATTN_MODES, KV_TYPES
+from .backends import load_backend_modules
 
 FLASH_ATTN_TYPES = dict(zip(FLASH_ATTN_MODES, (
     llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO, llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
@@ -321,6 +322,7 @@ class LlamaContext(_Owner):
         # llama.cpp caps n_batch at the context size, and a step larger than
         # n_batch is a hard assert in llama_decode: the engine chunks prompts to it.
         self.n_batch = llama_cpp.llama_n_batch(ptr)
+        self._logits_view: tuple[int, np.ndarray] | None = None  # (buffer address, its rows) of logits()
 
     def _free(self, ptr) -> None:
         llama_cpp.llama_free(ptr)
@@ -333,7 +335,14 @@ class LlamaContext(_Owner):
     def logits(self, n_rows: int) -> np.ndarray:
         """The logits of the last decode's ``n_rows`` output tokens, shape (n_rows, n_vocab), a view."""
         rows = llama_cpp.llama_get_logits(self.ptr)
-        return np.ctypeslib.as_array(rows, shape=(n_rows * self.n_vocab,)).reshape(n_rows, self.n_vocab)
+        address = ctypes.cast(rows, ctypes.c_void_p).value
+        view = self._logits_view
+        # Making the view costs more than a step's bookkeeping (a ctypes array type, a NumPy header): keep
+        # one over the buffer as long as llama.cpp keeps the buffer, and slice it.
+        if view is None or view[0] != address or view[1].shape[0] < n_rows:
+            array = np.ctypeslib.as_array(rows, shape=(n_rows * self.n_vocab,)).reshape(n_rows, self.n_vocab)
+            self._logits_view = view = (address, array)
+        return view[1][:n_rows]
 
     def seq_rm(self, seq_id: int, start: int = -1) -> bool:
         """Drop the cells of sequence ``seq_id`` from position ``start`` on (-1: all of them). False when
@@ -367,51 +376,6 @@ class LlamaBatch(_Owner):
     @n_tokens.setter
     def n_tokens(self, n: int) -> None:
         self.struct.n_tokens = n
-
-
-class SamplerChain(_Owner):
-    """One sequence's sampler chain: logit masks, then greedy or top-k / top-p / min-p / temperature / seeded draw."""
-
-    def __init__(self, sampling: SamplingParams, seed: int, *, n_vocab: int, masked: Sequence[int] = (),
-                 vocab=None) -> None:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        self._ptr = chain
-        add = llama_cpp.llama_sampler_chain_add
-        if sampling.grammar is not None:
-            fresh_errors()
-            grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode(), b"root")
-            if not grammar:
-                self.close()
-                raise InputError(f"the grammar does not parse{last_error()}")
-            add(chain, grammar)
-        bias = [(t, float("-inf")) for t in masked] + [(int(t), float(b)) for t, b in sampling.logit_bias]
-        if bias:
-            biases = (llama_cpp.llama_logit_bias * len(bias))()
-            for i, (t, b) in enumerate(bias):
-                if not 0 <= t < n_vocab:
-                    self.close()
-                    raise InputError(f"logit bias on token {t}, which is not in the vocabulary (0 to {n_vocab - 1})")
-                biases[i].token = t
-                biases[i].bias = b
-            add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), biases))
-        if sampling.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return
-        if sampling.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-        if sampling.min_p > 0.0:
-            add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
-        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-
-    def _free(self, ptr) -> None:
-        llama_cpp.llama_sampler_free(ptr)
-
-    def sample(self, ctx: LlamaContext, index: int) -> int:
-        """Draw a token from row ``index`` of the context's last logits (and accept it into the chain)."""
-        return llama_cpp.llama_sampler_sample(self._ptr, ctx._ptr, index)
 
 
 # --- calls that are not objects ------------------------------------------------------------------------------

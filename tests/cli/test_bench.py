@@ -25,6 +25,9 @@ from aimo_gguf.cli import cli
         (["--samples", "0"], "--samples must be at least 1"),
         (["-t", "0"], "--threads must be at least 1"),
         (["-ngl", "-2"], "--n-gpu-layers must be 'auto', -1 (all) or more"),
+        (["--samplers", "batched,gpu"], "--samplers must be sampling paths separated by commas"),
+        (["--confidence", "--vote", "entropy"], "--vote entropy needs it in every row"),
+        (["--min-p", "1.5"], "--min-p must be in [0, 1)"),
     ],
 )
 def test_bad_values_one_line_exit_2(runner, args, fragment):

@@ -105,6 +105,36 @@ def test_render_table():
     assert "note: GPU offload is not available" in table
 
 
+@pytest.mark.parametrize("several", [False, True])
+def test_host_work_columns_and_the_sampler_of_each_row(several):
+    result = made_result()
+    result.settings.samplers = ("batched", "chain") if several else ("auto",)
+    result.settings.temperature, result.settings.min_p, result.settings.vote = 1.0, 0.02, "entropy"
+    row = result.rows[0]
+    row.sampler, row.host_ms, row.draw_ms, row.confidence_ms, row.rest_ms, row.host_cpu_ms = (
+        "batched", 0.1234, 0.08, 0.03, 0.0134, 0.11)
+    table = render_table(result)
+    assert "min-p 0.02, vote entropy" in table.splitlines()[0]
+    col = {name: i for i, name in enumerate(TABLE_COLUMNS)}
+    b1 = table_rows(table)[1]
+    assert [b1[col[c]] for c in ("host ms/seq-step", "draw ms", "confidence ms", "rest ms", "host CPU ms")] == [
+        "0.123", "0.080", "0.030", "0.013", "0.110"]
+    assert b1[col["run"]] == ("engine, batched" if several else "engine")  # the path named when several ran
+    assert table_rows(table)[2][col["host ms/seq-step"]] == "-"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("batched,chain", ("batched", "chain")), (" chain ", ("chain",)),
+                                                 (["backend", "backend", "auto"], ("backend", "auto"))])
+def test_parse_samplers(value, expected):
+    assert bench_module.parse_samplers(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "batched,gpu", "chain,,"])
+def test_parse_samplers_rejects(value):
+    with pytest.raises(InputError, match="--samplers must be sampling paths"):
+        bench_module.parse_samplers(value)
+
+
 def test_render_table_without_baseline():
     result = made_result()
     result.baseline = None

@@ -120,6 +120,19 @@ def test_the_figures_put_the_engine_beside_llama_cpp_and_the_estimate_beside_nvm
     assert gc.summarize_bench(rows, None, {})["best_speedup"] is None
 
 
+@pytest.mark.parametrize(("batch", "step_ms", "tg", "gap"), [(1, 5.2, 200.0, 0.2), (8, 10.0, 1000.0, 0.25),
+                                                        (32, 24.0, 1600.0, 0.125)])
+def test_the_host_figures_put_each_paths_step_beside_llama_cpps(gc, batch, step_ms, tg, gap):
+    row = {"batch_size": batch, "sampler": "batched", "step_ms": step_ms, "host_ms": 0.12, "draw_ms": 0.08,
+           "confidence_ms": 0.02, "rest_ms": 0.02, "generated_tokens_per_s": 1.0}
+    (out,) = gc.summarize_host([row], {batch: tg})
+    assert out["llama_batched_bench_step_ms"] == pytest.approx(1000 * batch / tg)
+    assert out["step_over_reference_ms_per_seq"] == pytest.approx(gap)  # (step - reference step) / batch
+    assert (out["sampler"], out["host_ms"], out["draw_ms"]) == ("batched", 0.12, 0.08)
+    (missing,) = gc.summarize_host([row], {})
+    assert missing["llama_batched_bench_step_ms"] is None and missing["step_over_reference_ms_per_seq"] is None
+
+
 def test_pytest_results_are_counted_from_junit(gc, tmp_path):
     xml = tmp_path / "r.xml"
     xml.write_text('<testsuites><testsuite name="pytest" tests="3" failures="1" errors="0" skipped="1">'

@@ -162,3 +162,31 @@ def test_every_whole_grouping_of_query_heads_is_accepted(heads, kv_heads):
     spec = spec_from_config({**LLAMA, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
                              "head_dim": 16}, "ok")
     assert (spec.heads, spec.kv_heads) == (heads, kv_heads)
+
+
+@pytest.mark.parametrize("name", ["host-qwen-152k", "host-gpt-oss-201k"])
+def test_host_work_shapes_keep_a_real_vocabulary_on_one_tiny_layer(name):
+    spec = spec_like(name)
+    real = spec_like("Qwen2.5-Math-1.5B-Instruct" if "qwen" in name else "gpt-oss-120b")
+    assert (spec.architecture, spec.vocab) == (real.architecture, real.vocab)
+    assert spec.layers == 1 and spec.hidden == 64 and not spec.tied_embeddings
+    assert spec.n_params < 0.02 * real.n_params
+
+
+@pytest.mark.parametrize("hidden", [64, 1536, 2880])
+@pytest.mark.parametrize("logit_std", [None, 1.0, 8.0])
+def test_the_head_is_scaled_to_the_logit_spread_asked_for(hidden, logit_std):
+    from aimo_gguf.synth import INIT_STD, head_scale
+
+    spec = spec_from_config(config(hidden_size=hidden, num_attention_heads=hidden // 32), "t")
+    scale = head_scale(spec, logit_std)
+    # A logit sums `hidden` products of the head's weights with unit-variance inputs.
+    assert INIT_STD * scale * hidden ** 0.5 == pytest.approx(logit_std if logit_std else INIT_STD * hidden ** 0.5)
+
+
+@pytest.mark.parametrize("logit_std", [0.0, -1.0, 101.0])
+def test_a_logit_spread_out_of_range_is_refused(tmp_path, logit_std):
+    from aimo_gguf.synth import synth
+
+    with pytest.raises(InputError, match="--logit-std must be in"):
+        synth("host-qwen-152k", tmp_path / "m.gguf", logit_std=logit_std, progress=False)

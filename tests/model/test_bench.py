@@ -166,3 +166,16 @@ def test_confidence_rows_run_beside_the_plain_ones_and_give_their_ratio(tmp_path
     assert plain.generated_tokens == with_it.generated_tokens == 8
     assert with_it.confidence_ratio == pytest.approx(with_it.generated_tokens_per_s / plain.generated_tokens_per_s)
     assert "engine + confidence (" in render_table(result)
+
+
+@pytest.mark.model
+def test_sampling_paths_alternate_and_each_row_reports_its_host_work():
+    result = bench(threads=1, batch_sizes="2", max_tokens=4, problems=2, baseline=False, progress=False,
+                   samplers="batched,chain", temperature=1.0, top_k=0, top_p=1.0, min_p=0.02, vote="entropy")
+    assert [(r.sampler, r.confidence) for r in result.rows] == [("batched", True), ("chain", True)]
+    for row in result.rows:
+        assert row.generated_tokens == 8 and not row.error
+        assert row.host_ms > 0 and row.draw_ms > 0 and row.confidence_ms > 0 and row.host_cpu_ms > 0
+        assert row.host_ms == pytest.approx(row.draw_ms + row.confidence_ms + row.rest_ms)
+    assert "engine, chain + confidence" in render_table(result)
+

@@ -32,10 +32,13 @@ def from_logits(engine: Engine, prompt, tokens):
                 lowest_group_confidence=min(groups), tail_entropy=h[-5:].mean(), tail_confidence=c[-5:].mean())
 
 
-@pytest.fixture(scope="module")
-def engine():
+@pytest.fixture(scope="module", params=["batched", "chain", "backend"])
+def engine(request):
+    # Every sampling path computes the same signals: NumPy over the logits, token_signals, or llama.cpp's
+    # graph (backend sampling on the CPU backend here).
     with Engine(default_model_path(), ctx=256, batch_size=16, threads=2, ignore_eos=True,
-                confidence=SETTINGS) as e:
+                confidence=SETTINGS, sampler=request.param) as e:
+        assert e.info.sampler == request.param
         yield e
 
 
@@ -61,11 +64,12 @@ def test_a_sample_has_the_same_aggregates_alone_and_in_a_batch_of_16(engine):
                                                                    rel=1e-3, abs=1e-3), name
 
 
-def test_without_settings_nothing_is_computed():
-    with Engine(default_model_path(), ctx=128, batch_size=2, threads=1) as e:
+@pytest.mark.parametrize("sampler", ["batched", "chain", "backend"])
+def test_without_settings_nothing_is_computed(sampler):
+    with Engine(default_model_path(), ctx=128, batch_size=2, threads=1, sampler=sampler) as e:
         (done,) = e.generate([Request(key=0, prompt=e.tokenize(QUESTIONS[0]), max_tokens=4, seed=0,
                                       sampling=GREEDY)])
-        assert done.confidence is None and e._scratch is None
+        assert done.confidence is None and e.stats.confidence_seconds == 0
 
 
 def test_stop_below_cuts_samples_on_a_real_run_and_the_summary_counts_them(tmp_path):

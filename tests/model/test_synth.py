@@ -66,6 +66,20 @@ def test_every_shape_synth_accepts_loads_and_decodes(tmp_path, heads, kv_heads, 
     assert [len(c.tokens) for c in done] == [2, 2]
 
 
+@pytest.mark.parametrize(("like", "vocab"), [("host-qwen-152k", 151936), ("host-gpt-oss-201k", 201088)])
+@pytest.mark.parametrize("logit_std", [None, 3.0, 8.0])
+def test_host_work_shapes_spread_their_logits_as_asked(tmp_path, like, vocab, logit_std):
+    out = synth(like, tmp_path / "h.gguf", threads=2, progress=False, logit_std=logit_std)
+    assert read_shape(str(out)).n_vocab == vocab
+    with Engine(out, ctx=64, batch_size=1, threads=2, max_outputs=16) as engine:
+        rows = engine.logits(engine.tokenize("What is 2 + 2? Think step by step."))
+    spread = float(rows.std(axis=1).mean())
+    if logit_std is None:
+        assert spread < 1.0  # random weights: near-uniform distributions
+    else:
+        assert spread == pytest.approx(logit_std, rel=0.15)
+
+
 def test_the_cli_writes_atomically_and_refuses_to_overwrite(tmp_path, runner):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY["qwen2"]))
