@@ -221,7 +221,7 @@ def run(problems, output, summary_path, traces, journal, resume, quiet, verbose,
       aimo-gguf run graded -n 8 --vote entropy --summary s.json && aimo-gguf report s.json
       aimo-gguf run problems.csv -m gpt-oss-20b.gguf --recipe aimo3-gpt-oss --tir -ngl -1
     """
-    from .runner import run as run_problems
+    from .pipeline.runner import run as run_problems
 
     # Only the options given (on the command line or in AIMO_GGUF_*): a --recipe fills the others.
     ctx = click.get_current_context()
@@ -312,8 +312,8 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
           --temperature 1 --top-k 0 --top-p 1 --min-p 0.02 --vote entropy
     """
     from . import bench as bench_module
-    from .gguf_split import model_paths
-    from .models import resolve_model
+    from .gguf.files import resolve_model
+    from .gguf.parts import model_paths
     from .outputs import check_distinct, check_writable
 
     if "auto" not in batch_sizes:
@@ -350,7 +350,7 @@ def bench_command(model, n_gpu_layers, threads, batch_sizes, max_memory, max_tok
 
 
 def _stress_and_project(result, n_problems, time_limit, *, model, n_gpu_layers, threads, quiet) -> None:
-    from .stress import project, stress, stress_report
+    from .bench.stress import project, stress, stress_report
 
     rows = [r for r in result.rows if r.error is None and r.generated_tokens_per_s]
     if not rows:
@@ -442,8 +442,8 @@ def split_command(src, dst, max_tensors, max_size, force, quiet) -> None:
       aimo-gguf split models/big.gguf models/big.gguf --max-size 45GB
     """
     from .errors import InputError
-    from .gguf_split import split_gguf
-    from .memory import parse_size
+    from .fit.memory import parse_size
+    from .gguf.parts import split_gguf
 
     size = 0
     if max_size is not None:
@@ -617,8 +617,8 @@ def models_command(ctx, batch_size, kv_type, gpus, show_pull, as_json) -> None:
     """
     import json
 
-    from .registry import fits_json, fits_table, load_registry
-    from .split import parse_devices
+    from .fit.shares import parse_devices
+    from .models import fits_json, fits_table, load_registry
 
     sizes = [g.strip() for g in gpus.split(",") if g.strip()]
     for g in sizes:

@@ -113,10 +113,10 @@ def compare(
     """Compare ``quantized`` with ``reference`` over a text (default: a bundled math
     text, ``aimo_gguf/data/compare_text.md``) and, when ``problems`` is given, on
     that problem set."""
-    from .engine.limits import check_threads
     from .config import make_config
-    from .models import resolve_model
-    from .problems import read_problems
+    from .engine.limits import check_threads
+    from .gguf.files import resolve_model
+    from .pipeline.problems import read_problems
 
     ref_path, q_path = resolve_model(str(reference)), resolve_model(str(quantized))
     if ctx < 16:
@@ -142,7 +142,7 @@ def compare(
 
 def _check_vocabularies(ref_path: Path, q_path: Path) -> None:
     """Refuse, from the headers alone, two models that cannot share a tokenizer."""
-    from .memory import read_shape
+    from .fit.memory import read_shape
 
     a, b = read_shape(str(ref_path)), read_shape(str(q_path))
     if a.n_vocab != b.n_vocab or a.architecture != b.architecture:
@@ -244,7 +244,7 @@ def _compare_text(ref_path: Path, q_path: Path, body: str, label: str, *, ctx: i
 
 def _score_problems(model: Path, problems, *, n_gpu_layers, threads, samples, max_tokens, batch_size, seed,
                     progress) -> ProblemScore:
-    from .runner import run
+    from .pipeline.runner import run
 
     result = run(problems, output=None, progress=progress, model=str(model), n_gpu_layers=n_gpu_layers,
                  threads=threads, samples=samples, max_tokens=max_tokens, batch_size=batch_size, seed=seed)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from .answers import DEFAULT_MAX_ANSWER, DEFAULT_MIN_ANSWER
 from .engine.api import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CTX,
@@ -20,15 +19,21 @@ from .engine.api import (
     SAMPLER_AUTO,
     SAMPLER_PATHS,
 )
+from .engine.confidence import (
+    DEFAULT_GROUP_WINDOW,
+    DEFAULT_TAIL_WINDOW,
+    DEFAULT_TOP_K,
+    ConfidenceSettings,
+)
 from .engine.limits import MAX_THREADS, check_batch_size, check_threads
-from .engine.confidence import DEFAULT_GROUP_WINDOW, DEFAULT_TAIL_WINDOW, DEFAULT_TOP_K, ConfidenceSettings
 from .errors import InputError
-from .harmony import REASONING_EFFORTS
-from .memory import parse_size
-from .prompts import DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES
+from .fit.memory import parse_size
+from .fit.shares import DEFAULT_SPLIT_MODE, SPLIT_MODES, parse_tensor_split
 from .recipes import RECIPES
-from .split import DEFAULT_SPLIT_MODE, SPLIT_MODES, parse_tensor_split
-from .voting import DEFAULT_VOTE_FLOOR, VOTE_MODES
+from .solving.voting import DEFAULT_VOTE_FLOOR, VOTE_MODES
+from .styles.answers import DEFAULT_MAX_ANSWER, DEFAULT_MIN_ANSWER
+from .styles.harmony import REASONING_EFFORTS
+from .styles.prompts import DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES
 
 DEFAULT_SAMPLES = 4
 DEFAULT_MAX_TOKENS = 1024
@@ -151,7 +156,7 @@ class RunConfig:
                                       "backend (llama.cpp's samplers inside the decode, on the device that "
                                       "holds the output layer) or auto (backend with the output layer on a "
                                       "GPU, where the build can; else batched).", choices=SAMPLER_PATHS)
-    # Several GPUs (llama.cpp's split) and several engines (replicas on Ray): see aimo_gguf.split, aimo_gguf.replicas.
+    # Several GPUs (llama.cpp's split) and several engines (replicas on Ray): see aimo_gguf.fit.shares, aimo_gguf.replicas.
     split_mode: str = _opt(DEFAULT_SPLIT_MODE, "How one model spreads over several GPUs: none (all on --main-gpu), "
                                                "layer (whole layers per GPU) or row (each matrix's rows across "
                                                "the GPUs). Ignored on a CPU build.", choices=SPLIT_MODES)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .errors import AimoError, InputError, ModelError
 from .outputs import refuse_special, replace_file
-from .problems import write_json_atomic
+from .pipeline.problems import write_json_atomic
 
 OUTTYPES = ("f16", "bf16", "f32")
 CONVERTER = "convert_hf_to_gguf.py"
@@ -103,10 +103,9 @@ def convert(
 ) -> ConvertResult:
     """Convert ``source`` (a model folder or a Hub repo id) to ``outtype`` and each type in
     ``quant``; return the files and the manifest written in ``outdir``."""
-    from .imatrix import load_imatrix
-    from .quantize import check_type
-
     from .engine.limits import check_threads
+    from .gguf.imatrix import load_imatrix
+    from .quantize import check_type
 
     check_threads(threads)
     say = _say if progress else (lambda message: None)

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import RunConfig
-from .memory import MemoryEstimate, ModelShape, format_bytes, measure, read_shape
-from .models import resolve_model
-from .split import DeviceShares, device_shares, gpu_sizes
+from .fit.memory import MemoryEstimate, ModelShape, format_bytes, measure, read_shape
+from .fit.shares import DeviceShares, device_shares, gpu_sizes
+from .gguf.files import resolve_model
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ class ModelInfo:
 
     @property
     def prompt_style(self) -> str:
-        """The prompt family run would detect: harmony, think or plain (``aimo_gguf.prompts.detect_style``)."""
-        from .gguf_header import read_header
-        from .prompts import detect_style
+        """The prompt family run would detect: harmony, think or plain (``aimo_gguf.styles.prompts.detect_style``)."""
+        from .gguf.header import read_header
+        from .styles.prompts import detect_style
 
         fields = read_header(self.path).fields
         template, name = fields.get("tokenizer.chat_template"), fields.get("general.name")
@@ -64,7 +64,7 @@ class ModelInfo:
     @property
     def files(self) -> list[Path]:
         """The model's files: one, or every part of a split model."""
-        from .gguf_split import model_files
+        from .gguf.parts import model_files
 
         return model_files(self.path)
 
@@ -114,7 +114,7 @@ def describe(
     **options,
 ) -> ModelInfo:
     """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
-    from .loading import resolve_batch_size, resolve_gpu_layers
+    from .fit.plan import resolve_batch_size, resolve_gpu_layers
 
     config = config or RunConfig(model=None if model is None else str(model), **options)
     path = resolve_model(config.model)
@@ -139,8 +139,8 @@ def describe(
 def _layers_for(config: RunConfig, path: Path, gpus: str) -> int:
     """-ngl auto over the GPUs of ``--gpus``: the most layers whose every share fits (the CUDA runtime's
     reserve kept on each), at a batch of 1 with --batch-size auto."""
-    from .loading import GPU_RUNTIME_RESERVE
-    from .split import most_gpu_layers_split
+    from .fit.plan import GPU_RUNTIME_RESERVE
+    from .fit.shares import most_gpu_layers_split
 
     batch = 1 if config.batch_size == "auto" else config.batch_size
     layers, _ = most_gpu_layers_split(read_shape(str(path)), ctx=config.sequence_ctx, batch_size=batch,

@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 from .config import RunConfig, make_config
 from .engine.api import BatchEngine
 from .errors import InputError
-from .problems import Problem
-from .solver import Clock, Solver, check_prompt
-from .tir import ToolStats
+from .pipeline.problems import Problem
+from .solving.solver import Clock, Solver, check_prompt
+from .styles.tir import ToolStats
 
 DEFAULT_TOTAL_SECONDS = 5 * 3600  # AIMO3: five hours of GPU notebook
 DEFAULT_SAFETY_SECONDS = 15 * 60  # kept back for the gateway, the model load and a slow last step
@@ -93,7 +93,7 @@ class KaggleSolver:
     """Loads a model once and solves one problem per call within a share of the total budget.
 
     ``options`` are RunConfig fields (``samples``, ``batch_size``, ``max_tokens``,
-    ``temperature``, ``tir``, ...), as for ``aimo_gguf.runner.run``. ``total_seconds``
+    ``temperature``, ``tir``, ...), as for ``aimo_gguf.pipeline.runner.run``. ``total_seconds``
     counts from ``started_at`` (a ``time.time()`` value, default now): pass the
     notebook's start time so the model load and imports are counted; one in the
     future, or older than ``total_seconds`` (a ``time.monotonic()`` value passed by
@@ -148,8 +148,8 @@ class KaggleSolver:
         if engine is None and replicas > 1:
             engine = _load_replicas(self.config, replicas, verbose=verbose, step_tokens=step_tokens)
         elif engine is None:
-            from .loading import load_engine
-            from .models import resolve_model
+            from .fit.plan import load_engine
+            from .gguf.files import resolve_model
 
             engine = load_engine(self.config, resolve_model(model), verbose=verbose, token_budget=step_tokens)
         self.engine = engine
@@ -281,13 +281,13 @@ def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool, step_toke
 
     from .engine import default_threads
     from .engine.llama import supports_gpu_offload
-    from .loading import load_engine
-    from .models import resolve_model
-    from .replicas.pool import EnginePool
+    from .engine.pool import EnginePool
+    from .fit.plan import load_engine
+    from .gguf.files import resolve_model
 
     path = resolve_model(config.model)
     if supports_gpu_offload():
-        from .devices import gpu_memories
+        from .fit.gpus import gpu_memories
 
         visible = len(gpu_memories())
         if visible and replicas > visible:

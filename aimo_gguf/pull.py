@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import InputError, ModelError
-from .models import check_gguf_file
+from .gguf.files import check_gguf_file
 from .outputs import refuse_special, replace_file, staging_folder
 
 DEFAULT_MODELS_DIR = "models"
@@ -44,7 +44,7 @@ def pull(
     beside the first; the path returned is the first part's, which is what ``--model`` takes."""
     from huggingface_hub import hf_hub_download
 
-    from .gguf_split import is_first_part, part_names
+    from .gguf.parts import is_first_part, part_names
 
     check_repo_id(repo)
     check_filename(filename)

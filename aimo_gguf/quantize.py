@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, ModelError
-from .imatrix import ImportanceMatrix, load_imatrix
-from .models import check_gguf
+from .gguf.files import check_gguf
+from .gguf.imatrix import ImportanceMatrix, load_imatrix
 from .outputs import check_writable, staged_file
 
 # Types llama.cpp refuses to produce without an importance matrix (llama-quant.cpp).
@@ -84,7 +84,7 @@ def _hint(message: str, folder: Path, allow_requantize: bool, src: Path | None =
 
 
 def _is_quantized(path: Path) -> bool:
-    from .memory import read_shape
+    from .fit.memory import read_shape
 
     try:
         return read_shape(str(path)).file_type not in ("F32", "F16", "BF16")

@@ -4,7 +4,7 @@ Each run's ``--summary`` JSON holds, when its problems had answers, pass@1
 (mean sample accuracy), the accuracy of the vote mode it ran with, the
 accuracy every vote mode would have given on the same samples (maj@n is the
 ``majority`` column), pass@n and the tokens it generated; accuracy at k
-(unbiased pass@k, maj@k and the run's vote @k, ``aimo_gguf.metrics``); and the
+(unbiased pass@k, maj@k and the run's vote @k, ``aimo_gguf.solving.metrics``); and the
 samples that ended at the token limit, apart. ``report`` reads them back; it
 never needs the model or the traces.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from .bench.report import require_matplotlib
 from .errors import InputError
 from .outputs import staged_file
-from .voting import VOTE_MODES
+from .solving.voting import VOTE_MODES
 
 
 @dataclass(frozen=True, slots=True)

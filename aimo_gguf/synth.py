@@ -225,7 +225,7 @@ def spec_like(like: str | Path) -> SynthSpec:
 
 
 def _shapes() -> dict[str, dict]:
-    from .registry import load_registry
+    from .models import load_registry
 
     return {**EXTRA_SHAPES, **{e.name: e.config for e in load_registry() if e.config}}
 
@@ -327,10 +327,10 @@ OPTIONAL_TOKENIZER_KEYS = ("tokenizer.ggml.padding_token_id", "tokenizer.ggml.ad
 def _tokenizer_fields(source: str | Path | None) -> dict:
     """The tokenizer metadata synth copies: from ``source`` (any GGUF with a BPE tokenizer: a model,
     or a file ``write_tokenizer`` wrote), else from the embedded model."""
-    from .gguf_header import read_header
+    from .gguf.header import read_header
 
     if source is None:
-        from .models import default_model_path
+        from .gguf.files import default_model_path
 
         source = default_model_path()
     elif not Path(source).is_file():

@@ -35,13 +35,12 @@ import llama_cpp
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import SAMPLER_PATHS, Engine, Request, SamplingParams
 from aimo_gguf.engine.confidence import ConfidenceSettings
-from aimo_gguf.engine.probe import open_llama
 from aimo_gguf.engine.llama import eog_tokens_of
-from aimo_gguf.models import default_model_path
-from aimo_gguf.problems import Problem
-from aimo_gguf.runner import run
-from aimo_gguf.solver import build_prompt, sample_seed
-
+from aimo_gguf.engine.probe import open_llama
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.pipeline.problems import Problem
+from aimo_gguf.pipeline.runner import run
+from aimo_gguf.solving.solver import build_prompt, sample_seed
 
 COUNTERS = ("decode_seconds", "step_seconds", "draw_seconds", "confidence_seconds", "host_cpu_seconds",
             "sequence_steps")

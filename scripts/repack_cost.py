@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from aimo_gguf.engine import Engine, Request, SamplingParams
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 PROMPT_TOKENS = 512
 GENERATED_TOKENS = 128

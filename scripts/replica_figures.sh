@@ -10,7 +10,7 @@ mkdir -p "$out"
 cd "$out"
 python - <<'PY'
 import csv
-from aimo_gguf.problems import read_problems
+from aimo_gguf.pipeline.problems import read_problems
 with open("p16.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["id", "problem"])

@@ -15,7 +15,7 @@ at the token limit ("capped") are read differently:
 
 Printed per policy (markdown): how many capped samples answer and how many of those answers are
 right, pass@1 over every sample, and the majority vote's accuracy at k = 1, 2, 4, ... n
-(``aimo_gguf.metrics``; a vote without an answer counts wrong, not as the fallback), all over the
+(``aimo_gguf.solving.metrics``; a vote without an answer counts wrong, not as the fallback), all over the
 problems of the traces.
 """
 
@@ -26,10 +26,10 @@ import json
 import re
 from collections import defaultdict
 
-from aimo_gguf.answers import extract_answer
-from aimo_gguf.metrics import k_values, vote_at_k
-from aimo_gguf.problems import read_problems
-from aimo_gguf.voting import Vote
+from aimo_gguf.pipeline.problems import read_problems
+from aimo_gguf.solving.metrics import k_values, vote_at_k
+from aimo_gguf.solving.voting import Vote
+from aimo_gguf.styles.answers import extract_answer
 
 CAPPED = ("length", "kv_full")
 NO_ANSWER = -1  # below every answer range: never the expected answer

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from aimo_gguf.answers import extract_answer
+from aimo_gguf.styles.answers import extract_answer
 
 DATA = Path(__file__).resolve().parent / "data" / "answers"
 SOURCES = ("math_verify", "lighteval", "qwen25_math", "nemo_skills", "matharena", "hendrycks_math")

@@ -34,7 +34,7 @@ from aimo_gguf.engine import (
     Request,
 )
 from aimo_gguf.engine.confidence import Confidence
-from aimo_gguf.problems import Problem
+from aimo_gguf.pipeline.problems import Problem
 from aimo_gguf.utf8 import utf8
 
 TEMPLATE = (

@@ -40,7 +40,8 @@ def use_fake_engine(answer: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fakes import FakeEngine, boxed
 
-    from aimo_gguf import loading, models
+    from aimo_gguf.fit import plan as loading
+    from aimo_gguf.gguf import files as models
 
     def load_engine(config, path, **kwargs):
         return FakeEngine(lambda prompt, sample: boxed(answer), batch_size=config.batch_size,

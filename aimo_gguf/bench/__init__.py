@@ -15,7 +15,7 @@ generated tokens per sample because end-of-generation tokens are masked) done
 Each row reports prompt and generation throughput, problems per second, the
 mean time of a generation step, the process's peak RSS during the row and its
 growth over the RSS before the model was loaded, the KV cache size (from
-``aimo_gguf.memory``'s estimate), on a GPU build the peak device memory in use
+``aimo_gguf.fit.memory``'s estimate), on a GPU build the peak device memory in use
 (NVML, through the optional ``nvidia-ml-py`` package), and the speed-up of its
 generated tokens/s over the baseline's.
 
@@ -32,12 +32,12 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine import default_threads
-from ..engine.limits import check_context
 from ..engine.api import SAMPLER_AUTO
+from ..engine.limits import check_context
 from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
-from ..models import resolve_model
-from ..split import DEFAULT_SPLIT_MODE
+from ..fit.shares import DEFAULT_SPLIT_MODE
+from ..gguf.files import resolve_model
 from .measure import Progress, baseline_row, engine_row, tokenize_only
 from .probes import machine_info
 from .report import plot, render_table, require_matplotlib, write_json
@@ -134,7 +134,7 @@ def bench(
     path = resolve_model(config.model)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
     if config.n_gpu_layers == "auto":
-        from ..loading import resolve_gpu_layers
+        from ..fit.plan import resolve_gpu_layers
 
         config.n_gpu_layers = n_gpu_layers = resolve_gpu_layers(
             RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=max_tokens, ctx=ctx, kv_type=kv_type,

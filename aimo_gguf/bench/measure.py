@@ -17,9 +17,9 @@ from pathlib import Path
 from ..config import RunConfig
 from ..engine import FINISH_LENGTH, Engine, Request, SamplingParams
 from ..errors import AimoError, InputError
-from ..loading import engine_kwargs
-from ..problems import Problem
-from ..solver import build_prompt, sample_seed
+from ..fit.plan import engine_kwargs
+from ..pipeline.problems import Problem
+from ..solving.solver import build_prompt, sample_seed
 from .probes import GpuProbe, RssProbe
 from .results import KIND_BASELINE, KIND_ENGINE, BenchRow
 
@@ -306,8 +306,8 @@ _ROWS_IN_PROCESS = [0]  # CUDA's context is made by the first row of a process a
 
 def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str,
                   max_outputs: int | None = None) -> None:
-    """Fill the row's KV size and memory estimate from ``aimo_gguf.memory`` (left None if unknown)."""
-    from .. import memory
+    """Fill the row's KV size and memory estimate from ``aimo_gguf.fit.memory`` (left None if unknown)."""
+    from ..fit import memory
 
     try:
         est = memory.measure(model, ctx=ctx, batch_size=batch_size, n_gpu_layers=n_gpu_layers, kv_type=kv_type,
@@ -319,7 +319,7 @@ def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_l
     first = _ROWS_IN_PROCESS[0] == 0
     _ROWS_IN_PROCESS[0] += 1
     if n_gpu_layers != 0:
-        from ..loading import GPU_RUNTIME_RESERVE
+        from ..fit.plan import GPU_RUNTIME_RESERVE
 
         # NVML's growth over a row counts CUDA's own context only where the row made it.
         row.estimate_gpu_mb = (est.gpu + (GPU_RUNTIME_RESERVE if first else 0)) / 2**20

@@ -14,8 +14,8 @@ import re
 import time
 
 from .. import __version__
-from ..devices import gpu_memory, gpu_name, nvml_handle
-from ..summary import rss_mb
+from ..fit.gpus import gpu_memory, gpu_name, nvml_handle
+from ..pipeline.summary import rss_mb
 
 PROBE_INTERVAL = 0.05  # seconds between RSS / device-memory samples inside one row
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..outputs import staged_file
-from ..problems import write_json_atomic
+from ..pipeline.problems import write_json_atomic
 from .results import KIND_BASELINE, BenchResult, BenchRow
 
 PLOT_HINT = "pip install 'aimo-gguf[plot]'"

@@ -36,8 +36,8 @@ class BenchRow:
     steps: int = 0  # llama_decode calls (engine) or single-token decodes (baseline)
     peak_rss_mb: float | None = None  # the process's peak resident memory during the row, MiB
     rss_growth_mb: float | None = None  # that peak minus the resident memory before the model was loaded, MiB
-    kv_bytes: int | None = None  # KV cache of the whole context (aimo_gguf.memory estimate)
-    estimate_mb: float | None = None  # aimo_gguf.memory's estimate of the whole configuration, beside RSS growth
+    kv_bytes: int | None = None  # KV cache of the whole context (aimo_gguf.fit.memory estimate)
+    estimate_mb: float | None = None  # aimo_gguf.fit.memory's estimate of the whole configuration, beside RSS growth
     gpu_peak_mb: float | None = None  # peak GPU memory in use on the device during the row (NVML), MiB
     gpu_growth_mb: float | None = None  # that peak minus what was in use before the load: the row's own, MiB
     estimate_gpu_mb: float | None = None  # the estimate's GPU part, MiB, with CUDA's own context in the

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from ..config import RunConfig
 from ..engine.limits import check_batch_size
 from ..errors import InputError
-from ..problems import Problem
+from ..pipeline.problems import Problem
 
 PROBLEM_TEMPLATE = "What is {a} times {b}?"  # problem i asks for (i + 3) x (i + 7)
 
@@ -62,8 +62,8 @@ def synthetic_problems(n: int) -> list[Problem]:
 
 def resolve_auto(batch_sizes: str, *, model, n_gpu_layers, max_tokens, ctx, kv_type, flash_attn, max_memory) -> str:
     """'1,4,auto' -> '1,4,N': N is what run --batch-size auto would pick for the same budget."""
-    from ..loading import resolve_batch_size
-    from ..models import resolve_model
+    from ..fit.plan import resolve_batch_size
+    from ..gguf.files import resolve_model
 
     config = RunConfig(model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
                        ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, batch_size="auto", max_memory=max_memory)

@@ -62,8 +62,8 @@ ToolReply = str | tuple[tuple[str, bool], ...]
 
 
 class ToolHook(Protocol):
-    """What the engine needs from a tool (``aimo_gguf.tir`` has the fenced-Python one,
-    ``aimo_gguf.harmony`` gpt-oss's, ``aimo_gguf.thinking`` the thinking budget).
+    """What the engine needs from a tool (``aimo_gguf.styles.tir`` has the fenced-Python one,
+    ``aimo_gguf.styles.harmony`` gpt-oss's, ``aimo_gguf.styles.think`` the thinking budget).
 
     After each sampled token the engine asks ``wants_call(text, piece, token,
     room=..., eog=...)``: ``text`` already ends with the token's ``piece``,

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineError, InputError, ModelError
-from ..models import check_gguf
-from ..split import DEFAULT_SPLIT_MODE
+from ..fit.shares import DEFAULT_SPLIT_MODE
+from ..gguf.files import check_gguf
 from . import llama
 from .api import (
     DEFAULT_BATCH_SIZE,
@@ -41,8 +41,8 @@ from .confidence import ConfidenceSettings, Tracker
 from .limits import check_limits
 from .samplers import Samplers, resolve_path
 from .scheduler import Scheduler, StepPlan
-from .sequence import Sequence as Slot
-from .sequence import StopMatcher
+from .slot import Sequence as Slot
+from .slot import StopMatcher
 
 
 def _no_clock() -> float:
@@ -62,7 +62,7 @@ def default_threads() -> int:
 def gguf_block_count(path: Path) -> int | None:
     """Number of transformer blocks, read from the GGUF header (None if unreadable)."""
     try:
-        from ..gguf_header import read_header
+        from ..gguf.header import read_header
 
         fields = read_header(path).fields
         return int(fields[f"{fields['general.architecture']}.block_count"])
@@ -120,7 +120,7 @@ class Engine(BatchEngine):
         cache_prompts: bool | None = None,  # a slot keeps its prompt's cells for the next request that starts
         # the same way; None = with one KV stream per sequence (a unified cache frees cells on release)
         confidence: ConfidenceSettings | None = None,  # per-token signals, aggregated into each Completion
-        split_mode: str = DEFAULT_SPLIT_MODE,  # several GPUs: none (all on main_gpu), layer, row (aimo_gguf.split)
+        split_mode: str = DEFAULT_SPLIT_MODE,  # several GPUs: none (all on main_gpu), layer, row (aimo_gguf.fit.shares)
         tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
         main_gpu: int = 0,
         repack: bool = True,  # False is llama.cpp's --no-repack: no extra CPU buffer types (repacking, AMX)

@@ -44,7 +44,7 @@ def check_threads(threads: int | None) -> None:
 
 def trained_context(model: str | Path) -> int | None:
     """The context the model was trained for (``<arch>.context_length``), or None when the header does not say."""
-    from ..gguf_header import read_header
+    from ..gguf.header import read_header
 
     try:
         fields = read_header(model).fields

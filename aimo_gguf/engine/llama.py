@@ -31,7 +31,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import ModelError
-from ..split import DEFAULT_SPLIT_MODE, SPLIT_MODES
+from ..fit.shares import DEFAULT_SPLIT_MODE, SPLIT_MODES
 from ..utf8 import utf8
 from .api import FLASH_ATTN_MODES, KV_TYPES
 from .backends import load_backend_modules
@@ -61,7 +61,7 @@ def on_log(level: int, text: bytes) -> None:
 @llama_cpp.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # An exception here would be printed and dropped by ctypes: a stop signal that lands in this
-    # callback is recorded by its handler (aimo_gguf.interrupt) and raised at the next safe point.
+    # callback is recorded by its handler (aimo_gguf.pipeline.interrupt) and raised at the next safe point.
     try:
         on_log(level, text)
     except BaseException:  # noqa: BLE001
@@ -386,7 +386,7 @@ def quantize_file(src: Path, dst: Path, *, ftype: int, threads: int, allow_requa
     """llama.cpp's llama_model_quantize: write ``src`` to ``dst`` as file type ``ftype``.
 
     ``imatrix`` maps weight-tensor names to importance values (see
-    ``aimo_gguf.imatrix``). ``aimo_gguf.quantize`` holds what a user sees
+    ``aimo_gguf.gguf.imatrix``). ``aimo_gguf.quantize`` holds what a user sees
     (type names, checks, the atomic rename).
     """
     params = llama_cpp.llama_model_quantize_default_params()

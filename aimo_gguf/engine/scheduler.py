@@ -48,7 +48,7 @@ from .api import (
     EngineStats,
     Request,
 )
-from .sequence import SeqState, Sequence, StopMatcher
+from .slot import SeqState, Sequence, StopMatcher
 
 
 def common_prefix(a: list[int], b) -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 from ..config import RunConfig
 from ..engine.api import EngineStats
 from ..errors import AimoError
-from ..problems import Problem
-from ..solver import ProblemResult, Solver, check_prompt
-from ..tir import ToolStats
+from ..pipeline.problems import Problem
+from ..solving.solver import ProblemResult, Solver, check_prompt
+from ..styles.tir import ToolStats
 
 RESULT = "result"
 DONE = "done"
@@ -72,7 +72,7 @@ class Replica:
     def load(self) -> dict:
         """Load the engine; the load's failure comes back as data, not as a dead actor, so the driver
         can tell a bad model (one clear error) from a lost process (replaced)."""
-        from ..loading import load_engine
+        from ..fit.plan import load_engine
 
         try:
             self.engine = load_engine(self.config, self.model_path, verbose=self.verbose, graded=self.graded,

@@ -22,7 +22,7 @@ import time
 
 from ..config import RunConfig
 from ..errors import InputError
-from ..interrupt import SIGNALS, Stopped
+from ..pipeline.interrupt import SIGNALS, Stopped
 
 OBJECT_STORE_BYTES = 80 * 2**20  # a local cluster's object store: results are small (Ray's minimum is 75 MiB)
 CONNECT_SECONDS = 10.0  # --ray ADDRESS: the most its cluster may take to answer before the run gives up

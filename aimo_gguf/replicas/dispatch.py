@@ -1,6 +1,6 @@
 """The driver of a Ray run: replicas started, problems handed out as replicas free up, results streamed back.
 
-``RayReplicas`` is a results source for ``aimo_gguf.runner``: the runner keeps
+``RayReplicas`` is a results source for ``aimo_gguf.pipeline.runner``: the runner keeps
 the one journal, submission, summary and trace file, and counts every result
 exactly as it does for a single engine; this module only decides which
 replica solves what. Each replica gets a few whole problems at a time (enough
@@ -27,9 +27,9 @@ from .. import errors
 from ..config import RunConfig
 from ..engine.api import EngineStats, LoadInfo
 from ..errors import EngineError, InputError, ModelError
-from ..problems import Problem
-from ..solver import Clock, ProblemResult
-from ..tir import ToolStats
+from ..pipeline.problems import Problem
+from ..solving.solver import Clock, ProblemResult
+from ..styles.tir import ToolStats
 from .actor import DONE, RESULT, Replica, ReplicaCounters
 from .cluster import CONNECT_SECONDS, first_line, join_cluster
 

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from fakes import FakeEngine, boxed, conf
 
-from aimo_gguf import runner
 from aimo_gguf.cli import cli
 from aimo_gguf.engine.confidence import Confidence
-from aimo_gguf.metrics import k_values
-from aimo_gguf.problems import Problem
-from aimo_gguf.voting import Vote, pick
+from aimo_gguf.pipeline import runner
+from aimo_gguf.pipeline.problems import Problem
+from aimo_gguf.solving.metrics import k_values
+from aimo_gguf.solving.voting import Vote, pick
 
 SAMPLES = 6
 

@@ -129,8 +129,8 @@ def test_unwritable_traces(runner, tmp_path, problems_csv):
 @pytest.fixture
 def fake_run(monkeypatch):
     """Replace ``runner.run`` (which the CLI imports at call time) by a recorder."""
-    from aimo_gguf import runner
-    from aimo_gguf.summary import RunSummary
+    from aimo_gguf.pipeline import runner
+    from aimo_gguf.pipeline.summary import RunSummary
 
     calls: list[dict] = []
     outcome = {"result": None}
@@ -202,8 +202,8 @@ def test_environment_reaches_run_config(runner, fake_run):
 
 
 def test_interrupted_run_exits_130(runner, fake_run):
-    from aimo_gguf.runner import RunResult
-    from aimo_gguf.summary import RunSummary
+    from aimo_gguf.pipeline.runner import RunResult
+    from aimo_gguf.pipeline.summary import RunSummary
 
     fake_run.outcome["result"] = RunResult(answers=[], summary=RunSummary(problems=3, interrupted=True,
                                                                           stopped_by="SIGINT"))
@@ -213,9 +213,9 @@ def test_interrupted_run_exits_130(runner, fake_run):
 
 
 def test_problem_table_notes(runner, fake_run):
-    from aimo_gguf.runner import RunResult
-    from aimo_gguf.solver import ProblemResult
-    from aimo_gguf.summary import RunSummary
+    from aimo_gguf.pipeline.runner import RunResult
+    from aimo_gguf.pipeline.summary import RunSummary
+    from aimo_gguf.solving.solver import ProblemResult
 
     def pr(index, id, answer, **kw):
         base = dict(votes=0, valid=0, samples=4, fallback=False, too_long=False, early_stopped=False,

@@ -7,11 +7,11 @@ import csv
 import pytest
 from fakes import Clock, FakeEngine, TimedEngine, boxed, problems_of
 
-from aimo_gguf import runner
 from aimo_gguf.config import RunConfig
 from aimo_gguf.errors import InputError
-from aimo_gguf.journal import Journal, default_journal, fingerprint
-from aimo_gguf.solver import ProblemResult, solve
+from aimo_gguf.pipeline import runner
+from aimo_gguf.pipeline.journal import Journal, default_journal, fingerprint
+from aimo_gguf.solving.solver import ProblemResult, solve
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aimo_gguf.engine import (
-    Engine,
-)
+from aimo_gguf.engine import Engine
 from aimo_gguf.errors import ModelError
 
 

@@ -33,7 +33,7 @@ def engine(request):
     if request.param == "fake":
         yield FakeEngine(lambda p, s: "x" * 100, batch_size=3, n_ctx_seq=64, steps="tokens")
         return
-    from aimo_gguf.models import default_model_path
+    from aimo_gguf.gguf.files import default_model_path
 
     with Engine(default_model_path(), ctx=64, batch_size=3, threads=2, ignore_eos=True) as real:
         yield real

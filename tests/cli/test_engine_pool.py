@@ -9,10 +9,10 @@ from fakes import FakeEngine, boxed, problems_of
 
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import FINISH_CANCELLED, BatchEngine
+from aimo_gguf.engine.pool import EnginePool
 from aimo_gguf.errors import InputError
 from aimo_gguf.kaggle import ANSWER_RANGE, KaggleSolver
-from aimo_gguf.replicas.pool import EnginePool
-from aimo_gguf.solver import Solver
+from aimo_gguf.solving.solver import Solver
 
 
 def pool_of(*engines) -> EnginePool:

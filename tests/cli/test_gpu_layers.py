@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from aimo_gguf import devices, loading
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import llama
 from aimo_gguf.errors import InputError
-from aimo_gguf.memory import estimate, read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit import gpus as devices
+from aimo_gguf.fit import plan as loading
+from aimo_gguf.fit.memory import estimate, read_shape
+from aimo_gguf.gguf.files import default_model_path
 
 MiB = 2**20
 

@@ -14,7 +14,12 @@ from helpers import assert_one_line_error
 
 from aimo_gguf.cli import cli
 from aimo_gguf.config import RunConfig
-from aimo_gguf.engine.limits import MAX_THREADS, MAX_TOTAL_CTX, check_context, max_sequences
+from aimo_gguf.engine.limits import (
+    MAX_THREADS,
+    MAX_TOTAL_CTX,
+    check_context,
+    max_sequences,
+)
 from aimo_gguf.errors import InputError
 
 TRAINED = 4096
@@ -71,7 +76,7 @@ def test_batch_sizes_up_to_the_limit_are_accepted(n):
 
 @pytest.mark.parametrize("budget_gib", [1, 64, 10**6])
 def test_batch_size_auto_never_picks_more_than_the_limit(budget_gib):
-    from aimo_gguf.memory import ModelShape, largest_batch
+    from aimo_gguf.fit.memory import ModelShape, largest_batch
 
     tiny = ModelShape(name="tiny", file_type="F16", n_params=1000, file_bytes=2000, has_chat_template=True,
                       architecture="llama", n_layers=1, n_ctx_train=TRAINED, n_vocab=100, block_bytes=(1000,),
@@ -83,9 +88,10 @@ def test_batch_size_auto_never_picks_more_than_the_limit(budget_gib):
 
 
 def test_split_batch_auto_never_picks_more_than_the_limit(monkeypatch, model):
-    from aimo_gguf import loading, split
+    from aimo_gguf.fit import plan as loading
+    from aimo_gguf.fit import shares as split
 
-    monkeypatch.setattr("aimo_gguf.memory.read_shape", lambda path: None)
+    monkeypatch.setattr("aimo_gguf.fit.memory.read_shape", lambda path: None)
     monkeypatch.setattr(split, "device_shares", lambda *a, **k: type("Shares", (), {"fits": lambda s, f, r: True})())
     config = RunConfig(batch_size="auto", n_gpu_layers=-1)
     assert loading._split_batch(config, model, [2**40, 2**40], -1, quiet=True) == max_sequences()

@@ -9,13 +9,13 @@ from dataclasses import asdict
 import pytest
 from fakes import FakeEngine, problems_of
 
-from aimo_gguf import runner as run_module
 from aimo_gguf.cli import cli
 from aimo_gguf.config import RunConfig, make_config
 from aimo_gguf.errors import InputError
+from aimo_gguf.pipeline import runner as run_module
 from aimo_gguf.recipes import RECIPES
-from aimo_gguf.solver import Solver, prompt_text
-from aimo_gguf.thinking import ThinkBudget
+from aimo_gguf.solving.solver import Solver, prompt_text
+from aimo_gguf.styles.think import ThinkBudget
 
 FINAL = "<|channel|>analysis<|message|>Easy, maybe 3.<|end|><|start|>assistant<|channel|>final<|message|>" \
         "\\boxed{{{}}}"
@@ -131,7 +131,7 @@ def recorded(monkeypatch):
 
     def run(problems, **kwargs):
         calls.append(kwargs)
-        from aimo_gguf.summary import RunSummary
+        from aimo_gguf.pipeline.summary import RunSummary
 
         return run_module.RunResult(answers=[], summary=RunSummary(problems=0))
 
@@ -193,7 +193,7 @@ def test_prompt_styles_that_cannot_work_are_one_clear_error():
 
 
 def test_a_split_models_pull_command_is_its_first_part_alone():
-    from aimo_gguf.registry import load_registry
+    from aimo_gguf.models import load_registry
 
     [big] = [e for e in load_registry() if e.name == "gpt-oss-120b"]
     assert len(big.files) == 2 and big.pull_commands() == [f"aimo-gguf pull {big.repo} {big.files[0]}"]

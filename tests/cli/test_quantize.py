@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aimo_gguf.cli import cli
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 SRC = str(default_model_path())
 

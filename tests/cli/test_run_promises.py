@@ -19,9 +19,9 @@ import pytest
 from fakes import FakeEngine, boxed, problems_of
 from helpers import assert_one_line_error
 
-from aimo_gguf import runner
 from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
+from aimo_gguf.pipeline import runner
 
 PROBLEMS = "id,problem\na,What is 1 + 1?\nb,What is 2 + 2?\n"
 
@@ -58,7 +58,7 @@ def test_an_id_the_submission_cannot_repeat_is_one_line_naming_its_line(runner, 
 @pytest.mark.parametrize("problem_id", ["\ud800", "a\udfffb", "\udcff.csv"])
 def test_a_problem_the_submission_cannot_name_is_refused_for_every_caller(problem_id):
     """The library and the AIMO3 adapter make Problems too: the check is the Problem's own."""
-    from aimo_gguf.problems import Problem
+    from aimo_gguf.pipeline.problems import Problem
 
     with pytest.raises(InputError, match="a character UTF-8 cannot encode"):
         Problem(id=problem_id, problem="What is 1 + 1?")
@@ -113,7 +113,7 @@ HUNG_UP_RUN = """
 import sys
 sys.path.insert(0, {tests!r})
 from fakes import FakeEngine, boxed, problems_of
-from aimo_gguf import runner
+from aimo_gguf.pipeline import runner
 result = runner.run(problems_of(400), output={out!r}, summary={summary!r}, samples=1, fallback_answer=99,
                     engine=FakeEngine(lambda p, s: boxed(p), step_seconds=0.02))
 print("the results table")  # as the CLI prints it, to a terminal that is gone
@@ -131,7 +131,7 @@ def test_a_closed_terminal_writes_what_finished(tmp_path):
     import sys
     import time
 
-    from aimo_gguf.journal import default_journal
+    from aimo_gguf.pipeline.journal import default_journal
 
     out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
     script = HUNG_UP_RUN.format(tests=str(Path(__file__).parents[1]), out=str(out), summary=str(summary))
@@ -178,7 +178,7 @@ def test_a_journal_path_holding_another_file_is_one_line_before_the_load(runner,
 def test_resume_with_an_entry_aimo_gguf_does_not_write_is_one_line_naming_it(runner, files, tmp_path, answer):
     """Before: a TypeError when the submission was written (nothing written), or the answer submitted."""
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.journal import fingerprint
+    from aimo_gguf.pipeline.journal import fingerprint
 
     problems, model = files
     journal = tmp_path / "j.jsonl"
@@ -348,7 +348,7 @@ def test_a_flag_given_on_the_command_line_is_not_blamed_on_the_environment(runne
 ])
 def test_compare_checks_its_inputs_before_the_first_model_loads(runner, files, flags, fragment):
     """Before, compare --problems nosuch.csv failed only after the whole text comparison (30 s)."""
-    from aimo_gguf.models import default_model_path
+    from aimo_gguf.gguf.files import default_model_path
 
     problems, _ = files
     model = str(default_model_path())

@@ -89,7 +89,7 @@ def test_non_finite_numbers_are_refused(runner, files, flag, value):
 
 
 def test_the_summary_json_never_holds_infinity(tmp_path):
-    from aimo_gguf.problems import write_json_atomic
+    from aimo_gguf.pipeline.problems import write_json_atomic
 
     with pytest.raises(ValueError):
         write_json_atomic(tmp_path / "s.json", {"time_limit": float("inf")})
@@ -123,7 +123,7 @@ def test_a_stop_signal_writes_the_finished_answers_and_fallbacks(tmp_path, signu
     handling it, the test's own handler sees it instead (and the test fails rather than dies)."""
     from fakes import FakeEngine, boxed, problems_of
 
-    from aimo_gguf import runner
+    from aimo_gguf.pipeline import runner
 
     caught = []
 

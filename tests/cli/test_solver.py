@@ -17,14 +17,15 @@ from collections import Counter
 import pytest
 from fakes import FakeEngine, boxed, problems_of
 
-from aimo_gguf import runner, solver
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import FINISH_CANCELLED, FINISH_EOS
 from aimo_gguf.outputs import TraceWriter
-from aimo_gguf.problems import Problem
-from aimo_gguf.prompts import raw_prompt
-from aimo_gguf.solver import ProblemResult, build_prompt, sample_seed, solve
-from aimo_gguf.voting import majority_vote
+from aimo_gguf.pipeline import runner
+from aimo_gguf.pipeline.problems import Problem
+from aimo_gguf.solving import solver
+from aimo_gguf.solving.solver import ProblemResult, build_prompt, sample_seed, solve
+from aimo_gguf.solving.voting import majority_vote
+from aimo_gguf.styles.prompts import raw_prompt
 
 FIFO = {"fifo": lambda p, s: s + 1, "lifo": lambda p, s: 100 - s}  # sample 0 first / last
 

@@ -73,8 +73,8 @@ def tiny_gguf(path: Path) -> Path:
 def graded_summary(path: Path) -> Path:
     from fakes import FakeEngine, boxed
 
-    from aimo_gguf import runner
-    from aimo_gguf.problems import Problem
+    from aimo_gguf.pipeline import runner
+    from aimo_gguf.pipeline.problems import Problem
 
     problems = [Problem(id="q0", problem="q0", answer=1)]
     runner.run(problems, output=path.with_suffix(".csv"), summary=path, progress=False, journal=False,

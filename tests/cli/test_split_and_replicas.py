@@ -39,7 +39,7 @@ def test_more_shares_than_llama_cpp_has_devices_is_a_model_error():
 
 def test_the_run_config_hands_the_split_to_the_engine():
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.loading import engine_kwargs
+    from aimo_gguf.fit.plan import engine_kwargs
 
     kwargs = engine_kwargs(RunConfig(split_mode="none", tensor_split="3,1", main_gpu=1), 4)
     assert (kwargs["split_mode"], kwargs["tensor_split"], kwargs["main_gpu"]) == ("none", (3.0, 1.0), 1)
@@ -74,7 +74,7 @@ def test_ray_takes_an_optional_address(monkeypatch):
         seen.update(kwargs)
         raise SystemExit(0)
 
-    monkeypatch.setattr("aimo_gguf.runner.run", fake_run)
+    monkeypatch.setattr("aimo_gguf.pipeline.runner.run", fake_run)
     from click.testing import CliRunner
 
     CliRunner().invoke(cli, ["run", "p.csv", "--ray", "--replicas", "2"])
@@ -100,7 +100,7 @@ def test_models_has_the_multi_gpu_columns(runner):
 
 
 def test_info_gives_each_gpu_its_share(runner, monkeypatch):
-    import aimo_gguf.devices as devices
+    import aimo_gguf.fit.gpus as devices
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [])  # whatever this machine has: NVML sees nothing
     result = runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "-1", "--tensor-split", "3,1", "--json"],
@@ -115,11 +115,11 @@ def test_info_gives_each_gpu_its_share(runner, monkeypatch):
 
 def test_ngl_auto_over_several_gpus_fits_every_gpu_s_share(monkeypatch, capsys):
     import aimo_gguf.engine.llama as llama_module
-    import aimo_gguf.split as split
+    import aimo_gguf.fit.shares as split
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.loading import resolve_gpu_layers
-    from aimo_gguf.memory import read_shape
-    from aimo_gguf.models import default_model_path
+    from aimo_gguf.fit.memory import read_shape
+    from aimo_gguf.fit.plan import resolve_gpu_layers
+    from aimo_gguf.gguf.files import default_model_path
 
     path = default_model_path()
     monkeypatch.setattr(llama_module, "supports_gpu_offload", lambda: True)
@@ -140,7 +140,7 @@ def test_a_replica_s_time_shares_are_the_run_s():
     from fakes import Clock, TimedEngine, boxed, problems_of
 
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.solver import Solver
+    from aimo_gguf.solving.solver import Solver
 
     def budgets(**replica):
         clock = Clock()
@@ -155,7 +155,7 @@ def test_a_replica_s_time_shares_are_the_run_s():
 
 
 def test_info_with_gpus_resolves_auto_layers_over_those_gpus(runner, monkeypatch):
-    import aimo_gguf.devices as devices
+    import aimo_gguf.fit.gpus as devices
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [])
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
@@ -169,10 +169,10 @@ def test_info_with_gpus_resolves_auto_layers_over_those_gpus(runner, monkeypatch
     (dict(tensor_split="1,1,1"), "--tensor-split has 3 shares, and 2 GPU(s) are visible"),
 ])
 def test_device_options_are_checked_against_the_gpus_there_are(monkeypatch, options, message):
-    import aimo_gguf.devices as devices
+    import aimo_gguf.fit.gpus as devices
     from aimo_gguf.config import RunConfig
     from aimo_gguf.errors import InputError
-    from aimo_gguf.loading import check_devices
+    from aimo_gguf.fit.plan import check_devices
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [(16 << 30, 0, 16 << 30)] * 2)
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
@@ -182,9 +182,9 @@ def test_device_options_are_checked_against_the_gpus_there_are(monkeypatch, opti
 
 
 def test_one_gpu_free_is_the_main_gpu_s_with_split_mode_none(monkeypatch):
-    import aimo_gguf.devices as devices
+    import aimo_gguf.fit.gpus as devices
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.loading import one_gpu_free
+    from aimo_gguf.fit.plan import one_gpu_free
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [(16, 15, 1), (16, 6, 10)])
     monkeypatch.setattr(devices, "gpu_memory", lambda: (16, 15, 1))
@@ -193,11 +193,11 @@ def test_one_gpu_free_is_the_main_gpu_s_with_split_mode_none(monkeypatch):
 
 
 def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch, capsys):
-    import aimo_gguf.split as split
+    import aimo_gguf.fit.shares as split
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.loading import resolve_batch_size
-    from aimo_gguf.memory import read_shape
-    from aimo_gguf.models import default_model_path
+    from aimo_gguf.fit.memory import read_shape
+    from aimo_gguf.fit.plan import resolve_batch_size
+    from aimo_gguf.gguf.files import default_model_path
 
     monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [1 << 30, 1 << 30])
     path = default_model_path()
@@ -206,7 +206,7 @@ def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch, capsys):
                                  sizes=[1 << 30] * 2)
     bigger = split.device_shares(read_shape(str(path)), ctx=2048, batch_size=batch + 1, n_gpu_layers=-1,
                                  sizes=[1 << 30] * 2)
-    from aimo_gguf.loading import GPU_RUNTIME_RESERVE
+    from aimo_gguf.fit.plan import GPU_RUNTIME_RESERVE
 
     assert batch >= 1 and shares.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE)
     assert not bigger.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE) and "fit 2 GPUs" in capsys.readouterr().err

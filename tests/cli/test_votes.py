@@ -9,13 +9,13 @@ import random
 import pytest
 from fakes import Clock, FakeEngine, TimedEngine, boxed, conf, problems_of
 
-from aimo_gguf import runner
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import FINISH_LOW_CONFIDENCE
 from aimo_gguf.errors import InputError
-from aimo_gguf.problems import Problem
-from aimo_gguf.solver import solve
-from aimo_gguf.voting import VOTE_MODES, Vote, pick
+from aimo_gguf.pipeline import runner
+from aimo_gguf.pipeline.problems import Problem
+from aimo_gguf.solving.solver import solve
+from aimo_gguf.solving.voting import VOTE_MODES, Vote, pick
 
 
 def solve_one(answers, confidences=None, **kw):

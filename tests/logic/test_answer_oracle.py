@@ -14,7 +14,7 @@ import sympy
 from answer_corpus import corpus
 from math_verify import parse
 
-from aimo_gguf.answers import extract_answer
+from aimo_gguf.styles.answers import extract_answer
 
 pytestmark = pytest.mark.logic
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)

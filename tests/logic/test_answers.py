@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from aimo_gguf.answers import (
+from aimo_gguf.styles.answers import (
     DEFAULT_MAX_ANSWER,
     DEFAULT_MIN_ANSWER,
     extract_answer,

@@ -15,7 +15,6 @@ import pytest
 from helpers import table_rows
 
 from aimo_gguf import bench as bench_module
-from aimo_gguf import devices
 from aimo_gguf.bench import (
     BenchResult,
     BenchRow,
@@ -30,6 +29,7 @@ from aimo_gguf.bench import (
 from aimo_gguf.bench.report import TABLE_COLUMNS
 from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
+from aimo_gguf.fit import gpus as devices
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -227,7 +227,7 @@ def test_rss_probe_is_fresh_per_row():
 def test_library_keywords_match_cli_flags():
     params = set(inspect.signature(bench).parameters)
     command = cli.commands["bench"]
-    # --stress and --time-limit drive aimo_gguf.stress after the table, not bench()
+    # --stress and --time-limit drive aimo_gguf.bench.stress after the table, not bench()
     flags = {p.name for p in command.params} - {"json_path", "plot_path", "quiet", "no_baseline", "stress", "time_limit"}
     assert flags | {"baseline", "progress"} == params
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in inspect.signature(bench).parameters.values())

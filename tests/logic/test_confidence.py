@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from aimo_gguf.engine.api import FINISH_LENGTH, FINISH_LOW_CONFIDENCE, Request
-from aimo_gguf.engine.confidence import Confidence, ConfidenceSettings, Tracker, token_signals
-from aimo_gguf.engine.sequence import Sequence, StopMatcher
+from aimo_gguf.engine.confidence import (
+    Confidence,
+    ConfidenceSettings,
+    Tracker,
+    token_signals,
+)
+from aimo_gguf.engine.slot import Sequence, StopMatcher
 
 pytestmark = pytest.mark.logic
 

@@ -10,7 +10,7 @@ from aimo_gguf import engine as engine_module
 from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import Engine
 from aimo_gguf.errors import InputError
-from aimo_gguf.loading import engine_kwargs
+from aimo_gguf.fit.plan import engine_kwargs
 
 
 def test_layer_ladder_halves_down_to_cpu():

@@ -6,8 +6,8 @@ import pytest
 from gguf import GGUFReader
 
 from aimo_gguf.errors import ModelError
-from aimo_gguf.gguf_header import LONG_STRING_ARRAY, StringArray, read_header
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.gguf.header import LONG_STRING_ARRAY, StringArray, read_header
 
 
 def test_it_reads_what_gguf_reads():
@@ -50,7 +50,7 @@ CUTS = [5, 20, 30, 5000, 1 << 20, 1_700_000, 1_800_000, 50 << 20, -1]
 def test_a_truncated_file_says_it_is_truncated(tmp_path, cut):
     """Before, a GGUF cut short was 'unpack_from requires a buffer of at least 1048577 bytes' (in its header)
     or llama.cpp's 'could not load' (in its data)."""
-    from aimo_gguf.models import check_gguf
+    from aimo_gguf.gguf.files import check_gguf
 
     data = default_model_path().read_bytes()[:cut]
     path = tmp_path / "cut.gguf"

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from aimo_gguf.errors import InputError, ModelError
-from aimo_gguf.gguf_header import read_header
-from aimo_gguf.gguf_split import is_first_part, model_bytes, model_files, part_names, split_gguf
+from aimo_gguf.gguf.header import read_header
+from aimo_gguf.gguf.parts import (
+    is_first_part,
+    model_bytes,
+    model_files,
+    part_names,
+    split_gguf,
+)
 
 
 @pytest.mark.parametrize(("name", "names"), [

@@ -9,11 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from aimo_gguf import harmony
-from aimo_gguf.harmony import HarmonyTool, Message, harmony_answer, parse, render_prompt
-from aimo_gguf.prompts import chat_prompt
 from aimo_gguf.sandbox import ToolResult
-from aimo_gguf.tir import ToolStats
+from aimo_gguf.styles import harmony
+from aimo_gguf.styles.harmony import (
+    HarmonyTool,
+    Message,
+    harmony_answer,
+    parse,
+    render_prompt,
+)
+from aimo_gguf.styles.prompts import chat_prompt
+from aimo_gguf.styles.tir import ToolStats
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "templates"
 GPT_OSS = (TEMPLATES / "gpt-oss.jinja").read_text()

@@ -8,8 +8,8 @@ import pytest
 
 from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
-from aimo_gguf.imatrix import load_imatrix, write_legacy
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.gguf.imatrix import load_imatrix, write_legacy
 
 SRC = str(default_model_path())
 

@@ -12,8 +12,8 @@ import pytest
 
 from aimo_gguf.config import RunConfig
 from aimo_gguf.errors import InputError
-from aimo_gguf.journal import Journal, fingerprint
-from aimo_gguf.solver import ProblemResult
+from aimo_gguf.pipeline.journal import Journal, fingerprint
+from aimo_gguf.solving.solver import ProblemResult
 
 
 def _result(i: int, answer: int) -> ProblemResult:
@@ -133,7 +133,7 @@ def test_a_second_writer_is_refused_and_told_who_holds_the_journal(tmp_path):
     path = tmp_path / "j.jsonl"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from aimo_gguf.config import RunConfig; "
-         "from aimo_gguf.journal import Journal, fingerprint; "
+         "from aimo_gguf.pipeline.journal import Journal, fingerprint; "
          f"j = Journal({str(path)!r}, fingerprint(RunConfig(), 'm.gguf'), resume=False); "
          "print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)

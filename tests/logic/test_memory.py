@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aimo_gguf.errors import InputError
-from aimo_gguf.memory import estimate, largest_batch, parse_size, read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.memory import estimate, largest_batch, parse_size, read_shape
+from aimo_gguf.gguf.files import default_model_path
 
 MiB = 2**20
 
@@ -68,7 +68,7 @@ def test_parse_size_rejects(text):
 
 
 def shape_like(n_embd: int, n_ff: int, n_vocab: int = 151936, **changes):
-    from aimo_gguf.memory import ModelShape
+    from aimo_gguf.fit.memory import ModelShape
 
     base = dict(name="x", file_type="Q4_K_M", n_params=0, file_bytes=0, has_chat_template=True, architecture="qwen2",
                 n_layers=4, n_ctx_train=4096, n_vocab=n_vocab, block_bytes=(100 * MiB,) * 4, output_bytes=50 * MiB,
@@ -81,7 +81,7 @@ def shape_like(n_embd: int, n_ff: int, n_vocab: int = 151936, **changes):
     (896, 4864, 36.26), (1536, 8960, 65.26), (3584, 18944, 139.76),  # Qwen2.5 0.5B, 1.5B, 7B (llama.cpp's figures)
 ])
 def test_the_compute_formula_matches_llama_cpps_figures(n_embd, n_ff, llama_cpp_mib):
-    from aimo_gguf.memory import _compute_bytes
+    from aimo_gguf.fit.memory import _compute_bytes
 
     assert _compute_bytes(shape_like(n_embd, n_ff), batch_size=16) / MiB == pytest.approx(llama_cpp_mib, rel=0.02)
 
@@ -123,7 +123,7 @@ def test_a_simulation_without_a_gpu_leaves_the_gpus_compute_to_the_formula():
 
 
 def test_most_gpu_layers_fills_the_budget_and_no_more():
-    from aimo_gguf.memory import most_gpu_layers
+    from aimo_gguf.fit.memory import most_gpu_layers
 
     shape = shape_like(896, 4864)
     for budget_mib in (10, 150, 260, 380, 2000):

@@ -1,4 +1,4 @@
-"""pass@k, maj@k and weighted@k (aimo_gguf.metrics) against brute force over every subset."""
+"""pass@k, maj@k and weighted@k (aimo_gguf.solving.metrics) against brute force over every subset."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from aimo_gguf import metrics
 from aimo_gguf.engine.confidence import Confidence
-from aimo_gguf.metrics import k_values, pass_at_k, vote_at_k
-from aimo_gguf.voting import VOTE_MODES, Vote, pick
+from aimo_gguf.solving import metrics
+from aimo_gguf.solving.metrics import k_values, pass_at_k, vote_at_k
+from aimo_gguf.solving.voting import VOTE_MODES, Vote, pick
 
 pytestmark = pytest.mark.logic
 

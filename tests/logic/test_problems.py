@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from aimo_gguf.errors import InputError, OutputError
-from aimo_gguf.problems import (
+from aimo_gguf.pipeline.problems import (
     GRADED_PROBLEMS,
     SAMPLE_PROBLEMS,
     Problem,

@@ -10,9 +10,15 @@ import pytest
 
 from aimo_gguf.engine.api import EngineStats, Request
 from aimo_gguf.engine.scheduler import Scheduler
-from aimo_gguf.engine.sequence import SeqState, Sequence, StopMatcher
-from aimo_gguf.prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style
-from aimo_gguf.thinking import CONCLUDE, ThinkBudget, default_reserve, open_thinking, think_answer
+from aimo_gguf.engine.slot import SeqState, Sequence, StopMatcher
+from aimo_gguf.styles.prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style
+from aimo_gguf.styles.think import (
+    CONCLUDE,
+    ThinkBudget,
+    default_reserve,
+    open_thinking,
+    think_answer,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "data" / "templates"
 R1 = (TEMPLATES / "r1-distill.jinja").read_text()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aimo_gguf.memory import estimate, read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.memory import estimate, read_shape
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.models import Entry, fit, load_registry
 from aimo_gguf.quantize import file_types
-from aimo_gguf.registry import Entry, fit, load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,8 +75,8 @@ def test_sliding_window_layers_make_gpt_oss_kv_small():
 
 
 def test_every_model_names_a_recipe_that_exists():
+    from aimo_gguf.models import load_registry
     from aimo_gguf.recipes import RECIPES
-    from aimo_gguf.registry import load_registry
 
     entries = load_registry()
     assert all(e.recipe in RECIPES for e in entries)

@@ -8,8 +8,8 @@ from dataclasses import replace
 from fakes import FakeEngine
 
 from aimo_gguf.config import RunConfig
-from aimo_gguf.problems import read_problems
-from aimo_gguf.runner import LocalSource, run
+from aimo_gguf.pipeline.problems import read_problems
+from aimo_gguf.pipeline.runner import LocalSource, run
 
 
 class SnapshotEngine:

@@ -19,7 +19,7 @@ from aimo_gguf.engine.api import (
     Request,
 )
 from aimo_gguf.engine.scheduler import Scheduler, StepPlan, common_prefix
-from aimo_gguf.engine.sequence import SeqState, StopMatcher
+from aimo_gguf.engine.slot import SeqState, StopMatcher
 
 EOG = 0  # the driver's end-of-generation token
 

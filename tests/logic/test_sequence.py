@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aimo_gguf.engine.api import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Request
-from aimo_gguf.engine.sequence import SeqState, Sequence, StopMatcher
+from aimo_gguf.engine.slot import SeqState, Sequence, StopMatcher
 
 
 @pytest.mark.parametrize(("stops", "text", "new", "cut"), [

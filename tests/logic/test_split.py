@@ -6,8 +6,8 @@ import pytest
 
 from aimo_gguf.config import RunConfig
 from aimo_gguf.errors import InputError
-from aimo_gguf.memory import ModelShape, estimate
-from aimo_gguf.split import (
+from aimo_gguf.fit.memory import ModelShape, estimate
+from aimo_gguf.fit.shares import (
     device_label,
     device_shares,
     gpu_sizes,

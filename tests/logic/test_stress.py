@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from aimo_gguf.bench.stress import Projection, project, stress
 from aimo_gguf.errors import InputError
-from aimo_gguf.stress import Projection, project, stress
 
 
 @pytest.mark.parametrize(

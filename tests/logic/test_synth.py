@@ -37,7 +37,7 @@ def test_known_shapes_have_the_real_parameter_count(name, architecture, params):
 
 
 def test_every_registry_model_has_a_shape():
-    from aimo_gguf.registry import load_registry
+    from aimo_gguf.models import load_registry
 
     names = set(known_shapes())
     for entry in load_registry():

@@ -8,8 +8,8 @@ from concurrent.futures import Future
 import pytest
 
 from aimo_gguf.sandbox import ToolResult
-from aimo_gguf.tir import PythonTool, ToolStats, code_to_run, tir_answer
-from aimo_gguf.voting import Tally
+from aimo_gguf.solving.voting import Tally
+from aimo_gguf.styles.tir import PythonTool, ToolStats, code_to_run, tir_answer
 
 LIMITS = dict(min_answer=0, max_answer=99999, modulo=None)
 
@@ -124,7 +124,7 @@ def test_weighted_votes_pick_the_backed_answer_and_stop_with_the_weight_in_mind(
 def test_tool_counters_never_count_a_sample_whose_calls_they_do_not_count(plan, harmony):
     """Issue 20: after SIGTERM the summary said tool_calls: 0 beside samples_with_tools: 4. ``plan``: per
     sample, (calls started, calls that came back); the counters are read after every event."""
-    from aimo_gguf.harmony import HarmonyTool
+    from aimo_gguf.styles.harmony import HarmonyTool
 
     pool, stats = FakePool(_ok("1")), ToolStats()
 

@@ -16,11 +16,11 @@ import json
 import pytest
 
 from aimo_gguf.config import RunConfig
-from aimo_gguf.engine.sequence import StopMatcher
-from aimo_gguf.journal import Journal, fingerprint
+from aimo_gguf.engine.slot import StopMatcher
 from aimo_gguf.outputs import TraceWriter
-from aimo_gguf.problems import write_json_atomic
-from aimo_gguf.solver import ProblemResult, sample_seed
+from aimo_gguf.pipeline.journal import Journal, fingerprint
+from aimo_gguf.pipeline.problems import write_json_atomic
+from aimo_gguf.solving.solver import ProblemResult, sample_seed
 
 # Lone high and low surrogates anywhere, a pair that Python keeps as two code points, the argv form of a
 # byte that was not UTF-8 (surrogateescape), next to ASCII, accents, CJK, emoji and control characters.

@@ -6,7 +6,7 @@ import pytest
 from fakes import conf
 
 from aimo_gguf.errors import AimoError
-from aimo_gguf.voting import (
+from aimo_gguf.solving.voting import (
     VOTE_MODES,
     Tally,
     Vote,
@@ -138,7 +138,7 @@ def test_negative_sample_count_is_rejected() -> None:
         Tally.new(-1)
 
 
-# --- confidence-weighted modes (aimo_gguf.voting.pick) ----------------------------------------------------
+# --- confidence-weighted modes (aimo_gguf.solving.voting.pick) ----------------------------------------------------
 
 
 def votes_of(*entries) -> list[Vote]:

@@ -15,10 +15,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error, clean_env, table_rows
 
-from aimo_gguf.bench import (
-    bench,
-    render_table,
-)
+from aimo_gguf.bench import bench, render_table
 from aimo_gguf.bench.report import TABLE_COLUMNS
 from aimo_gguf.cli import cli
 

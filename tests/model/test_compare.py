@@ -8,7 +8,7 @@ import pytest
 
 from aimo_gguf.cli import cli
 from aimo_gguf.compare import compare
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 SRC = str(default_model_path())
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import clean_env
 
-from aimo_gguf.journal import default_journal
 from aimo_gguf.kaggle import KaggleSolver
+from aimo_gguf.pipeline.journal import default_journal
 
 
 def _write_problems(path: Path, n: int) -> Path:
@@ -81,8 +81,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_submission(tmp_path):
 
 @pytest.mark.model
 def test_early_stopping_saves_tokens_without_changing_greedy_answers(tmp_path):
-    from aimo_gguf.problems import read_problems
-    from aimo_gguf.runner import run
+    from aimo_gguf.pipeline.problems import read_problems
+    from aimo_gguf.pipeline.runner import run
 
     # batch 2 < 4 samples: the first two samples finish before the others start
     kw = dict(output=None, journal=False, progress=False, samples=4, batch_size=2, max_tokens=48, temperature=0.0,

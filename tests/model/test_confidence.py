@@ -7,7 +7,7 @@ import pytest
 
 from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.engine.confidence import ConfidenceSettings
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 GREEDY = SamplingParams(temperature=0)
 SETTINGS = ConfidenceSettings(group_window=8, tail_window=5)
@@ -73,8 +73,8 @@ def test_without_settings_nothing_is_computed(sampler):
 
 
 def test_stop_below_cuts_samples_on_a_real_run_and_the_summary_counts_them(tmp_path):
-    from aimo_gguf import runner
-    from aimo_gguf.problems import Problem
+    from aimo_gguf.pipeline import runner
+    from aimo_gguf.pipeline.problems import Problem
 
     problems = [Problem(id="q", problem="What is 3 + 5?", answer=8)]
     result = runner.run(problems, output=tmp_path / "sub.csv", summary=tmp_path / "s.json",

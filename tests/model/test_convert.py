@@ -30,8 +30,8 @@ from aimo_gguf import convert as conv
 from aimo_gguf.cli import cli
 from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.errors import ModelError
-from aimo_gguf.memory import read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.memory import read_shape
+from aimo_gguf.gguf.files import default_model_path
 
 COMMIT = "89abcdef0123456789abcdef0123456789abcdef"
 

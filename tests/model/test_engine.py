@@ -17,7 +17,7 @@ from aimo_gguf.engine import (
 )
 from aimo_gguf.engine.llama import eog_tokens_of, supports_gpu_offload
 from aimo_gguf.engine.probe import open_llama
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 GREEDY = SamplingParams(temperature=0)
 

@@ -9,8 +9,8 @@ import pytest
 
 from aimo_gguf.cli import cli
 from aimo_gguf.engine import Engine, Request, SamplingParams
-from aimo_gguf.gguf_split import split_gguf
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.gguf.parts import split_gguf
 
 USER = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 

@@ -15,10 +15,10 @@ import pytest
 from helpers import gpu_offload_supported
 
 from aimo_gguf.config import RunConfig
-from aimo_gguf.devices import gpu_memory
 from aimo_gguf.engine import Engine, Request, SamplingParams
-from aimo_gguf.loading import GPU_RUNTIME_RESERVE, resolve_gpu_layers
-from aimo_gguf.memory import measure, read_shape
+from aimo_gguf.fit.gpus import gpu_memory
+from aimo_gguf.fit.memory import measure, read_shape
+from aimo_gguf.fit.plan import GPU_RUNTIME_RESERVE, resolve_gpu_layers
 
 GPU_MODEL_ENV = "AIMO_GGUF_GPU_MODEL"  # read before conftest clears AIMO_GGUF_* for each test
 _MODEL = os.environ.get(GPU_MODEL_ENV)

@@ -9,14 +9,14 @@ import json
 
 import pytest
 
-from aimo_gguf import harmony
 from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.errors import InputError
-from aimo_gguf.harmony import HarmonyTool
-from aimo_gguf.prompts import detect_style
 from aimo_gguf.sandbox import SandboxLimits, SandboxPool
+from aimo_gguf.styles import harmony
+from aimo_gguf.styles.harmony import HarmonyTool
+from aimo_gguf.styles.prompts import detect_style
+from aimo_gguf.styles.tir import ToolStats
 from aimo_gguf.synth import synth
-from aimo_gguf.tir import ToolStats
 
 TINY_GPT_OSS = {
     "architectures": ["GptOssForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from aimo_gguf.cli import cli
-from aimo_gguf.imatrix import write_legacy
-from aimo_gguf.memory import read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.memory import read_shape
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.gguf.imatrix import write_legacy
 
 SRC = str(default_model_path())
 

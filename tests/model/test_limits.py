@@ -7,7 +7,7 @@ import pytest
 from aimo_gguf.engine import llama
 from aimo_gguf.engine.limits import check_context, max_sequences, trained_context
 from aimo_gguf.errors import InputError, ModelError
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aimo_gguf.config import make_config
-from aimo_gguf.loading import load_engine
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.plan import load_engine
+from aimo_gguf.gguf.files import default_model_path
 
 
 @pytest.mark.parametrize(("options", "n_ctx_seq"), [

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from aimo_gguf.cli import cli
-from aimo_gguf.memory import estimate, measure, read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.memory import estimate, measure, read_shape
+from aimo_gguf.gguf.files import default_model_path
 
 MiB = 2**20
 

@@ -12,8 +12,8 @@ import pytest
 from helpers import clean_env
 
 from aimo_gguf.engine import Engine, Request, SamplingParams, probe
-from aimo_gguf.gguf_header import read_header
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.gguf.header import read_header
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 
 from aimo_gguf.cli import cli
 from aimo_gguf.engine import Engine, Request, SamplingParams
-from aimo_gguf.memory import read_shape
-from aimo_gguf.models import default_model_path
+from aimo_gguf.fit.memory import read_shape
+from aimo_gguf.gguf.files import default_model_path
 
 SRC = str(default_model_path())
 

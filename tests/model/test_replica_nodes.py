@@ -11,8 +11,8 @@ import logging
 import psutil
 import pytest
 
+from aimo_gguf.pipeline.runner import run
 from aimo_gguf.replicas import dispatch
-from aimo_gguf.runner import run
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")

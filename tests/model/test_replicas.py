@@ -24,13 +24,13 @@ from helpers import assert_one_line_error, clean_env
 
 from aimo_gguf.cli import cli
 from aimo_gguf.errors import EngineError, InputError, ModelError
-from aimo_gguf.journal import default_journal
-from aimo_gguf.models import default_model_path
-from aimo_gguf.problems import read_problems
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.pipeline.journal import default_journal
+from aimo_gguf.pipeline.problems import read_problems
+from aimo_gguf.pipeline.runner import run
 from aimo_gguf.replicas import dispatch
 from aimo_gguf.replicas.actor import RESULT, ReplicaCounters, Streamed
-from aimo_gguf.runner import run
-from aimo_gguf.solver import ProblemResult
+from aimo_gguf.solving.solver import ProblemResult
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.ray]

@@ -25,8 +25,8 @@ from aimo_gguf.engine import (
     SamplingParams,
 )
 from aimo_gguf.errors import ModelError
-from aimo_gguf.journal import default_journal
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
+from aimo_gguf.pipeline.journal import default_journal
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -82,7 +82,7 @@ def test_a_signal_during_the_model_load_stops_the_run(tmp_path, monkeypatch):
     """A signal that lands while llama.cpp is calling back into Python (its log, all through a load)
     cannot raise there; it is raised at the next safe point, and the run stops as it should."""
     from aimo_gguf.engine import llama
-    from aimo_gguf.runner import run
+    from aimo_gguf.pipeline.runner import run
 
     real = llama.on_log
     sent = []

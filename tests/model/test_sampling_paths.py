@@ -17,7 +17,7 @@ from distribution import ALPHA, chain_distribution, chi_square_p
 
 from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.engine.llama import LlamaModel
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 PATHS = ["batched", "chain", "backend"]
 GREEDY = SamplingParams(temperature=0)

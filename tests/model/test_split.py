@@ -6,7 +6,7 @@ import llama_cpp
 import pytest
 
 from aimo_gguf.engine import Engine, llama
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 
 pytestmark = pytest.mark.skipif(llama.supports_gpu_offload(), reason="a GPU build really splits")
 

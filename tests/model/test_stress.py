@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aimo_gguf.stress import stress
+from aimo_gguf.bench.stress import stress
 
 
 @pytest.mark.model

@@ -14,7 +14,7 @@ from helpers import clean_env
 from aimo_gguf.cli import cli
 from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.engine import llama as llama_module
-from aimo_gguf.memory import measure, read_shape
+from aimo_gguf.fit.memory import measure, read_shape
 from aimo_gguf.synth import spec_from_config, spec_like, synth
 
 MiB = 2**20
@@ -94,8 +94,8 @@ def test_the_cli_writes_atomically_and_refuses_to_overwrite(tmp_path, runner):
 
 
 def test_a_tokenizer_only_file_stands_in_for_the_embedded_model(tmp_path, runner):
-    from aimo_gguf.gguf_header import read_header
-    from aimo_gguf.models import default_model_path
+    from aimo_gguf.gguf.files import default_model_path
+    from aimo_gguf.gguf.header import read_header
     from aimo_gguf.synth import write_tokenizer
 
     tok = write_tokenizer(None, tmp_path / "tokenizer.gguf")

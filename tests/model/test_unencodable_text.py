@@ -19,9 +19,9 @@ import pytest
 from helpers import clean_env
 
 from aimo_gguf.engine import Engine, Request, SamplingParams
-from aimo_gguf.models import default_model_path
+from aimo_gguf.gguf.files import default_model_path
 from aimo_gguf.sandbox import SandboxLimits, SandboxPool
-from aimo_gguf.tir import PythonTool, ToolStats
+from aimo_gguf.styles.tir import PythonTool, ToolStats
 
 USER = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bench import synthetic_problems
-from .config import RunConfig
-from .errors import InputError
-from .runner import run
-from .solver import ProblemResult
-from .summary import RunSummary, rss_mb
+from ..config import RunConfig
+from ..errors import InputError
+from ..pipeline.runner import run
+from ..pipeline.summary import RunSummary, rss_mb
+from ..solving.solver import ProblemResult
+from . import synthetic_problems
 
 DEFAULT_STRESS_PROBLEMS = 5000
 DEFAULT_WARMUP = 500

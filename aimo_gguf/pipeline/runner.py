@@ -23,15 +23,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Protocol
 
-from .config import RunConfig, make_config
-from .engine.api import BatchEngine, EngineStats, LoadInfo
-from .engine.limits import check_context
-from .errors import AimoError, InputError, OutputError
-from .gguf_split import model_paths
+from ..config import RunConfig, make_config
+from ..engine.api import BatchEngine, EngineStats, LoadInfo
+from ..engine.limits import check_context
+from ..errors import AimoError, InputError, OutputError
+from ..gguf.parts import model_paths
+from ..outputs import TraceWriter, check_distinct, check_file_name, check_writable
+from ..solving.metrics import add_at_k
+from ..solving.solver import Clock, ProblemResult, Solver, check_prompt
+from ..solving.voting import VOTE_MODES
+from ..styles.tir import ToolStats
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
-from .metrics import add_at_k
-from .outputs import TraceWriter, check_distinct, check_file_name, check_writable
 from .problems import (
     BUNDLED_SETS,
     Problem,
@@ -39,10 +42,7 @@ from .problems import (
     write_json_atomic,
     write_submission,
 )
-from .solver import Clock, ProblemResult, Solver, check_prompt
 from .summary import RunSummary, peak_rss_mb
-from .tir import ToolStats
-from .voting import VOTE_MODES
 
 DEFAULT_OUTPUT = "submission.csv"
 KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
@@ -103,7 +103,7 @@ def run(
         source = None if problems is None or problems in BUNDLED_SETS else Path(problems)
         problems = read_problems(problems)
     if engine is None:
-        from .models import resolve_model
+        from ..gguf.files import resolve_model
 
         model_path = resolve_model(config.model)
     else:
@@ -117,7 +117,7 @@ def run(
     if config.ray is not None:
         if engine is not None:
             raise InputError("--ray starts its own replicas: it takes no engine")
-        from .replicas import require_ray
+        from ..replicas import require_ray
 
         require_ray()  # the one-line error naming the extra, before any file is touched
     _check_outputs(source, model_path, output=output, summary=summary, traces=traces, journal=journal or None)
@@ -142,13 +142,13 @@ def run(
                 if engine is not None:
                     source = LocalSource(engine, config)
                 elif config.ray is not None:
-                    from .replicas import RayReplicas
+                    from ..replicas import RayReplicas
 
                     source = engines.enter_context(RayReplicas(config, model_path, verbose=verbose, graded=graded,
                                                                traces=traces is not None, deadline=deadline,
                                                                clock=clock))
                 else:
-                    from .loading import load_engine
+                    from ..fit.plan import load_engine
 
                     engine = engines.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
                                                                traces=traces is not None))

@@ -6,9 +6,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .config import RunConfig
-from .errors import InputError
-from .prompts import RAW_PROMPT_STOPS
+from ..config import RunConfig
+from ..errors import InputError
+from ..styles.prompts import RAW_PROMPT_STOPS
 
 GPU_RUNTIME_RESERVE = 512 * 2**20  # CUDA's own context and the driver: not in llama.cpp's accounting
 
@@ -46,7 +46,7 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
     of 1 with ``--batch-size auto``, which then fills what is left)."""
     if config.n_gpu_layers != "auto":
         return config.n_gpu_layers
-    from .engine.llama import supports_gpu_offload
+    from ..engine.llama import supports_gpu_offload
     from .memory import format_bytes, most_gpu_layers, parse_size, read_shape
 
     if not supports_gpu_offload():
@@ -55,7 +55,7 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
                   file=sys.stderr)
         return 0
     if config.max_memory is None and config.split_mode != "none":
-        from .split import gpu_sizes
+        from .shares import gpu_sizes
 
         free = gpu_sizes(free=True)
         if len(free) > 1:
@@ -83,7 +83,7 @@ def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = Fal
 def one_gpu_free(config: RunConfig) -> int | None:
     """Free bytes of the GPU one engine uses alone (``--main-gpu`` with ``--split-mode none``, else the
     first), from NVML; None without it."""
-    from .devices import gpu_memories, gpu_memory
+    from .gpus import gpu_memories, gpu_memory
 
     index = config.main_gpu if config.split_mode == "none" else 0
     if index == 0:
@@ -100,8 +100,8 @@ def one_gpu_free(config: RunConfig) -> int | None:
 
 def check_devices(config: RunConfig) -> None:
     """--main-gpu and --tensor-split against the GPUs there are, before a load (a CPU build: nothing)."""
-    from .devices import gpu_memories
-    from .engine.llama import max_devices, supports_gpu_offload
+    from ..engine.llama import max_devices, supports_gpu_offload
+    from .gpus import gpu_memories
 
     if not supports_gpu_offload():
         return
@@ -121,7 +121,7 @@ def check_devices(config: RunConfig) -> None:
 def _split_gpu_layers(config: RunConfig, model_path: Path, free: list[int], *, quiet: bool) -> int:
     """-ngl auto over several GPUs: the most layers whose every GPU's share fits its free memory."""
     from .memory import format_bytes, read_shape
-    from .split import most_gpu_layers_split
+    from .shares import most_gpu_layers_split
 
     batch = 1 if config.batch_size == "auto" else config.batch_size
     shape = read_shape(str(model_path))
@@ -157,7 +157,7 @@ def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = Fal
         budget = int(0.8 * psutil.virtual_memory().available)
     else:
         if config.split_mode != "none":
-            from .split import gpu_sizes
+            from .shares import gpu_sizes
 
             free = gpu_sizes(free=True)
             if len(free) > 1:
@@ -178,7 +178,7 @@ def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = Fal
 def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: int, *, quiet: bool) -> int:
     """--batch-size auto over several GPUs: the largest batch whose every GPU's share fits its free memory."""
     from .memory import format_bytes, read_shape
-    from .split import device_shares
+    from .shares import device_shares
 
     shape = read_shape(str(model_path))
 
@@ -191,7 +191,7 @@ def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: i
     if not fits(1):
         raise InputError(f"--batch-size auto: even one sequence of {config.sequence_ctx} tokens does not fit "
                          f"{len(free)} GPUs with {layers} layers offloaded: use fewer GPU layers or a shorter --ctx")
-    from .engine.limits import max_sequences
+    from ..engine.limits import max_sequences
 
     lo, hi = 1, max_sequences() + 1  # no more sequences than llama.cpp decodes together
     while hi - lo > 1:  # fits(lo), not fits(hi) (or past the limit)
@@ -208,7 +208,7 @@ def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, g
                 traces: bool = False, token_budget: int | None = None):
     """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved);
     ``token_budget`` bounds one step's tokens (None: the engine's default)."""
-    from .engine import Engine
+    from ..engine import Engine
 
     check_devices(config)
     layers = resolve_gpu_layers(config, model_path)

@@ -18,7 +18,7 @@ would render the same, but it downloads its tokenizer file on first use and
 fails offline (a Kaggle submission has no internet), so it is not used.
 
 ``HarmonyTool`` is the engine's tool hook for one sample (the same sandbox
-worker as ``aimo_gguf.tir``, one per sample, stateful across calls), and
+worker as ``aimo_gguf.styles.tir``, one per sample, stateful across calls), and
 ``harmony_answer`` takes the answer from the ``final`` channel, the analysis
 only as a fallback.
 """

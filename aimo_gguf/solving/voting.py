@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .engine.confidence import Confidence
+from ..engine.confidence import Confidence
 
 VOTE_MODES = ("majority", "entropy", "tail", "deepconf")
 DEFAULT_VOTE_FLOOR = 0.05  # nats: one near-certain sample must not outweigh many (1 / floor = 20 votes at most)

@@ -117,7 +117,7 @@ class PythonTool:
         try:
             result = future.result()
         except Exception as e:  # noqa: BLE001 - a broken pool must not stop the sample
-            from .sandbox import ToolResult
+            from ..sandbox import ToolResult
 
             result = ToolResult(False, f"{type(e).__name__}: {e}", "crashed", 0.0)
         self.results.append(result)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ModelError
+from ..errors import ModelError
 
 MAGIC = b"GGUF"
 # GGUF value types -> struct format (scalars); 8 = string, 9 = array
@@ -55,8 +55,8 @@ class Header:
 def read_header(path: str | Path, *, strings: tuple[str, ...] = ()) -> Header:
     """The metadata and tensor list of the GGUF file at ``path``; the string arrays named in
     ``strings`` are decoded whatever their length. For the first part of a split model, the
-    metadata of the first part and the tensors of every part (``aimo_gguf.gguf_split``)."""
-    from .gguf_split import model_files
+    metadata of the first part and the tensors of every part (``aimo_gguf.gguf.parts``)."""
+    from .parts import model_files
 
     files = model_files(path)
     header = _read(str(files[0]), tuple(strings))

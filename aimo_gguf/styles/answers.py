@@ -15,7 +15,7 @@ Three steps, each usable on its own:
    inside a word, a LaTeX argument or a sum: ``AZYUK2A``, ``\\frac{4}{23}`` and ``2 + 3\\sqrt2``
    give nothing). A truncated sample (one that hit the token limit, ``truncated=True``) has no
    such fallback: its last number is wherever the limit cut it. ``find_answer_text`` is the first.
-2. ``answer_value`` (``aimo_gguf.answer_values``) reads one candidate's exact value: LaTeX
+2. ``answer_value`` (``aimo_gguf.styles.answer_values``) reads one candidate's exact value: LaTeX
    wrappers, thousands separators, units, percent and currency signs, exact arithmetic, and an
    equation's right side when its left side names a quantity. ``normalize_answer`` is that value
    when it is an ``int``.

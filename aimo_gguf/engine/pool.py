@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields, replace
 
-from ..engine.api import BatchEngine, Completion, EngineStats, LoadInfo, Request
+from .api import BatchEngine, Completion, EngineStats, LoadInfo, Request
 
 POLL_SECONDS = 0.01  # how often the caller's on_step runs while every engine is busy decoding
 _WANT, _DONE, _END = "want", "done", "end"

@@ -20,7 +20,14 @@ from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
 from ..utf8 import utf8
-from .api import FINISH_EOS, FINISH_LENGTH, FINISH_LOW_CONFIDENCE, FINISH_STOP, Completion, Request
+from .api import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_LOW_CONFIDENCE,
+    FINISH_STOP,
+    Completion,
+    Request,
+)
 from .confidence import Tracker
 
 

@@ -6,7 +6,7 @@ default) gives each GPU whole layers, weights and KV cache together, in
 proportion to ``--tensor-split`` (by default to each GPU's free memory);
 ``row`` splits each weight matrix's rows across the GPUs and keeps the KV
 cache and the small tensors on ``--main-gpu``. ``device_shares`` follows the
-same rule over the memory estimate of ``aimo_gguf.memory``, so ``info``,
+same rule over the memory estimate of ``aimo_gguf.fit.memory``, so ``info``,
 ``models`` and ``-ngl auto`` can say what each GPU holds.
 """
 
@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import InputError
+from ..errors import InputError
 
 SPLIT_MODES = ("none", "layer", "row")  # llama.cpp's LLAMA_SPLIT_MODE_NONE, _LAYER, _ROW, in that order
 DEFAULT_SPLIT_MODE = "layer"
@@ -72,7 +72,7 @@ def gpu_sizes(text: str | None = None, *, free: bool = False) -> list[int]:
                 count, size = parse_devices(part.strip())
                 sizes += [size] * count
         return sizes
-    from .devices import gpu_memories
+    from .gpus import gpu_memories
 
     return [m[2] if free else m[0] for m in gpu_memories()]
 

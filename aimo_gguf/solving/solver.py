@@ -3,7 +3,7 @@
 ``Solver.solve`` feeds the engine one problem's samples after another,
 lazily, so a slot that frees up takes the next sample at once. Each finished
 sample is voted on (``--vote``: plain or confidence-weighted, see
-``aimo_gguf.voting``); a problem whose winner can no longer change (or that an
+``aimo_gguf.solving.voting``); a problem whose winner can no longer change (or that an
 early-stop rule calls decided) has its other samples cancelled and never
 issued, and their slots go to the next problems. With ``--stop-below`` the first
 finished samples of a problem set a confidence threshold, and a later sample
@@ -27,10 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from . import harmony
-from .answers import extract_answer
-from .config import RunConfig
-from .engine.api import (
+from ..config import RunConfig
+from ..engine.api import (
     FINISH_CANCELLED,
     FINISH_KV_FULL,
     FINISH_LENGTH,
@@ -41,13 +39,26 @@ from .engine.api import (
     Request,
     SamplingParams,
 )
-from .errors import InputError
-from .harmony import HarmonyTool, harmony_answer
+from ..errors import InputError
+from ..pipeline.problems import Problem
+from ..styles import harmony
+from ..styles.answers import extract_answer
+from ..styles.harmony import HarmonyTool, harmony_answer
+from ..styles.prompts import (
+    DEFAULT_SYSTEM_PROMPT,
+    chat_prompt,
+    detect_style,
+    raw_prompt,
+)
+from ..styles.think import (
+    THINK_CLOSE,
+    ThinkBudget,
+    default_reserve,
+    open_thinking,
+    think_answer,
+)
+from ..styles.tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
 from .metrics import problem_metrics
-from .problems import Problem
-from .prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style, raw_prompt
-from .thinking import THINK_CLOSE, ThinkBudget, default_reserve, open_thinking, think_answer
-from .tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
 from .voting import Tally, Vote, every_mode, max_vote_weight, pick, vote_weight
 
 Clock = Callable[[], float]
@@ -78,7 +89,7 @@ class ProblemResult:
     mode_answers: dict[str, int | None] | None = None  # the winner every vote mode picks from the same samples
     answers_final: int = 0  # samples answered in their final part (harmony's final channel, after </think>)
     answers_fallback: int = 0  # samples answered only from their analysis or thinking
-    # Graded problems: pass@k, maj@k and --vote's @k by k in metrics.k_values(--samples) (aimo_gguf.metrics).
+    # Graded problems: pass@k, maj@k and --vote's @k by k in metrics.k_values(--samples) (aimo_gguf.solving.metrics).
     at_k: dict[str, list[float | None]] | None = None
     capped: int = 0  # samples that ended at the token limit (--max-tokens or the sequence's room)
     capped_answered: int = 0  # of them, those that stated an answer (only a stated one counts)
@@ -291,7 +302,7 @@ class Solver:
         self._finished = 0
         self._out_of_time = False
         if self.config.tir:
-            from .sandbox import SandboxLimits, SandboxPool
+            from ..sandbox import SandboxLimits, SandboxPool
 
             self._pool = SandboxPool(SandboxLimits(timeout=self.config.tool_timeout,
                                                    max_output=self.config.tool_output_chars))

@@ -38,9 +38,9 @@ from dataclasses import MISSING, asdict, fields
 from functools import lru_cache
 from pathlib import Path
 
-from .config import RunConfig
-from .errors import InputError
-from .utf8 import json_text
+from ..config import RunConfig
+from ..errors import InputError
+from ..utf8 import json_text
 
 JOURNAL_FORMAT = 1
 HEADER_PREFIX = b'{"journal": '  # how every journal starts, as json.dumps writes its header
@@ -60,7 +60,7 @@ def default_journal(output: str | Path) -> Path:
 
 
 def fingerprint(config: RunConfig, model_path: str | Path) -> dict:
-    from .gguf_split import model_bytes
+    from ..gguf.parts import model_bytes
 
     data = {name: getattr(config, name) for name in ANSWER_SETTINGS}
     path = Path(model_path)
@@ -89,7 +89,7 @@ def _header(line: str | bytes) -> dict | None:
 @lru_cache(maxsize=1)
 def _entry_fields() -> tuple[tuple[str, object, bool], ...]:
     """(name, type, required) of each field a journal entry holds: a ProblemResult's but ``index``."""
-    from .solver import ProblemResult
+    from ..solving.solver import ProblemResult
 
     hints = typing.get_type_hints(ProblemResult)
     return tuple((f.name, hints[f.name], f.default is MISSING) for f in fields(ProblemResult) if f.name != "index")

@@ -72,7 +72,7 @@ class RunSummary:
     answers_final: int = 0  # samples answered in their final part (harmony's final channel, after </think>)
     answers_fallback: int = 0  # samples answered only from their analysis or thinking (harmony, think)
     finish_reasons: dict[str, int] = field(default_factory=dict)  # samples by how they ended
-    # Accuracy at k over the graded problems (aimo_gguf.metrics): "k" (1, 2, 4, ..., --samples), "problems"
+    # Accuracy at k over the graded problems (aimo_gguf.solving.metrics): "k" (1, 2, 4, ..., --samples), "problems"
     # (graded problems with at least k voting samples) and per series ("pass", "majority", "vote") the sums.
     at_k: dict[str, list] = field(default_factory=dict)
     capped: int = 0  # samples that ended at the token limit: only an answer they stated counts

@@ -16,8 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import InputError, ModelError, OutputError
-from .outputs import check_writable, replace_file, staging_folder
+from ..errors import InputError, ModelError, OutputError
+from ..outputs import check_writable, replace_file, staging_folder
 
 PART_RE = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 PART_NAME = "{stem}-{no:05d}-of-{count:05d}.gguf"  # as llama.cpp's llama_split_path writes it

@@ -8,9 +8,9 @@ plain "Problem: ... Solution:" completion prompt.
 Three prompt families (``--prompt-style``), told apart by the GGUF's
 architecture, chat template and name (``detect_style``):
 
-- ``harmony``: gpt-oss (``aimo_gguf.harmony``): system, developer and user
+- ``harmony``: gpt-oss (``aimo_gguf.styles.harmony``): system, developer and user
   messages, the reasoning effort, the Python tool declared as gpt-oss's own.
-- ``think``: reasoning models with a ``<think>`` block (``aimo_gguf.thinking``):
+- ``think``: reasoning models with a ``<think>`` block (``aimo_gguf.styles.think``):
   no system prompt, the instruction in the user turn, the reply opened with
   ``<think>``.
 - ``plain``: a system prompt and the problem through the chat template.
@@ -25,7 +25,7 @@ from functools import lru_cache
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import InputError
+from ..errors import InputError
 
 # Qwen2.5-Math's own instruction; the recommended math models are trained on it.
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import InputError, ModelError
+from ..errors import InputError, ModelError
 
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per element (blocks of 32)
 CELL_PAD = 256  # llama.cpp pads each sequence's KV cells to a multiple of this
@@ -126,8 +126,8 @@ class MemoryEstimate:
 @lru_cache(maxsize=8)
 def read_shape(path: str | Path) -> ModelShape:
     """Read the layer layout and tensor sizes of a GGUF file (header only, memory-mapped)."""
-    from .gguf_header import read_header
-    from .gguf_split import model_bytes
+    from ..gguf.header import read_header
+    from ..gguf.parts import model_bytes
 
     header = read_header(path)
     fields = header.fields
@@ -213,7 +213,7 @@ def _first(value) -> int:
 def _repackable_types() -> frozenset[str]:
     """The tensor types this machine's CPU backend repacks (empty where llama.cpp does not repack)."""
     try:
-        from .engine.llama import cpu_features
+        from ..engine.llama import cpu_features
 
         features = cpu_features()
     except Exception:  # no llama.cpp to ask: assume no repacking
@@ -331,7 +331,7 @@ def measure(path: str | Path, *, ctx: int, batch_size: int, n_gpu_layers: int = 
     ``max_outputs``: logits rows a decode may return (the engine's: one per sequence; a plain
     ``llama_cpp.Llama`` context reserves 512). Falls back to the formulas where this llama.cpp
     cannot simulate."""
-    from .engine.llama import simulate_buffers
+    from ..engine.llama import simulate_buffers
 
     shape = read_shape(str(path))
     try:
@@ -378,7 +378,7 @@ def largest_batch(
     """The largest batch whose estimate fits ``max_memory`` (on the GPU when layers are offloaded), at most
     ``limit`` (default: the most sequences llama.cpp decodes together)."""
     if limit is None:
-        from .engine.limits import max_sequences
+        from ..engine.limits import max_sequences
 
         limit = max_sequences()
 

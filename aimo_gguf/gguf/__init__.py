@@ -1,0 +1,1 @@
+"""GGUF files: the header, split parts, finding a model, importance matrices."""

@@ -1,0 +1,1 @@
+"""Solving problems on an engine: the solver (requests, votes, early stops) and the vote itself."""
