@@ -100,3 +100,7 @@ def make_hub_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: st
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return root
+
+
+# Two problems the CLI tests run (tests/cli/conftest.py writes them beside a model that is never loaded).
+PROBLEMS = "id,problem\na,What is 1 + 1?\nb,What is 2 + 2?\n"

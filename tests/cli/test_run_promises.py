@@ -23,18 +23,6 @@ from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
 from aimo_gguf.pipeline import runner
 
-PROBLEMS = "id,problem\na,What is 1 + 1?\nb,What is 2 + 2?\n"
-
-
-@pytest.fixture
-def files(tmp_path):
-    problems = tmp_path / "problems.csv"
-    problems.write_text(PROBLEMS)
-    model = tmp_path / "model.gguf"
-    model.write_bytes(b"GGUF" + bytes(60))
-    return problems, model
-
-
 # --- ids: the submission repeats them verbatim ---------------------------------------------------------------
 
 

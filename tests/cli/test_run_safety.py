@@ -14,21 +14,9 @@ import os
 import signal
 
 import pytest
-from helpers import assert_one_line_error
+from helpers import PROBLEMS, assert_one_line_error
 
 from aimo_gguf.cli import cli
-
-PROBLEMS = "id,problem\na,What is 1 + 1?\nb,What is 2 + 2?\n"
-
-
-@pytest.fixture
-def files(tmp_path):
-    problems = tmp_path / "problems.csv"
-    problems.write_text(PROBLEMS)
-    model = tmp_path / "model.gguf"
-    model.write_bytes(b"GGUF" + bytes(60))
-    return problems, model
-
 
 # --- 2. no output may name an input or another output -----------------------------------------------
 
