@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..engine.api import EngineStats, LoadInfo
@@ -46,12 +46,13 @@ if TYPE_CHECKING:
 
 
 class ReplicaState(enum.Enum):
-    """The driver's view of one replica (a replacement is a new replica: LOST is final)."""
+    """The driver's view of one replica (a replacement is a new replica: LOST and CLOSED are final)."""
 
     LOADING = "loading"  # load() called, no answer yet
     IDLE = "idle"  # loaded, no work in hand
     BUSY = "busy"  # a solve() call is out
-    LOST = "lost"  # died, failed, never loaded in time, or closed: it takes no more work
+    LOST = "lost"  # died, failed, or never loaded in time: counted, and it takes no more work
+    CLOSED = "closed"  # ended by the driver before it loaded: no work was left for it
 
 
 @dataclass
@@ -89,7 +90,7 @@ class LoadFailed:
 
 @dataclass(frozen=True)
 class Solved:
-    result: ProblemResult  # ``index`` = the problem's position in ``Work.problems``' first elements
+    result: ProblemResult  # ``index``: the driver's position of the problem (its pair's first in Work.problems)
     counters: ReplicaCounters
     traces: list[dict] = field(default_factory=list)  # the problem's samples, when the handle was asked for traces
 
@@ -115,7 +116,7 @@ class Died:
     why: str  # one line: the signal, the lost node, the last error line
 
 
-Event = Union[Loaded, LoadFailed, Solved, Finished, Progress, Failed, Died]
+Event = Loaded | LoadFailed | Solved | Finished | Progress | Failed | Died
 
 
 @runtime_checkable
