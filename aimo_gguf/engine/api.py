@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 from .confidence import Confidence
@@ -138,6 +138,23 @@ class EngineStats:
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
     kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
     finish_reasons: Counter = field(default_factory=Counter)  # completions by FINISH_* reason
+
+    @classmethod
+    def merged(cls, many: Iterable[EngineStats]) -> EngineStats:
+        """The counters of several engines added up, as a new object: each is read once, while its own
+        thread may go on counting (``finish_reasons`` is copied before it is added)."""
+        total = cls()
+        for stats in many:
+            for f in fields(cls):
+                if f.name == "finish_reasons":
+                    total.finish_reasons.update(dict(stats.finish_reasons))
+                else:
+                    setattr(total, f.name, getattr(total, f.name) + getattr(stats, f.name))
+        return total
+
+    def snapshot(self) -> EngineStats:
+        """A copy that no longer changes: what crosses to another thread or process."""
+        return EngineStats.merged([self])
 
 
 @dataclass(frozen=True, slots=True)

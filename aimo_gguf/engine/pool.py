@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from .api import BatchEngine, Completion, EngineStats, LoadInfo, Request
 
@@ -40,16 +39,7 @@ class EnginePool(BatchEngine):
     @property
     def stats(self) -> EngineStats:
         """The engines' counters, summed: a new snapshot each time (the engines' threads go on counting)."""
-        total = EngineStats()
-        for f in fields(EngineStats):
-            if f.name == "finish_reasons":
-                reasons: Counter = Counter()
-                for e in self.engines:
-                    reasons.update(dict(e.stats.finish_reasons))  # a copy first: a thread may be adding
-                total.finish_reasons = reasons
-            else:
-                setattr(total, f.name, sum(getattr(e.stats, f.name) for e in self.engines))
-        return total
+        return EngineStats.merged(e.stats for e in self.engines)
 
     @property
     def chat_template(self) -> str | None:

@@ -187,7 +187,8 @@ def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
 
 class ResultSource(Protocol):
     """Where a run's results come from: one engine and its Solver (``LocalSource``), or replicas on Ray
-    (``aimo_gguf.replicas.RayReplicas``). The runner journals, counts and writes them alike."""
+    (``aimo_gguf.replicas.dispatch.Dispatcher``, from ``RayReplicas``). The runner journals, counts and writes
+    them alike."""
 
     info: LoadInfo  # what was loaded (one replica's, with Ray)
     stats: EngineStats  # the engines' counters, summed over replicas

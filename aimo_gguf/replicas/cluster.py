@@ -1,4 +1,6 @@
-"""Joining the Ray cluster of a run: a local one started, or the one at ``--ray ADDRESS``, in bounded time.
+"""The Ray connection: the one module that imports Ray, joining a run's cluster in bounded time.
+
+A run's cluster is a local one started, or the one at ``--ray ADDRESS``.
 
 ``ray.init`` at an address where nothing answers retries for many minutes
 with connection warnings, and a SIGTERM meanwhile waits until its C++ returns
@@ -27,6 +29,37 @@ from ..pipeline.interrupt import SIGNALS, Stopped
 OBJECT_STORE_BYTES = 80 * 2**20  # a local cluster's object store: results are small (Ray's minimum is 75 MiB)
 CONNECT_SECONDS = 10.0  # --ray ADDRESS: the most its cluster may take to answer before the run gives up
 HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # preface + SETTINGS
+
+
+def require_ray():
+    """The ``ray`` module, or the one-line error naming the extra."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray needs Ray: pip install 'aimo-gguf[ray]'") from None
+    return ray
+
+
+def node_address() -> str:
+    """This node's address in its Ray cluster (inside a replica), "?" where Ray cannot say: only a label."""
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only a label
+        return "?"
+
+
+def unmasked(call, *args, **kwargs):
+    """``call(...)``, but a stop signal raised inside Ray's C++ (a ``Stopped`` or KeyboardInterrupt from the
+    handler, wrapped by Cython in a SystemError) comes out as itself, for the runner to write the results."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def join_cluster(ray, config: RunConfig, *, timeout: float = CONNECT_SECONDS) -> None:

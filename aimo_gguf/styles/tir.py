@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .answers import extract_answer, normalize_answer, validate_answer
 
@@ -64,10 +65,44 @@ class ToolStats:
         with self._lock:
             self.samples_with_tools += 1
 
+    @classmethod
+    def merged(cls, many: Iterable[ToolStats]) -> ToolStats:
+        """Several runs' counters added up, as a new object (each read under its own lock)."""
+        total = cls()
+        for stats in many:
+            counts = stats._counts()
+            for name in _TOOL_COUNTS:
+                setattr(total, name, getattr(total, name) + counts[name])
+        return total
+
+    def snapshot(self) -> ToolStats:
+        """A copy that no longer changes: what crosses to another thread or process."""
+        return ToolStats.merged([self])
+
+    def assign(self, other: ToolStats) -> None:
+        """Take ``other``'s counts as this one's: a driver's copy of its replicas' totals."""
+        counts = other._counts()
+        with self._lock:
+            for name in _TOOL_COUNTS:
+                setattr(self, name, counts[name])
+
+    def _counts(self) -> dict:
+        with self._lock:
+            return {name: getattr(self, name) for name in _TOOL_COUNTS}
+
+    def __getstate__(self) -> dict:  # a lock does not pickle: a copy in another process gets its own
+        return self._counts()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def to_dict(self) -> dict:
         return {"tool_calls": self.calls, "tool_ok": self.ok, "tool_errors": self.errors,
                 "tool_timeouts": self.timeouts, "tool_seconds": round(self.seconds, 3),
                 "samples_with_tools": self.samples_with_tools}
+
+
+_TOOL_COUNTS = tuple(f.name for f in fields(ToolStats) if f.name != "_lock")
 
 
 class PythonTool:

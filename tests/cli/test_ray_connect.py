@@ -98,7 +98,7 @@ def test_auto_dials_what_ray_address_names(runner, files, tmp_path, monkeypatch)
 def test_an_address_that_does_not_answer_as_ray_is_one_line_within_the_bound(runner, files, tmp_path, monkeypatch,
                                                                               reply, why):
     monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1.0)
-    monkeypatch.setattr("aimo_gguf.replicas.dispatch.CONNECT_SECONDS", 1.0)
+    monkeypatch.setattr("aimo_gguf.replicas.on_ray.CONNECT_SECONDS", 1.0)
     with listener(reply) as (port, accepted), time_limit(20, "--ray at a silent port"):
         result = runner.invoke(cli, run_args(files, tmp_path, f"127.0.0.1:{port}"))
     assert_one_line_error(result, "no Ray cluster answers", why)

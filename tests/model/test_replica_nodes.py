@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from aimo_gguf.pipeline.runner import run
-from aimo_gguf.replicas import dispatch
+from aimo_gguf.replicas import on_ray
 
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -44,18 +44,17 @@ def test_a_lost_node_loses_nothing(cluster, tmp_path, capfd, monkeypatch):
     path = tmp_path / "p.csv"
     path.write_text("id,problem\n" + "".join(f"q{i},What is {i + 3} times {i + 7}?\n" for i in range(12)))
     reference = run(path, output=tmp_path / "single.csv", cache_prompts=False, **GREEDY)
-    submit, counts, removed = dispatch.RayReplicas._submit, {}, []
+    solve, counts, removed = on_ray.RayHandle.solve, {}, []
 
-    def submit_then_remove_its_node(self, member, *args, **kwargs):
+    def solve_then_remove_its_node(self, work):
         # Its node goes just after a second call was handed over: that call's problem is outstanding for sure.
-        gen, call = submit(self, member, *args, **kwargs)
-        counts[member.number] = counts.get(member.number, 0) + 1
-        if counts[member.number] == 2 and not removed:
-            c.remove_node(raylets[psutil.Process(member.pid).ppid()], allow_graceful=False)
-            removed.append((member.pid, len(call.outstanding)))
-        return gen, call
+        solve(self, work)
+        counts[self.number] = counts.get(self.number, 0) + 1
+        if counts[self.number] == 2 and not removed:
+            c.remove_node(raylets[psutil.Process(self.pid).ppid()], allow_graceful=False)
+            removed.append((self.pid, len(work.problems)))
 
-    monkeypatch.setattr(dispatch.RayReplicas, "_submit", submit_then_remove_its_node)
+    monkeypatch.setattr(on_ray.RayHandle, "solve", solve_then_remove_its_node)
     result = run(path, output=tmp_path / "sub.csv", ray="local", replicas=2, **{**GREEDY, "batch_size": 1})
     assert removed
     assert (tmp_path / "sub.csv").read_bytes() == (tmp_path / "single.csv").read_bytes()

@@ -14,23 +14,19 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import pytest
 from helpers import assert_one_line_error, clean_env
 
 from aimo_gguf.cli import cli
-from aimo_gguf.errors import EngineError, InputError, ModelError
+from aimo_gguf.errors import ModelError
 from aimo_gguf.gguf.files import default_model_path
 from aimo_gguf.pipeline.journal import default_journal
 from aimo_gguf.pipeline.problems import read_problems
 from aimo_gguf.pipeline.runner import run
-from aimo_gguf.replicas import dispatch
-from aimo_gguf.replicas.actor import RESULT, ReplicaCounters, Streamed
-from aimo_gguf.solving.solver import ProblemResult
+from aimo_gguf.replicas import dispatch, on_ray
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -119,29 +115,28 @@ def _replica_processes(state: str = "ray::Replica.solve") -> list[psutil.Process
 
 
 def _kill_on_submit(monkeypatch, when, then=None) -> list:
-    """Kill a replica's process right after ``when(member, submissions)`` picks the call just handed to it,
-    so it dies with that work outstanding; ``then(member)`` runs next, before the driver goes on.
+    """Kill a replica's process right after ``when(handle, submissions)`` picks the call just handed to it,
+    so it dies with that work outstanding; ``then(handle)`` runs next, before the driver goes on.
     Returns [(pid, problems it held)]."""
-    submit, counts, killed = dispatch.RayReplicas._submit, {}, []
+    solve, counts, killed = on_ray.RayHandle.solve, {}, []
 
-    def submit_then_kill(self, member, *args, **kwargs):
-        gen, call = submit(self, member, *args, **kwargs)
-        counts[member.number] = counts.get(member.number, 0) + 1
-        if when(member, counts[member.number], killed):
-            psutil.Process(member.pid).kill()
-            killed.append((member.pid, len(call.outstanding)))
+    def solve_then_kill(self, work):
+        solve(self, work)
+        counts[self.number] = counts.get(self.number, 0) + 1
+        if when(self, counts[self.number], killed):
+            psutil.Process(self.pid).kill()
+            killed.append((self.pid, len(work.problems)))
             if then is not None:
-                then(member)
-        return gen, call
+                then(self)
 
-    monkeypatch.setattr(dispatch.RayReplicas, "_submit", submit_then_kill)
+    monkeypatch.setattr(on_ray.RayHandle, "solve", solve_then_kill)
     return killed
 
 
 def test_a_killed_replica_loses_nothing_its_problems_finish_on_the_other(ray_cluster, problems, single, tmp_path,
                                                                           capfd, monkeypatch):
     # Killed just after its second call was handed over: that call's problem is outstanding for sure.
-    killed = _kill_on_submit(monkeypatch, lambda member, n, killed: n == 2 and not killed)
+    killed = _kill_on_submit(monkeypatch, lambda handle, n, killed: n == 2 and not killed)
     out = tmp_path / "sub.csv"
     result = run(problems, output=out, **{**GREEDY, "batch_size": 1}, **RAY)
     assert killed
@@ -172,11 +167,11 @@ def test_a_replacement_that_cannot_load_is_lost_in_time_and_the_run_finishes(ray
                                                                              tmp_path, capfd, monkeypatch):
     blockers = []
 
-    def take_its_cpu(member):  # the driver waits here: the replacement asked for next finds no CPU
+    def take_its_cpu(handle):  # the driver waits here: the replacement asked for next finds no CPU
         monkeypatch.setattr(dispatch, "LOAD_TIMEOUT", 1.0)  # the first loads are done: only the replacement's
         blockers.append(_block(1))
 
-    killed = _kill_on_submit(monkeypatch, lambda member, n, killed: n == 2 and not killed, take_its_cpu)
+    killed = _kill_on_submit(monkeypatch, lambda handle, n, killed: n == 2 and not killed, take_its_cpu)
     try:
         out = tmp_path / "sub.csv"
         result = run(problems, output=out, **{**GREEDY, "batch_size": 1}, **RAY)
@@ -229,7 +224,7 @@ def test_a_time_limit_shorter_than_the_loads_writes_every_fallback(ray_cluster, 
 def test_every_replica_lost_writes_the_results_then_one_error_line(ray_cluster, problems, single, tmp_path, runner,
                                                                    monkeypatch):
     monkeypatch.setattr(dispatch, "MAX_LOSSES_PER_REPLICA", 0)
-    killed = _kill_on_submit(monkeypatch, lambda member, n, killed: n == 2)  # each, after one problem
+    killed = _kill_on_submit(monkeypatch, lambda handle, n, killed: n == 2)  # each, after one problem
     out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
     result = runner.invoke(cli, ["run", str(problems), "-o", str(out), "--summary", str(summary), "-q", "-n", "2",
                                  "--temperature", "0", "--max-tokens", "24", "-t", "1", "-b", "1", "--ray",
@@ -381,113 +376,3 @@ def _no_replica_within(seconds: float) -> bool:
             return False
         time.sleep(0.1)  # ray.kill is asynchronous
     return True
-
-
-# --- the driver's handling of Ray's errors and of the deadline, on a fake Ray (no cluster) -------------
-
-
-class _FakeRay:
-    """What the driver calls of ``ray``, the real exceptions included; an "object ref" is its own value (an
-    exception is raised by ``get``), and every ref is ready, each ``wait`` moving the clock by ``step``."""
-
-    exceptions = ray.exceptions
-
-    def __init__(self, clock: list[float], step: float = 0.0) -> None:
-        self.clock, self.step, self.killed = clock, step, []
-
-    def get(self, ref):
-        if isinstance(ref, BaseException):
-            raise ref
-        return ref
-
-    def wait(self, refs, num_returns=1, timeout=None):
-        self.clock[0] += self.step
-        return list(refs), []
-
-    def kill(self, actor, no_restart=True):
-        self.killed.append(actor)
-
-    def cancel(self, ref):
-        pass
-
-
-class _FakeActor:
-    def __init__(self, streams: list) -> None:
-        self.streams = streams  # one per solve call: the records (or errors) it yields
-        self.load = self.counters = self.solve = self
-
-    def remote(self, *args, **kwargs):
-        return iter(self.streams.pop(0)) if self.streams else object()  # a load or counters call: never answered
-
-
-def _fake_replicas(monkeypatch, *streams, step: float = 0.0):
-    clock = [0.0]
-    fake = _FakeRay(clock, step)
-    monkeypatch.setattr(dispatch, "require_ray", lambda: fake)
-    replicas = dispatch.RayReplicas(dispatch.RunConfig(samples=2), "m.gguf", clock=lambda: clock[0])
-    replicas.config, replicas.n_replicas = replicas.requested, 1
-    replicas._remote = SimpleNamespace(remote=lambda *a, **k: _FakeActor([]))  # a replacement: never loads
-    info = dispatch._no_load_info("m.gguf", replicas.config, ())
-    member = dispatch._Member(number=0, slot=0, actor=_FakeActor(list(streams)), pid=7, node="n",
-                              info=replace(info, n_seq_max=2))
-    replicas.members.append(member)
-    return replicas, member, fake, clock
-
-
-def _record(index: int) -> Streamed:
-    result = ProblemResult(index=index, id=f"p{index}", answer=index, votes=2, valid=2, samples=2, fallback=False,
-                           too_long=False, early_stopped=False, majority=True, correct=None)
-    return Streamed(RESULT, ReplicaCounters(problems=1), result=result)
-
-
-def _two_problems():
-    return read_problems("graded")[:2]
-
-
-@pytest.mark.parametrize("error", [
-    ray.exceptions.ObjectLostError("ab" * 14, None, ""),
-    ray.exceptions.RayTaskError("solve", "Traceback ...", EngineError("llama_decode failed")),
-    ray.exceptions.RayTaskError("solve", "Traceback ...", RuntimeError("a bug")),
-    ray.exceptions.ActorDiedError(),
-], ids=["object-lost", "engine-error", "other-error", "actor-died"])
-def test_a_ray_error_in_a_stream_loses_the_replica_not_the_run(monkeypatch, capsys, error):
-    replicas, member, fake, _ = _fake_replicas(monkeypatch, [error])
-    queue, calls = dispatch.deque(), {}
-    gen, call = replicas._submit(member, dispatch.deque([0, 1]), _two_problems(), calls, None)
-    calls[gen] = call
-    assert list(replicas._receive(gen, calls, queue, None)) == []
-    assert member.lost and replicas.failures == 1 and fake.killed == [member.actor]
-    assert list(queue) == [0] and not calls  # its problem is first in line for the others
-    assert len(replicas._loads) == 1  # and a replacement is loading in its slot
-    assert "1 unfinished problems go to the others; starting a replacement" in capsys.readouterr().err
-
-
-def test_an_input_error_in_a_stream_stays_fatal(monkeypatch):
-    error = ray.exceptions.RayTaskError("solve", "Traceback ...", InputError("no such prompt family"))
-    replicas, member, _, _ = _fake_replicas(monkeypatch, [error])
-    calls = {}
-    gen, call = replicas._submit(member, dispatch.deque([0]), _two_problems(), calls, None)
-    calls[gen] = call
-    with pytest.raises(InputError, match="no such prompt family"):
-        list(replicas._receive(gen, calls, dispatch.deque(), None))
-
-
-def test_a_load_that_raises_outside_our_errors_is_one_model_error(monkeypatch):
-    replicas, member, _, _ = _fake_replicas(monkeypatch)
-    error = ray.exceptions.RayTaskError("load", "Traceback ...", ValueError("bad tensor"))
-    with pytest.raises(ModelError, match=r"^replica 0 failed while loading the model: ValueError: bad tensor$"):
-        replicas._loaded(member, error)
-
-
-def test_a_result_that_arrives_at_the_late_limit_is_kept(monkeypatch):
-    # The one wait takes the clock past deadline + late: what it returned still counts.
-    replicas, _, _, _ = _fake_replicas(monkeypatch, [_record(0), _record(1)], step=10.0)
-    results = list(replicas.results(_two_problems(), deadline=5.0, clock=lambda: replicas.clock(), margin=2.0))
-    assert [r.index for r in results] == [0]
-
-
-def test_the_shutdown_allowance_is_kept_back_only_for_a_local_cluster_this_run_started(monkeypatch):
-    replicas, _, _, _ = _fake_replicas(monkeypatch)
-    assert replicas._cut(100.0) == 100.0  # a cluster joined (or the caller's): nothing to stop
-    replicas._started = replicas._started_local = True
-    assert replicas._cut(100.0) == 100.0 - dispatch.SHUTDOWN_SECONDS
