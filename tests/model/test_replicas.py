@@ -340,12 +340,14 @@ def _end(processes: list[psutil.Process]) -> None:
     psutil.wait_procs(alive, timeout=10)
 
 
-def test_a_model_that_fails_to_load_is_one_clear_error(ray_cluster, problems, tmp_path):
+def test_a_model_cut_short_is_one_clear_error_before_any_replica_loads(ray_cluster, problems, tmp_path):
+    """The driver checks the file before it starts a replica (a replica that fails to load anyway is the logic
+    tier's: tests/logic/test_replicas.py, LoadFailed)."""
     bad = tmp_path / "bad.gguf"
     good = default_model_path()
     bad.write_bytes(good.read_bytes()[: 1 << 16])  # a GGUF header, then nothing
     start = time.monotonic()
-    with pytest.raises(ModelError, match=r"replica [01] \("):
+    with pytest.raises(ModelError, match=r"bad.gguf is truncated"):
         run(problems, output=tmp_path / "sub.csv", model=str(bad), **GREEDY, **RAY)
     assert time.monotonic() - start < 60  # an error, not a hang
     assert _no_replica_within(10)  # and no replica left behind
