@@ -146,7 +146,7 @@ def bench_row(model, batch: int, tmp_path) -> dict:
     out = tmp_path / f"b{batch}.json"
     done = subprocess.run([sys.executable, "-m", "aimo_gguf", "bench", "-m", str(model), "-t", "2", "--no-baseline",
                            "--batch-sizes", str(batch), "--problems", str(batch), "--max-tokens", "16", "-q",
-                           "--json", str(out)], capture_output=True, text=True, env=clean_env())
+                           "--json-file", str(out)], capture_output=True, text=True, env=clean_env())
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(out.read_text())["rows"]
     return row
