@@ -259,8 +259,8 @@ def pack(bundle: Path = BUNDLE, *, sdist: Path | None = None, limit: int = CARRY
     from importlib.metadata import version
 
     try:
-        from aimo_gguf.convert import cache_dir
-        from aimo_gguf.synth import write_tokenizer
+        from aimo_gguf.gguf.converter import cache_dir
+        from aimo_gguf.gguf.synthetic import write_tokenizer
     except ImportError:
         raise CheckError("pack needs aimo-gguf installed here (pip install -e .)") from None
     binding = version("llama-cpp-python")

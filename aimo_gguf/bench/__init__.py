@@ -39,9 +39,9 @@ from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
 from ..fit.shares import DEFAULT_SPLIT_MODE
 from ..gguf.files import resolve_model
+from .chart import plot, require_matplotlib
 from .measure import Progress, baseline_row, engine_row, tokenize_only
 from .probes import machine_info
-from .chart import plot, require_matplotlib
 from .results import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_MAX_TOKENS,
