@@ -6,6 +6,9 @@ import json
 
 import click
 
+from ..bench.results import DEFAULT_BATCH_SIZES, DEFAULT_MAX_TOKENS, DEFAULT_PROBLEMS, DEFAULT_SAMPLES
+from ..compare import DEFAULT_CTX as COMPARE_CTX
+from ..engine.api import SAMPLER_AUTO
 from .base import cli
 from .options import OUTPUT_FILE, check_batch_option, config_options, json_option, quiet_option
 
@@ -15,20 +18,20 @@ PLOT_HELP = "Also draw {what} to this PNG (needs matplotlib)."
 @cli.command("bench")
 @config_options(only=("model", "n_gpu_layers", "threads", "ctx", "max_memory", "kv_type", "flash_attn", "split_mode",
                       "tensor_split", "main_gpu", "temperature", "top_k", "top_p", "min_p", "vote"))
-@click.option("--batch-sizes", default="1,2,4,8,16,32", show_default=True,
+@click.option("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)), show_default=True,
               help="Batch sizes to measure the engine at, comma-separated; 'auto' is the largest that fits "
                    "--max-memory, as in run.")
-@click.option("--max-tokens", type=int, default=128, show_default=True,
+@click.option("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, show_default=True,
               help="Tokens generated per sample (EOS is suppressed: every sample generates exactly this many).")
-@click.option("--problems", type=int, default=16, show_default=True,
+@click.option("--problems", type=int, default=DEFAULT_PROBLEMS, show_default=True,
               help="Synthetic problems ('What is 3 times 7?'), rendered with the model's chat template.")
-@click.option("--samples", type=int, default=1, show_default=True, help="Samples per problem.")
+@click.option("--samples", type=int, default=DEFAULT_SAMPLES, show_default=True, help="Samples per problem.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Measure the one-at-a-time create_completion loop too.")
 @click.option("--confidence", is_flag=True,
               help="Also measure each batch size with per-token confidence on (what --vote entropy and the "
                    "others need): off, on, on, off, the faster of each kept, and the ratio shown.")
-@click.option("--samplers", default="auto", show_default=True,
+@click.option("--samplers", default=SAMPLER_AUTO, show_default=True,
               help="Where the engine draws tokens (see run --sampler), comma-separated: each is measured at every "
                    "batch size, alternating (batched,chain compares the batched sampler with llama.cpp's chains).")
 @json_option
@@ -97,7 +100,7 @@ def bench_command(as_json, stress, time_limit, quiet, **options) -> None:
               help="UTF-8 text to compare next-token predictions over [default: a bundled math text].")
 @click.option("--problems", type=click.Path(dir_okay=False),
               help="Also solve this problem set with both models: accuracy and speed.")
-@click.option("--ctx", default=512, show_default=True, type=click.IntRange(min=16),
+@click.option("--ctx", default=COMPARE_CTX, show_default=True, type=click.IntRange(min=16),
               help="Tokens per chunk of the text.")
 @click.option("--max-text-tokens", type=click.IntRange(min=2), default=None, help="Compare on the first N tokens only.")
 @config_options(only=("n_gpu_layers", "threads", "samples", "max_tokens", "seed"))
