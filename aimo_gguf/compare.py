@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import CHECK_BATCH_SIZE
 from .errors import InputError
 
 DEFAULT_CTX = 512
@@ -106,7 +107,7 @@ def compare(
     threads: int | None = None,
     samples: int = 4,
     max_tokens: int = 1024,
-    batch_size: int = 8,
+    batch_size: int = CHECK_BATCH_SIZE,
     seed: int = 0,
     progress: bool = True,
 ) -> Comparison:

@@ -39,6 +39,9 @@ DEFAULT_SAMPLES = 4
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_FALLBACK_ANSWER = 0
+# -b of models and compare, which size or compare models rather than run a competition: 8 since both
+# were written (models' README table is for 8 sequences), apart from run's DEFAULT_BATCH_SIZE.
+CHECK_BATCH_SIZE = 8
 ENV_PREFIX = "AIMO_GGUF_"
 
 

@@ -29,24 +29,19 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import AimoError, InputError, ModelError
+from .gguf.converter import CONVERTER, find_converter, run_converter, supported_architectures
 from .outputs import refuse_special, replace_file
 from .pipeline.problems import write_json_atomic
 
 OUTTYPES = ("f16", "bf16", "f32")
-CONVERTER = "convert_hf_to_gguf.py"
-# Needed next to the converter script (newer llama.cpp splits it into a package).
-CONVERTER_PARTS = (CONVERTER, "conversion", "gguf-py", "LICENSE")
 CONVERT_REQUIREMENTS = ("torch", "transformers", "sentencepiece", "safetensors", "numpy")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model", "tokenizer.tiktoken")
 HUB_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.py", "*.jinja", "LICENSE*")
@@ -120,22 +115,55 @@ def convert(
     matrix = load_imatrix(imatrix) if imatrix else None
     _check_imatrix_needs(types, matrix)
     _require_convert_extra()
-    found: dict = {}
-
-    def check(folder: Path) -> None:  # before the weights of a Hub repo are downloaded
-        found["config"] = read_config(folder)
-        check_tokenizer(folder)
-        found["converter"] = find_converter(llama_cpp_dir, progress=progress)
-        found["architecture"] = check_architecture(found["config"], folder, found["converter"])
-
-    model_dir, resolved_revision, kind = resolve_source(source, revision=revision, check=check, progress=progress)
-    config, converter, architecture = found["config"], found["converter"], found["architecture"]
-
+    checked = _SourceCheck(llama_cpp_dir=llama_cpp_dir, progress=progress)
+    model_dir, resolved_revision, kind = resolve_source(source, revision=revision, check=checked, progress=progress)
     name = name or _default_name(source, model_dir, kind)
+    targets, manifest_path = _targets(Path(outdir), name, [base_type, *types], force=force)
+    check_disk_space(model_dir, checked.config, Path(outdir), base_type, types)
+
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=outdir))
+    try:
+        files = _stage(model_dir, checked, staging, targets, base_type=base_type, outtype=outtype, threads=threads,
+                       matrix=matrix, smoke_test=smoke_test, say=say)
+        for t, path in targets.items():
+            replace_file(staging / path.name, path, "the conversion")
+        result = ConvertResult(str(source), resolved_revision, name, Path(outdir), manifest_path, files)
+        manifest = _manifest(result, kind=kind, architecture=checked.architecture, converter=checked.converter,
+                             outtype=base_type, matrix=matrix)
+        write_json_atomic(manifest_path, manifest)
+        return result
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise ModelError(f"the disk of {outdir} is full: free space and run again") from None
+        raise ModelError(f"writing into {outdir} failed: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class _SourceCheck:
+    """``resolve_source``'s check of a model folder, run before a Hub repo's weights download; keeps what
+    it found for the conversion."""
+
+    llama_cpp_dir: str | Path | None
+    progress: bool
+    config: dict = field(default_factory=dict)
+    converter: Path = Path()
+    architecture: str = ""
+
+    def __call__(self, folder: Path) -> None:
+        self.config = read_config(folder)
+        check_tokenizer(folder)
+        self.converter = find_converter(self.llama_cpp_dir, progress=self.progress)
+        self.architecture = check_architecture(self.config, folder, self.converter)
+
+
+def _targets(outdir: Path, name: str, types: list[str], *, force: bool) -> tuple[dict[str, Path], Path]:
+    """Each type's GGUF path and the manifest's, checked (a usable name, nothing special, nothing there
+    unless ``force``), with ``outdir`` made and cleared of killed conversions' staging folders."""
     if not re.fullmatch(r"[\w.+-]+", name):
         raise InputError(f"--name {name!r}: use letters, digits, '.', '_', '+' and '-' only")
-    outdir = Path(outdir)
-    targets = {t: outdir / f"{name}-{t}.gguf" for t in [base_type, *types]}
+    targets = {t: outdir / f"{name}-{t}.gguf" for t in types}
     manifest_path = outdir / f"{name}.manifest.json"
     for path in [*targets.values(), manifest_path]:
         refuse_special(path, "the conversion")  # a folder, FIFO or device is refused before "already exists"
@@ -148,37 +176,28 @@ def convert(
     except OSError as e:
         raise InputError(f"cannot create {outdir}: {e.strerror or e}") from None
     remove_stale_staging(outdir)
-    check_disk_space(model_dir, config, outdir, base_type, types)
+    return targets, manifest_path
 
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=outdir))
-    try:
-        staged: dict[str, Path] = {}
-        base = staging / targets[base_type].name
-        say(f"converting {model_dir} ({architecture}) to {base_type} with {converter / CONVERTER}...")
-        t0 = time.perf_counter()
-        run_converter(converter, model_dir, base, outtype)
-        say(f"{base_type} written in {time.perf_counter() - t0:.1f} s ({_mib(base.stat().st_size)})")
-        staged[base_type] = base
-        for t in types:
+
+def _stage(model_dir: Path, checked: _SourceCheck, staging: Path, targets: dict[str, Path], *, base_type: str,
+           outtype: str, threads, matrix, smoke_test: bool, say) -> list[ConvertedFile]:
+    """Convert, quantize, smoke-test and hash every output inside ``staging``."""
+    staged: dict[str, Path] = {}
+    base = staging / targets[base_type].name
+    say(f"converting {model_dir} ({checked.architecture}) to {base_type} with {checked.converter / CONVERTER}...")
+    t0 = time.perf_counter()
+    run_converter(checked.converter, model_dir, base, outtype)
+    say(f"{base_type} written in {time.perf_counter() - t0:.1f} s ({_mib(base.stat().st_size)})")
+    staged[base_type] = base
+    for t in targets:
+        if t != base_type:
             staged[t] = _quantize_step(base, staging / targets[t].name, t, threads, matrix, say)
-        files = []
-        for t, path in staged.items():
-            smoke = _smoke(path, threads, say) if smoke_test else None
-            say(f"hashing {path.name}...")
-            files.append(ConvertedFile(t, targets[t].name, path.stat().st_size, sha256_file(path), smoke))
-        for t, path in staged.items():
-            replace_file(path, targets[t], "the conversion")
-        result = ConvertResult(str(source), resolved_revision, name, outdir, manifest_path, files)
-        manifest = _manifest(result, kind=kind, architecture=architecture, converter=converter,
-                             outtype=base_type, matrix=matrix)
-        write_json_atomic(manifest_path, manifest)
-        return result
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise ModelError(f"the disk of {outdir} is full: free space and run again") from None
-        raise ModelError(f"writing into {outdir} failed: {e.strerror or e}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    files = []
+    for t, path in staged.items():
+        smoke = _smoke(path, threads, say) if smoke_test else None
+        say(f"hashing {path.name}...")
+        files.append(ConvertedFile(t, targets[t].name, path.stat().st_size, sha256_file(path), smoke))
+    return files
 
 
 def remove_stale_staging(outdir: Path) -> list[Path]:
@@ -192,147 +211,6 @@ def remove_stale_staging(outdir: Path) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-# --- the converter -------------------------------------------------------------
-
-
-def find_converter(llama_cpp_dir: str | Path | None = None, *, progress: bool = True) -> Path:
-    """The folder holding ``convert_hf_to_gguf.py``: ``llama_cpp_dir`` (or ``LLAMA_CPP_DIR``),
-    else the one extracted from llama-cpp-python's sdist into the cache, fetched with pip
-    the first time."""
-    llama_cpp_dir = llama_cpp_dir or os.environ.get("LLAMA_CPP_DIR")
-    if llama_cpp_dir:
-        folder = Path(llama_cpp_dir)
-        if not (folder / CONVERTER).is_file():
-            raise InputError(f"{folder} has no {CONVERTER}: LLAMA_CPP_DIR must name a llama.cpp checkout")
-        return folder
-    version = _binding_version()
-    folder = cache_dir() / f"llama.cpp-{version}"
-    if (folder / CONVERTER).is_file():
-        return folder
-    if progress:
-        _say(f"fetching llama.cpp's converter from the llama-cpp-python {version} sdist (once)...")
-    try:
-        with tempfile.TemporaryDirectory(prefix="aimo-gguf-sdist-") as tmp:
-            return _fetch_converter(version, tmp, folder)
-    except (OSError, tarfile.TarError) as e:
-        raise ModelError(f"cannot set up llama.cpp's converter in {folder} ({e}): "
-                         f"set AIMO_GGUF_CACHE to a writable folder or LLAMA_CPP_DIR to a checkout") from None
-
-
-def _fetch_converter(version: str, tmp: str, folder: Path) -> Path:
-    """Download the sdist with pip (its index, cache and --find-links settings) and extract it."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           f"llama-cpp-python=={version}", "-d", tmp, "--quiet"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-    if done.returncode != 0 or not archives:
-        last = (done.stderr.strip().splitlines() or ["no sdist downloaded"])[-1]
-        raise ModelError(f"cannot fetch the llama-cpp-python {version} sdist ({last}): "
-                         f"set LLAMA_CPP_DIR to a llama.cpp checkout of the same version")
-    return extract_converter(archives[0], folder)
-
-
-def extract_converter(sdist: str | Path, folder: str | Path) -> Path:
-    """Extract the converter (script, its package, gguf-py) of a llama-cpp-python sdist into ``folder``."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder.parent))
-    try:
-        with tarfile.open(sdist) as tar:
-            members = []
-            for m in tar.getmembers():
-                parts = Path(m.name).parts
-                if len(parts) > 3 and parts[1:3] == ("vendor", "llama.cpp") and parts[3] in CONVERTER_PARTS:
-                    members.append((Path(*parts[3:]), m))
-            if not any(str(name) == CONVERTER for name, _ in members):
-                raise ModelError(f"{sdist} carries no vendor/llama.cpp/{CONVERTER}")
-            _extract(tar, members, staging)
-        staging.chmod(0o755)  # mkdtemp makes it private; the cache is not
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def _extract(tar: tarfile.TarFile, members: list[tuple[Path, tarfile.TarInfo]], into: Path) -> None:
-    """Write regular files and folders only, each inside ``into``: what ``extractall(filter="data")``
-    allows, without the ``filter`` argument that Python 3.10.0-3.10.11 lack."""
-    for name, member in members:
-        if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-            continue  # links, devices and paths that climb out are never needed and never written
-        target = into / name
-        if member.isdir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = tar.extractfile(member)
-        with source, target.open("wb") as out:
-            shutil.copyfileobj(source, out)
-        target.chmod(0o755 if member.mode & 0o111 else 0o644)
-
-
-def cache_dir() -> Path:
-    """aimo-gguf's cache: ``$AIMO_GGUF_CACHE``, else ``$XDG_CACHE_HOME/aimo-gguf`` (``~/.cache/aimo-gguf``)."""
-    if os.environ.get("AIMO_GGUF_CACHE"):
-        return Path(os.environ["AIMO_GGUF_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aimo-gguf"
-
-
-def _binding_version() -> str:
-    from importlib.metadata import version
-
-    return version("llama-cpp-python")
-
-
-def supported_architectures(converter: Path) -> frozenset[str]:
-    """The Hugging Face ``architectures`` names this converter handles (text models)."""
-    done = subprocess.run([sys.executable, str(converter / CONVERTER), "--print-supported-models"],
-                          capture_output=True, text=True, env=_converter_env())
-    names, section = set(), None
-    for line in (done.stdout + done.stderr).splitlines():
-        line = line.strip()
-        if line.endswith("models:"):
-            section = line.split()[0]
-        elif line.startswith("- ") and section == "TEXT":
-            names.add(line[2:].strip())
-    if not names:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelError(f"{converter / CONVERTER} cannot list its architectures: {last}")
-    return frozenset(names)
-
-
-def run_converter(converter: Path, model_dir: Path, out: Path, outtype: str) -> None:
-    """Run ``convert_hf_to_gguf.py`` on ``model_dir`` into ``out``; its last error line on failure."""
-    cmd = [sys.executable, str(converter / CONVERTER), str(model_dir), "--outtype", outtype, "--outfile", str(out)]
-    tail: deque[str] = deque(maxlen=40)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          env=_converter_env()) as proc:
-        for line in proc.stdout:
-            tail.append(line.rstrip())
-    if proc.returncode != 0 or not out.is_file():
-        message = _converter_error(list(tail))
-        if "No space left" in message or shutil.disk_usage(out.parent).free < 64 * 2**20:
-            raise OSError(errno.ENOSPC, message)  # numpy says only "N requested and M written"
-        raise ModelError(f"convert_hf_to_gguf.py failed on {model_dir}: {message}")
-
-
-def _converter_env() -> dict:
-    env = dict(os.environ)
-    env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, of its own version
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _converter_error(lines: list[str]) -> str:
-    for line in reversed(lines):
-        m = re.match(r"^(?:[A-Za-z_.]*(?:Error|Exception)|ERROR:[\w.-]+):\s*(.+)$", line)
-        if m:
-            return m.group(1).strip()
-    return next((line for line in reversed(lines) if line.strip()), "it printed nothing")
 
 
 # --- the source ----------------------------------------------------------------
@@ -386,6 +264,8 @@ def read_config(model_dir: Path) -> dict:
 
 
 def check_architecture(config: dict, model_dir: Path, converter: Path) -> str:
+    from .engine.llama import binding_version
+
     names = config.get("architectures") or []
     if not names:
         raise InputError(f"{model_dir}/config.json names no architectures: llama.cpp cannot tell how to convert it")
@@ -394,7 +274,7 @@ def check_architecture(config: dict, model_dir: Path, converter: Path) -> str:
         if name in supported:
             return name
     raise InputError(f"architecture {', '.join(names)} is not supported by this llama.cpp's converter "
-                     f"(llama-cpp-python {_binding_version()}): see `{CONVERTER} --print-supported-models`")
+                     f"(llama-cpp-python {binding_version()}): see `{CONVERTER} --print-supported-models`")
 
 
 def check_tokenizer(model_dir: Path) -> None:
@@ -497,6 +377,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, outtype, matrix) -> dict:
+    from .engine.llama import binding_version
+
     return {
         "format": MANIFEST_FORMAT,
         "name": result.name,
@@ -506,7 +388,7 @@ def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, out
         "architecture": architecture,
         "converter": {
             "script": CONVERTER,
-            "llama_cpp_python": _binding_version(),
+            "llama_cpp_python": binding_version(),
             "llama_cpp_dir": str(converter),
             "sha256": sha256_file(converter / CONVERTER),
         },

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bench.report import require_matplotlib
+from .bench.chart import require_matplotlib
 from .errors import InputError
 from .outputs import staged_file
 from .solving.voting import VOTE_MODES
@@ -167,6 +167,15 @@ def render_capped(reports: list[RunReport]) -> str:
         lines.append(f"| {r.name} | {capped} | {r.capped_answered} | {right} | {_pct(r.accuracy)} | "
                      f"{_pct(r.without_capped)} |")
     return "\n".join(lines)
+
+
+def check_plot(path: str | Path, *, summaries) -> None:
+    """Before any work: matplotlib is installed, and the plot is none of the summaries and can be written."""
+    from .outputs import check_distinct, check_writable
+
+    require_matplotlib()
+    check_distinct({**{f"summary {i + 1}": p for i, p in enumerate(summaries)}, "--plot": path}, outputs={"--plot"})
+    check_writable(path, "the plot")
 
 
 def plot(reports: list[RunReport], path: str | Path) -> None:

@@ -259,8 +259,8 @@ def pack(bundle: Path = BUNDLE, *, sdist: Path | None = None, limit: int = CARRY
     from importlib.metadata import version
 
     try:
-        from aimo_gguf.convert import cache_dir
-        from aimo_gguf.synth import write_tokenizer
+        from aimo_gguf.gguf.converter import cache_dir
+        from aimo_gguf.gguf.synthetic import write_tokenizer
     except ImportError:
         raise CheckError("pack needs aimo-gguf installed here (pip install -e .)") from None
     binding = version("llama-cpp-python")
@@ -504,11 +504,11 @@ class Check:
             many = self.out / f"bench-{name}.json"
             say(f"{name}: aimo-gguf bench, batch 1 beside the create_completion loop")
             self.cmd([*aimo, "bench", "-m", str(model), "-ngl", ngl, "--batch-sizes", "1", "--problems", "8",
-                     "--max-tokens", str(tokens), "-q", "--json", str(one)], log=log, env=self.env())
+                     "--max-tokens", str(tokens), "-q", "--json-file", str(one)], log=log, env=self.env())
             say(f"{name}: aimo-gguf bench, batch {', '.join(map(str, batches))}")
             self.cmd([*aimo, "bench", "-m", str(model), "-ngl", ngl, "--batch-sizes", ",".join(map(str, batches)),
                      "--problems", str(problems), "--max-tokens", str(tokens), "--no-baseline", "-q",
-                     "--json", str(many)], log=log, env=self.env())
+                     "--json-file", str(many)], log=log, env=self.env())
             rows = json.loads(one.read_text())["rows"] + json.loads(many.read_text())["rows"]
             baseline = json.loads(one.read_text()).get("baseline")
             say(f"{name}: llama-batched-bench")
@@ -547,7 +547,7 @@ class Check:
             say(f"{name}: host work per sequence-step, samplers {HOST_SAMPLERS}, batch {', '.join(map(str, batches))}")
             self.cmd([*self.aimo(), "bench", "-m", str(model), "-ngl", ngl, "--batch-sizes", ",".join(map(str, batches)),
                       "--problems", str(max(batches)), "--max-tokens", str(tokens), "--no-baseline",
-                      "--samplers", HOST_SAMPLERS, *AIMO3_SAMPLER, "-q", "--json", str(out)],
+                      "--samplers", HOST_SAMPLERS, *AIMO3_SAMPLER, "-q", "--json-file", str(out)],
                      log=self.out / f"host-{name}.log", env=self.env())
             ctx = (BENCH_PROMPT + tokens + 16) * max(batches)
             text = self.cmd([build["tools"]["llama-batched-bench"], "-m", str(model), "-ngl", "0" if self.cpu else "99",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import RunConfig
@@ -99,11 +99,7 @@ def engine_row(
     except InputError:
         raise
     except AimoError as e:  # the model or the context does not fit: the row says so, the others still run
-        row.error = str(e)
-        row.load_seconds = time.perf_counter() - t_load
-        row.peak_rss_mb = rss.peak()
-        row.rss_growth_mb = row.peak_rss_mb - rss.before
-        say(f"{label}: failed: {e}")
+        _load_failed(row, str(e), rss, t_load, say, label)
         return row, prompts, ""
     with engine:
         info = engine.info
@@ -152,9 +148,7 @@ def engine_row(
         if watch.gen_steps:
             row.step_ms = 1000 * watch.gen_step_seconds / watch.gen_steps
         _host_work(row, watch.gen)
-        row.peak_rss_mb = rss.peak()
-        row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
-        row.gpu_growth_mb = gpu.growth_mb() if gpu is not None else None
+        _peaks(row, rss, gpu)
         description, n_ctx_seq, n_gpu = info.description, info.n_ctx_seq, info.n_gpu_layers
     row.rss_growth_mb = row.peak_rss_mb - rss.before
     _set_estimate(row, model, n_ctx_seq, batch_size, n_gpu, config.kv_type)  # after the RSS peak: it reads the GGUF header
@@ -192,11 +186,7 @@ def baseline_row(
             flash_attn=config.flash_attn == "on" or config.kv_type != "f16",
         )
     except Exception as e:  # llama_cpp raises ValueError when the model or context does not load
-        row.error = f"llama_cpp.Llama could not load {model}: {e}"
-        row.load_seconds = time.perf_counter() - t_load
-        row.peak_rss_mb = rss.peak()
-        row.rss_growth_mb = row.peak_rss_mb - rss.before
-        say(f"{label}: failed: {e}")
+        _load_failed(row, f"llama_cpp.Llama could not load {model}: {e}", rss, t_load, say, label, cause=e)
         return row
     try:
         row.load_seconds = time.perf_counter() - t_load
@@ -229,16 +219,8 @@ def baseline_row(
             if row.error:
                 break
         row.seconds = time.perf_counter() - t0
-        perf = perf_counters(llm.ctx)
-        row.prompt_tokens = perf["prompt_tokens"]
-        row.steps = perf["eval_tokens"]
-        if perf["prompt_ms"] > 0 and perf["prompt_tokens"]:
-            row.prompt_tokens_per_s = perf["prompt_tokens"] / (perf["prompt_ms"] / 1000)
-        if perf["eval_tokens"]:
-            row.step_ms = perf["eval_ms"] / perf["eval_tokens"]
-        row.peak_rss_mb = rss.peak()
-        row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
-        row.gpu_growth_mb = gpu.growth_mb() if gpu is not None else None
+        _llama_perf(row, perf_counters(llm.ctx))
+        _peaks(row, rss, gpu)
     finally:
         llm.close()
     row.rss_growth_mb = row.peak_rss_mb - rss.before
@@ -249,6 +231,31 @@ def baseline_row(
     _rates(row, len(problems))
     say(_row_line(label, row))
     return row
+
+
+def _load_failed(row: BenchRow, error: str, rss: RssProbe, t_load: float, say, label: str, *,
+                 cause: Exception | str | None = None) -> None:
+    row.error = error
+    row.load_seconds = time.perf_counter() - t_load
+    row.peak_rss_mb = rss.peak()
+    row.rss_growth_mb = row.peak_rss_mb - rss.before
+    say(f"{label}: failed: {error if cause is None else cause}")
+
+
+def _peaks(row: BenchRow, rss: RssProbe, gpu: GpuProbe | None) -> None:
+    row.peak_rss_mb = rss.peak()
+    row.gpu_peak_mb = gpu.peak_mb() if gpu is not None else None
+    row.gpu_growth_mb = gpu.growth_mb() if gpu is not None else None
+
+
+def _llama_perf(row: BenchRow, perf: dict) -> None:
+    """The baseline's prompt and step figures from llama.cpp's own timers."""
+    row.prompt_tokens = perf["prompt_tokens"]
+    row.steps = perf["eval_tokens"]
+    if perf["prompt_ms"] > 0 and perf["prompt_tokens"]:
+        row.prompt_tokens_per_s = perf["prompt_tokens"] / (perf["prompt_ms"] / 1000)
+    if perf["eval_tokens"]:
+        row.step_ms = perf["eval_ms"] / perf["eval_tokens"]
 
 
 def _host_work(row: BenchRow, gen: dict) -> None:
@@ -299,9 +306,14 @@ def tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) ->
     return prompts
 
 
+@dataclass
+class _Process:
+    """What outlives one row: CUDA's context is made by the first row of a process and stays for the others."""
+
+    rows: int = 0
 
 
-_ROWS_IN_PROCESS = [0]  # CUDA's context is made by the first row of a process and stays for the others
+_PROCESS = _Process()
 
 
 def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_layers: int, kv_type: str,
@@ -316,8 +328,8 @@ def _set_estimate(row: BenchRow, model: Path, ctx: int, batch_size: int, n_gpu_l
         return
     row.kv_bytes = int(est.kv_cpu + est.kv_gpu)
     row.estimate_mb = est.total / 2**20
-    first = _ROWS_IN_PROCESS[0] == 0
-    _ROWS_IN_PROCESS[0] += 1
+    first = _PROCESS.rows == 0
+    _PROCESS.rows += 1
     if n_gpu_layers != 0:
         from ..fit.plan import GPU_RUNTIME_RESERVE
 

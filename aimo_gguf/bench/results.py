@@ -1,8 +1,11 @@
-"""What ``aimo-gguf bench`` measured: one row per configuration, the settings, the machine."""
+"""What ``aimo-gguf bench`` measured: one row per configuration, the settings, the machine; and its
+table."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 DEFAULT_MAX_TOKENS = 128
@@ -126,6 +129,16 @@ class BenchResult:
             first = self.rows[0]
             raise EngineError(f"every engine row failed (batch {first.batch_size}: {first.error})")
 
+    def table(self) -> str:
+        """A title line and a markdown table: the baseline first, then one row per batch size."""
+        return _table(self)
+
+    def write_json(self, path: str | Path) -> None:
+        """Settings, machine, baseline and rows as JSON (atomically)."""
+        from ..pipeline.problems import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
     def to_dict(self) -> dict:
         settings = asdict(self.settings)
         settings["batch_sizes"] = list(self.settings.batch_sizes)
@@ -152,3 +165,83 @@ def _row_dict(row: BenchRow) -> dict:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+# --- the table ------------------------------------------------------------------
+
+TABLE_COLUMNS = (
+    "run", "batch", "generated tokens", "seconds", "prompt tok/s", "gen tok/s", "problems/s", "step ms",
+    "host ms/seq-step", "draw ms", "confidence ms", "rest ms", "host CPU ms",
+    "peak RSS MiB", "RSS growth MiB", "estimate MiB", "KV cache MiB", "GPU growth / estimate MiB", "speed-up",
+)
+
+
+# The columns from "seconds" to "estimate MiB": the row's field and its format.
+_NUMBER_CELLS = (
+    ("seconds", ".2f"), ("prompt_tokens_per_s", ".1f"), ("generated_tokens_per_s", ".1f"), ("problems_per_s", ".3f"),
+    ("step_ms", ".1f"), ("host_ms", ".3f"), ("draw_ms", ".3f"), ("confidence_ms", ".3f"), ("rest_ms", ".3f"),
+    ("host_cpu_ms", ".3f"), ("peak_rss_mb", ".0f"), ("rss_growth_mb", ".0f"), ("estimate_mb", ".0f"),
+)
+
+
+def _num(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _cells(row: BenchRow, *, samplers: bool = False) -> list[str]:
+    name = "create_completion loop" if row.kind == KIND_BASELINE else "engine"
+    if samplers and row.sampler:  # several sampling paths measured: say which row is which
+        name += f", {row.sampler}"
+    if row.confidence:
+        name += " + confidence" + ("" if row.confidence_ratio is None else f" ({row.confidence_ratio:.1%})")
+    batch = "1" if row.kind == KIND_BASELINE else str(row.batch_size)
+    if row.error and not row.generated_tokens:
+        return [name, batch, "failed"] + ["-"] * (len(TABLE_COLUMNS) - 3)
+    return [
+        name,
+        batch,
+        str(row.generated_tokens),
+        *(_num(getattr(row, name), spec) for name, spec in _NUMBER_CELLS),
+        _num(None if row.kv_bytes is None else row.kv_bytes / 2**20, ".1f"),
+        _gpu_cell(row),
+        "-" if row.speedup is None else f"{row.speedup:.2f}x",
+    ]
+
+
+def _gpu_cell(row: BenchRow) -> str:
+    """NVML's growth during the row beside the estimate's GPU part (with CUDA's context)."""
+    if row.gpu_growth_mb is None:
+        return "-"
+    return f"{row.gpu_growth_mb:.0f} / {_num(row.estimate_gpu_mb, '.0f')}"
+
+
+def _table(result: BenchResult) -> str:
+    s = result.settings
+    title = (
+        f"{Path(s.model).name}" + (f" ({s.model_description})" if s.model_description else "")
+        + f": {s.work}, EOS suppressed, "
+        f"context {s.ctx}, KV {s.kv_type}, flash attention {s.flash_attn}, {s.threads} threads, "
+        f"GPU layers {s.n_gpu_layers}, {_sampling(s)}"
+    )
+    lines = [title, "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    failures = []
+    several = len(s.samplers) > 1
+    for row in result.all_rows:
+        lines.append("| " + " | ".join(_cells(row, samplers=several)) + " |")
+        if row.error:
+            failures.append(f"{row.label}: {row.error}")
+    if failures or result.notes:
+        lines.append("")
+        lines.extend(f"note: {text}" for text in [*result.notes, *failures])
+    return "\n".join(lines)
+
+
+def _sampling(s) -> str:
+    """'T 1, top-k 0, top-p 1, min-p 0.02, vote entropy'."""
+    if s.temperature <= 0:
+        text = "greedy"
+    else:
+        text = f"T {s.temperature:g}, top-k {s.top_k}, top-p {s.top_p:g}, min-p {s.min_p:g}"
+    return text + ("" if s.vote == "majority" else f", vote {s.vote}")

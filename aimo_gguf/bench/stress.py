@@ -3,23 +3,24 @@
 ``stress`` pushes many synthetic problems through the full ``run`` pipeline
 with short generations and samples the process RSS after a warm-up, halfway
 and at the end: summary-only verification must keep it flat. ``project``
-turns measured throughput into a time estimate for a real budget.
+turns measured throughput into a time estimate for a real budget;
+``stress_and_project`` does both for ``bench --stress`` from the best engine row.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..config import RunConfig
-from ..errors import InputError
+from ..errors import EngineError, InputError
 from ..pipeline.runner import run
 from ..pipeline.summary import RunSummary, rss_mb
 from ..solving.solver import ProblemResult
-from . import synthetic_problems
+from .results import BenchResult
+from .workload import synthetic_problems
 
 DEFAULT_STRESS_PROBLEMS = 5000
 DEFAULT_WARMUP = 500
@@ -50,6 +51,21 @@ class StressResult:
         return self.growth < RSS_GROWTH_LIMIT_MB
 
 
+class _RssMarks:
+    """Called with each finished problem: RSS when the count reaches a mark ('warm', 'mid', 'end')."""
+
+    def __init__(self, marks: dict[int, str]) -> None:
+        self.marks = marks
+        self.done = 0
+        self.rss: dict[str, float] = {"start": rss_mb()}
+
+    def __call__(self, _: ProblemResult) -> None:
+        self.done += 1
+        mark = self.marks.get(self.done)
+        if mark:
+            self.rss[mark] = rss_mb()
+
+
 def stress(
     *,
     problems: int = DEFAULT_STRESS_PROBLEMS,
@@ -68,21 +84,13 @@ def stress(
         raise InputError(f"--stress needs at least 2 problems and a warm-up below it, got {problems} and {warmup}")
     defaults = dict(samples=1, max_tokens=STRESS_MAX_TOKENS, raw_prompt=True, system_prompt="", early_stop=False)
     config = config or RunConfig(**{**defaults, **options})
-    marks = {warmup: "warm", problems // 2: "mid", problems: "end"}
-    rss: dict[str, float] = {"start": rss_mb()}
-    done = [0]
-
-    def sample(_: ProblemResult) -> None:
-        done[0] += 1
-        mark = marks.get(done[0])
-        if mark:
-            rss[mark] = rss_mb()
-
+    marks = _RssMarks({warmup: "warm", problems // 2: "mid", problems: "end"})
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(synthetic_problems(problems), config=config, output=Path(tmp) / "submission.csv",
-                     progress=progress, on_result=sample)
+                     progress=progress, on_result=marks)
     seconds = time.perf_counter() - t0
+    rss = marks.rss
     end = rss.get("end", rss_mb())
     return StressResult(
         problems=problems,
@@ -145,14 +153,59 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def stress_report(result: StressResult, projection: Projection | None = None,
-                  echo: Callable[[str], None] = print) -> None:
-    """The stress table, for the CLI."""
-    echo(f"stress: {result.problems} problems in {result.seconds:.0f} s "
-         f"({result.problems / result.seconds:.1f} problems/s)")
-    echo(f"RSS: start {result.rss_start:.0f} MiB, after {result.warmup} {result.rss_warm:.0f} MiB, "
-         f"halfway {result.rss_mid:.0f} MiB, end {result.rss_end:.0f} MiB")
-    verdict = "flat" if result.flat else f"GROWING (limit {RSS_GROWTH_LIMIT_MB:.0f} MiB)"
-    echo(f"RSS growth after warm-up: {result.growth:+.1f} MiB: {verdict}")
-    if projection is not None:
-        echo(projection.sentence())
+@dataclass(frozen=True)
+class StressReport:
+    """``bench --stress``: the stress run, the projection from the best engine row, and that row."""
+
+    stress: StressResult
+    projection: Projection
+    batch_size: int
+    generated_per_second: float
+    prompt_per_second: float
+
+    def text(self) -> str:
+        r = self.stress
+        verdict = "flat" if r.flat else f"GROWING (limit {RSS_GROWTH_LIMIT_MB:.0f} MiB)"
+        return "\n".join([
+            f"stress: {r.problems} problems in {r.seconds:.0f} s ({r.problems / r.seconds:.1f} problems/s)",
+            f"RSS: start {r.rss_start:.0f} MiB, after {r.warmup} {r.rss_warm:.0f} MiB, "
+            f"halfway {r.rss_mid:.0f} MiB, end {r.rss_end:.0f} MiB",
+            f"RSS growth after warm-up: {r.growth:+.1f} MiB: {verdict}",
+            self.projection.sentence(),
+            f"(projection from the best row: batch {self.batch_size}, {self.generated_per_second:.1f} generated "
+            f"and {self.prompt_per_second:.1f} prompt tokens/s)",
+        ])
+
+    def to_dict(self) -> dict:
+        stress = {k: v for k, v in asdict(self.stress).items() if k != "summary"}
+        return {**stress, "growth": self.stress.growth, "flat": self.stress.flat,
+                "projection": {**asdict(self.projection), "fits": self.projection.fits},
+                "batch_size": self.batch_size, "generated_per_second": self.generated_per_second,
+                "prompt_per_second": self.prompt_per_second}
+
+
+def stress_and_project(result: BenchResult, *, problems: int, time_limit: float | None = None,
+                       progress: bool = True, **options) -> StressReport:
+    """``bench --stress``: ``problems`` synthetic problems through ``run`` at the best engine row's batch
+    size (``options`` are RunConfig fields: model, n_gpu_layers, threads), and the time that many real
+    problems of the bench's work would take from that row's throughput."""
+    rows = [r for r in result.rows if r.error is None and r.generated_tokens_per_s]
+    if not rows:
+        raise EngineError("no engine row succeeded: nothing to stress or project from")
+    rows = [r for r in rows if not r.confidence]
+    if not rows:
+        raise EngineError("no engine row without confidence succeeded: nothing to stress or project from")
+    best = max(rows, key=lambda r: r.generated_tokens_per_s)
+    settings = result.settings
+    outcome = stress(problems=problems, warmup=min(DEFAULT_WARMUP, max(1, problems // 10)), progress=progress,
+                     batch_size=best.batch_size, **options)
+    prompt = settings.prompt_tokens_per_problem
+    projection = project(
+        problems=problems, samples=settings.samples, max_tokens=settings.max_tokens,
+        prompt_tokens=round(sum(prompt) / len(prompt)) if prompt else 0,
+        generated_per_second=best.generated_tokens_per_s, prompt_per_second=best.prompt_tokens_per_s,
+        time_limit=time_limit,
+    )
+    return StressReport(stress=outcome, projection=projection, batch_size=best.batch_size,
+                        generated_per_second=best.generated_tokens_per_s,
+                        prompt_per_second=best.prompt_tokens_per_s)

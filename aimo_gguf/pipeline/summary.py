@@ -2,7 +2,7 @@
 
 A ``RunSummary`` has a fixed size whatever the number of problems; the
 per-sample texts exist only while a sample is in flight, or in the ``--traces``
-file when one is asked for.
+file when one is asked for. ``results_table`` is the table of a small run's problems.
 """
 
 from __future__ import annotations
@@ -240,3 +240,19 @@ class RunSummary:
                                             f"given {given['min']:.1f} / {given['median']:.1f} / {given['max']:.1f} s "
                                             f"(min / median / max)"))
         return rows
+
+
+def results_table(results) -> str:
+    """One line per solved problem (``ProblemResult``): its answer, votes and what happened to it."""
+    width = max(len(r.id) for r in results)
+    lines = [f"{'id':<{width}}  {'answer':>7}  {'votes':>7}  note"]
+    for r in results:
+        if r.correct is None:
+            mark = ""
+        else:
+            mark = "correct" if r.correct else "wrong"
+        notes = [mark] + (["fallback"] if r.fallback else []) + (["too long"] if r.too_long else [])
+        notes += ["early stop"] if r.early_stopped else []
+        notes += ["cut by the time limit"] if r.cut else []
+        lines.append(f"{r.id:<{width}}  {r.answer:>7}  {f'{r.votes}/{r.samples}':>7}  {', '.join(n for n in notes if n)}")
+    return "\n".join(lines)

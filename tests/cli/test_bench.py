@@ -49,7 +49,7 @@ def test_plot_without_matplotlib_fails_before_measuring(runner, monkeypatch, tmp
 def test_unwritable_json_fails_before_measuring(runner, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = runner.invoke(cli, ["bench", "--json", str(blocker / "b.json")])
+    result = runner.invoke(cli, ["bench", "--json-file", str(blocker / "b.json")])
     assert_one_line_error(result, "cannot write the JSON")
 
 
@@ -57,5 +57,5 @@ def test_help_lists_options(runner):
     result = runner.invoke(cli, ["bench", "--help"])
     assert result.exit_code == 0
     for flag in ("--model", "-ngl", "--threads", "--batch-sizes", "--max-tokens", "--problems", "--samples",
-                 "--no-baseline", "--json", "--plot"):
+                 "--no-baseline", "--json", "--json-file", "--plot"):
         assert flag in result.stdout

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from helpers import one_error_line, run_convert_script
 
-from aimo_gguf import convert as conv
 from aimo_gguf.errors import ModelError
+from aimo_gguf.gguf import converter
 
 
 def test_script_without_arguments_prints_its_usage():
@@ -30,6 +30,6 @@ def test_an_unwritable_converter_cache_is_one_line(tmp_path, monkeypatch):
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("AIMO_GGUF_CACHE", str(blocker))
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
-    monkeypatch.setattr(conv, "_fetch_converter", lambda v, tmp, folder: conv.extract_converter(tmp, folder))
+    monkeypatch.setattr(converter, "_fetch_converter", lambda v, tmp, folder: converter.extract_converter(tmp, folder))
     with pytest.raises(ModelError, match="cannot set up llama.cpp's converter"):
-        conv.find_converter(progress=False)
+        converter.find_converter(progress=False)

@@ -192,7 +192,7 @@ def test_a_bench_exits_non_zero_when_every_row_failed(runner, monkeypatch, model
 
     monkeypatch.setattr(bench_module, "bench", lambda **kwargs: _bench_result(errors))
     out = tmp_path / "b.json"
-    result = runner.invoke(cli, ["bench", "-m", str(model), "--batch-sizes", "1", "--json", str(out), "-q"])
+    result = runner.invoke(cli, ["bench", "-m", str(model), "--batch-sizes", "1", "--json-file", str(out), "-q"])
     assert result.exit_code == code, result.output
     assert out.exists()  # the rows and their errors are still written
     if code:

@@ -224,7 +224,7 @@ OUTPUT_FLAGS = [  # every option or argument of every command that names a file 
     ["run", "{problems}", "-m", "{model}", "--summary"],
     ["run", "{problems}", "-m", "{model}", "--traces"],
     ["run", "{problems}", "-m", "{model}", "--journal"],
-    ["bench", "-m", "{model}", "--json"],
+    ["bench", "-m", "{model}", "--json-file"],
     ["bench", "-m", "{model}", "--plot"],
     ["report", "{problems}", "--plot"],
     ["quantize", "{model}", "--type", "Q8_0"],

@@ -157,7 +157,7 @@ def _run(flag):
 
 COMMANDS = {
     "quantize": _quantize, "split": _split, "synth": _synth, "convert": _convert, "pull": _pull,
-    "bench --json": _bench("--json"), "bench --plot": _bench("--plot"), "report --plot": _report,
+    "bench --json-file": _bench("--json-file"), "bench --plot": _bench("--plot"), "report --plot": _report,
     **{f"run {flag}": _run(flag) for flag in ("-o", "--summary", "--traces", "--journal")},
 }
 

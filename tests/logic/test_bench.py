@@ -22,11 +22,9 @@ from aimo_gguf.bench import (
     bench,
     parse_batch_sizes,
     probes,
-    render_table,
     synthetic_problems,
-    write_json,
 )
-from aimo_gguf.bench.report import TABLE_COLUMNS
+from aimo_gguf.bench.results import TABLE_COLUMNS
 from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
 from aimo_gguf.fit import gpus as devices
@@ -80,8 +78,8 @@ def test_synthetic_problems():
     assert all(p.answer == int(p.problem.split()[2]) * int(p.problem.split()[4].rstrip("?")) for p in many)
 
 
-def test_render_table():
-    table = render_table(made_result())
+def test_table():
+    table = made_result().table()
     title = table.splitlines()[0]
     assert "m.gguf (llama 135M Q4_1)" in title
     assert "3 problems x 2 samples x 8 tokens" in title and "EOS suppressed" in title
@@ -113,7 +111,7 @@ def test_host_work_columns_and_the_sampler_of_each_row(several):
     row = result.rows[0]
     row.sampler, row.host_ms, row.draw_ms, row.confidence_ms, row.rest_ms, row.host_cpu_ms = (
         "batched", 0.1234, 0.08, 0.03, 0.0134, 0.11)
-    table = render_table(result)
+    table = result.table()
     assert "min-p 0.02, vote entropy" in table.splitlines()[0]
     col = {name: i for i, name in enumerate(TABLE_COLUMNS)}
     b1 = table_rows(table)[1]
@@ -135,19 +133,19 @@ def test_parse_samplers_rejects(value):
         bench_module.parse_samplers(value)
 
 
-def test_render_table_without_baseline():
+def test_table_without_baseline():
     result = made_result()
     result.baseline = None
     for row in result.rows:
         row.speedup = None
-    rows = table_rows(render_table(result))
+    rows = table_rows(result.table())
     assert [r[0] for r in rows] == ["engine"] * 3
     assert all(r[-1] == "-" for r in rows)
 
 
 def test_write_json(tmp_path):
     path = tmp_path / "out" / "bench.json"
-    write_json(made_result(), path)
+    made_result().write_json(path)
     data = json.loads(path.read_text(encoding="utf-8"))
     assert set(data) == {"settings", "machine", "baseline", "rows", "notes"}
     assert data["settings"]["batch_sizes"] == [1, 4, 16]
@@ -227,7 +225,7 @@ def test_rss_probe_is_fresh_per_row():
 def test_library_keywords_match_cli_flags():
     params = set(inspect.signature(bench).parameters)
     command = cli.commands["bench"]
-    # --stress and --time-limit drive aimo_gguf.bench.stress after the table, not bench()
-    flags = {p.name for p in command.params} - {"json_path", "plot_path", "quiet", "no_baseline", "stress", "time_limit"}
-    assert flags | {"baseline", "progress"} == params
+    # --stress and --time-limit drive aimo_gguf.bench.stress after the table, not bench(); --json prints
+    flags = {p.name for p in command.params} - {"as_json", "json_file", "plot", "quiet", "stress", "time_limit"}
+    assert flags | {"progress"} == params
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in inspect.signature(bench).parameters.values())

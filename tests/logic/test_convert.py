@@ -19,6 +19,7 @@ import pytest
 
 from aimo_gguf import convert as conv
 from aimo_gguf.errors import InputError, ModelError
+from aimo_gguf.gguf import converter
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -30,7 +31,7 @@ from aimo_gguf.errors import InputError, ModelError
     ([], "it printed nothing"),
 ])
 def test_converter_error_is_its_last_error_line(lines, message):
-    assert conv._converter_error(lines) == message
+    assert converter._converter_error(lines) == message
 
 
 def test_quant_lists_are_split_upper_cased_and_deduplicated():
@@ -48,7 +49,7 @@ def test_extract_converter_takes_only_the_converter_of_an_sdist(tmp_path):
     sdist = tmp_path / "llama_cpp_python-9.9.9.tar.gz"
     with tarfile.open(sdist, "w:gz") as tar:
         tar.add(tmp_path / "llama_cpp_python-9.9.9", arcname="llama_cpp_python-9.9.9")
-    out = conv.extract_converter(sdist, tmp_path / "cache" / "llama.cpp-9.9.9")
+    out = converter.extract_converter(sdist, tmp_path / "cache" / "llama.cpp-9.9.9")
     found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert found == ["LICENSE", "conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
     assert [p.name for p in out.parent.iterdir()] == ["llama.cpp-9.9.9"]  # no staging folder left
@@ -77,7 +78,7 @@ def test_extraction_works_where_extractall_has_no_filter(tmp_path, monkeypatch):
         return real(self, path, members, numeric_owner=numeric_owner)
 
     monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
-    out = conv.extract_converter(_sdist(tmp_path), tmp_path / "cache" / "llama.cpp-9.9.9")
+    out = converter.extract_converter(_sdist(tmp_path), tmp_path / "cache" / "llama.cpp-9.9.9")
     assert (out / "convert_hf_to_gguf.py").read_text() == "convert_hf_to_gguf.py"
 
 
@@ -88,7 +89,7 @@ def test_extraction_writes_no_link_and_nothing_outside_its_folder(tmp_path):
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     climb = tarfile.TarInfo("llama_cpp_python-9.9.9/vendor/llama.cpp/gguf-py/../../../../escaped")
     climb.size = 1
-    out = conv.extract_converter(_sdist(tmp_path, [(link, None), (climb, io.BytesIO(b"x"))]), tmp_path / "c" / "x")
+    out = converter.extract_converter(_sdist(tmp_path, [(link, None), (climb, io.BytesIO(b"x"))]), tmp_path / "c" / "x")
     assert not (out / "gguf-py" / "evil").exists() and not list(tmp_path.rglob("escaped"))
 
 
@@ -99,22 +100,22 @@ def test_an_sdist_without_converter_is_refused(tmp_path):
     with tarfile.open(sdist, "w:gz") as tar:
         tar.add(tmp_path / "p", arcname="p")
     with pytest.raises(ModelError, match="carries no vendor/llama.cpp/convert_hf_to_gguf.py"):
-        conv.extract_converter(sdist, tmp_path / "out")
+        converter.extract_converter(sdist, tmp_path / "out")
 
 
 def test_llama_cpp_dir_must_hold_the_converter(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
     with pytest.raises(InputError, match="LLAMA_CPP_DIR must name a llama.cpp checkout"):
-        conv.find_converter()
+        converter.find_converter()
     (tmp_path / "convert_hf_to_gguf.py").write_text("")
-    assert conv.find_converter() == tmp_path
+    assert converter.find_converter() == tmp_path
 
 
 def test_cache_dir_honours_aimo_gguf_cache_then_xdg(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert conv.cache_dir() == tmp_path / "xdg" / "aimo-gguf"
+    assert converter.cache_dir() == tmp_path / "xdg" / "aimo-gguf"
     monkeypatch.setenv("AIMO_GGUF_CACHE", str(tmp_path / "mine"))
-    assert conv.cache_dir() == tmp_path / "mine"
+    assert converter.cache_dir() == tmp_path / "mine"
 
 
 def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):

@@ -8,14 +8,13 @@ import json
 import pytest
 
 from aimo_gguf.errors import InputError
+from aimo_gguf.gguf.synthetic import f16_bytes, tensors_of
 from aimo_gguf.synth import (
     DEFAULT_TYPES,
     describe,
-    f16_bytes,
     known_shapes,
     spec_from_config,
     spec_like,
-    tensors_of,
 )
 
 
@@ -176,7 +175,7 @@ def test_host_work_shapes_keep_a_real_vocabulary_on_one_tiny_layer(name):
 @pytest.mark.parametrize("hidden", [64, 1536, 2880])
 @pytest.mark.parametrize("logit_std", [None, 1.0, 8.0])
 def test_the_head_is_scaled_to_the_logit_spread_asked_for(hidden, logit_std):
-    from aimo_gguf.synth import INIT_STD, head_scale
+    from aimo_gguf.gguf.synthetic import INIT_STD, head_scale
 
     spec = spec_from_config(config(hidden_size=hidden, num_attention_heads=hidden // 32), "t")
     scale = head_scale(spec, logit_std)

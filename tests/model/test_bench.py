@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error, clean_env, table_rows
 
-from aimo_gguf.bench import bench, render_table
-from aimo_gguf.bench.report import TABLE_COLUMNS
+from aimo_gguf.bench import bench
+from aimo_gguf.bench.results import TABLE_COLUMNS
 from aimo_gguf.cli import cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -27,9 +27,9 @@ TINY = ["--batch-sizes", "1,2", "--max-tokens", "4", "--problems", "2", "-t", "1
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    """One CLI run, with --json and (when matplotlib is installed) --plot."""
+    """One CLI run, with --json-file and (when matplotlib is installed) --plot."""
     out = tmp_path_factory.mktemp("bench")
-    args = ["bench", *TINY, "--json", str(out / "bench.json")]
+    args = ["bench", *TINY, "--json-file", str(out / "bench.json")]
     try:
         import matplotlib  # noqa: F401
 
@@ -111,7 +111,7 @@ def test_library_samples_without_baseline(capsys):
     row = result.rows[0]
     assert row.error is None and row.generated_tokens == 2 * 2 * 4 and row.completions == 4
     assert row.speedup is None
-    assert len(table_rows(render_table(result))) == 1
+    assert len(table_rows(result.table())) == 1
     assert capsys.readouterr().err == ""  # progress=False: silent
 
 
@@ -130,7 +130,7 @@ def test_bench_measures_a_quantized_kv_cache(tmp_path):
     assert row.error is None and row.generated_tokens == 8
     f16 = bench(batch_sizes=[2], max_tokens=4, problems=2, threads=1, baseline=False, progress=False).rows[0]
     assert row.kv_bytes == pytest.approx(f16.kv_bytes * 34 / 64, rel=1e-6)
-    assert "KV q8_0" in render_table(result)
+    assert "KV q8_0" in result.table()
 
 
 @pytest.mark.model
@@ -141,7 +141,7 @@ def test_bench_auto_batch_follows_the_budget_and_shows_the_estimate(tmp_path):
         out = tmp_path / f"{budget}.json"
         done = subprocess.run([sys.executable, "-m", "aimo_gguf", "bench", "--batch-sizes", "auto", "--max-memory",
                                budget, "--max-tokens", "4", "--problems", "32", "-t", "1", "--no-baseline", "-q",
-                               "--json", str(out)], capture_output=True, text=True, env=clean_env())
+                               "--json-file", str(out)], capture_output=True, text=True, env=clean_env())
         assert done.returncode == 0, done.stderr
         (row,) = json.loads(out.read_text())["rows"]
         rows.append(row)
@@ -154,7 +154,7 @@ def test_bench_auto_batch_follows_the_budget_and_shows_the_estimate(tmp_path):
 
 @pytest.mark.model
 def test_confidence_rows_run_beside_the_plain_ones_and_give_their_ratio(tmp_path):
-    from aimo_gguf.bench import bench, render_table
+    from aimo_gguf.bench import bench
 
     result = bench(threads=1, batch_sizes="2", max_tokens=4, problems=2, baseline=False, confidence=True,
                    progress=False)
@@ -162,7 +162,7 @@ def test_confidence_rows_run_beside_the_plain_ones_and_give_their_ratio(tmp_path
     assert (plain.confidence, with_it.confidence) == (False, True)
     assert plain.generated_tokens == with_it.generated_tokens == 8
     assert with_it.confidence_ratio == pytest.approx(with_it.generated_tokens_per_s / plain.generated_tokens_per_s)
-    assert "engine + confidence (" in render_table(result)
+    assert "engine + confidence (" in result.table()
 
 
 @pytest.mark.model
@@ -174,5 +174,5 @@ def test_sampling_paths_alternate_and_each_row_reports_its_host_work():
         assert row.generated_tokens == 8 and not row.error
         assert row.host_ms > 0 and row.draw_ms > 0 and row.confidence_ms > 0 and row.host_cpu_ms > 0
         assert row.host_ms == pytest.approx(row.draw_ms + row.confidence_ms + row.rest_ms)
-    assert "engine, chain + confidence" in render_table(result)
+    assert "engine, chain + confidence" in result.table()
 

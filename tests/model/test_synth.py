@@ -96,7 +96,7 @@ def test_the_cli_writes_atomically_and_refuses_to_overwrite(tmp_path, runner):
 def test_a_tokenizer_only_file_stands_in_for_the_embedded_model(tmp_path, runner):
     from aimo_gguf.gguf.files import default_model_path
     from aimo_gguf.gguf.header import read_header
-    from aimo_gguf.synth import write_tokenizer
+    from aimo_gguf.gguf.synthetic import write_tokenizer
 
     tok = write_tokenizer(None, tmp_path / "tokenizer.gguf")
     assert tok.stat().st_size < 4 * MiB and read_header(str(tok)).tensors == ()
@@ -146,7 +146,7 @@ def bench_row(model, batch: int, tmp_path) -> dict:
     out = tmp_path / f"b{batch}.json"
     done = subprocess.run([sys.executable, "-m", "aimo_gguf", "bench", "-m", str(model), "-t", "2", "--no-baseline",
                            "--batch-sizes", str(batch), "--problems", str(batch), "--max-tokens", "16", "-q",
-                           "--json", str(out)], capture_output=True, text=True, env=clean_env())
+                           "--json-file", str(out)], capture_output=True, text=True, env=clean_env())
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(out.read_text())["rows"]
     return row
