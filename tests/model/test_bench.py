@@ -55,7 +55,7 @@ def test_cli_table(cli_run):
     assert all(float(r[col["peak RSS MiB"]]) > 0 for r in rows)
     assert "note:" not in result.stdout  # no row failed, no loader note on a CPU run at -ngl 0
     # Progress goes to stderr, one line per phase; the table only to stdout.
-    assert "aimo-gguf bench: batch 2:" in result.stderr
+    assert "aimo-gguf bench: batch 2, auto sampler:" in result.stderr  # the phase names its sampling path
     assert "aimo-gguf bench: create_completion loop:" in result.stderr
     assert "aimo-gguf bench:" not in result.stdout
 
