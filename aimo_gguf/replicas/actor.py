@@ -20,7 +20,8 @@ from ..config import RunConfig
 from ..engine.api import EngineStats
 from ..errors import AimoError
 from ..pipeline.problems import Problem
-from ..solving.solver import ProblemResult, Solver, check_prompt
+from ..solving.solver import ProblemResult, Solver
+from ..styles import style_for
 from ..styles.tir import ToolStats
 
 RESULT = "result"
@@ -65,6 +66,7 @@ class Replica:
         self.model_path = Path(model_path)
         self.graded, self.traces, self.verbose = graded, traces, verbose
         self.engine = None
+        self.style = None  # the prompt family, worked out once at the load
         self.tool_stats = ToolStats() if config.tir else None
         self.busy = 0.0
         self.problems = 0
@@ -77,10 +79,10 @@ class Replica:
         try:
             self.engine = load_engine(self.config, self.model_path, verbose=self.verbose, graded=self.graded,
                                       traces=self.traces)
-            style = check_prompt(self.engine, self.config)
+            self.style = style_for(self.engine, self.config)
         except AimoError as e:
             return {"error": type(e).__name__, "message": str(e), "node": _node(), "pid": os.getpid()}
-        return {"info": self.engine.info, "prompt_style": style, "node": _node(), "pid": os.getpid()}
+        return {"info": self.engine.info, "prompt_style": self.style.name, "node": _node(), "pid": os.getpid()}
 
     def counters(self) -> ReplicaCounters:
         stats = {}
@@ -102,7 +104,7 @@ class Replica:
         deadline = None if deadline_at is None else start + (deadline_at - time.time())
         sink = _Traces() if self.traces else None
         solver = Solver(self.engine, self.config, traces=sink, deadline=deadline, tool_stats=self.tool_stats,
-                        parallel=parallel, waiting_elsewhere=waiting_elsewhere)
+                        parallel=parallel, waiting_elsewhere=waiting_elsewhere, style=self.style)
         positions = [position for position, _ in problems]
         mark = start
         try:
