@@ -130,6 +130,18 @@ def test_the_family_is_worked_out_once_per_run_and_once_for_every_predict(monkey
     assert answers == [[1]] * n and len(detected) == 2  # each predict solves its problem as the first one
 
 
+@pytest.mark.parametrize("tir", [False, True])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_style_is_plain_data_that_a_child_process_could_take_as_it_is(family, tir):
+    """No engine inside: a pickled style (what a replica in a child process would get) prompts alike."""
+    import pickle
+
+    style = style_for(FAMILIES[family](), RunConfig(tir=tir))
+    copy = pickle.loads(pickle.dumps(style))
+    assert copy == style and copy.name == family
+    assert [copy.prompt(p.problem) for p in problems_of(3)] == [style.prompt(p.problem) for p in problems_of(3)]
+
+
 # --- recipes -----------------------------------------------------------------------------------------------
 
 
