@@ -37,7 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import AimoError, InputError, ModelError
-from .gguf.converter import CONVERTER, find_converter, run_converter, supported_architectures
+from .gguf.converter import (
+    CONVERTER,
+    find_converter,
+    run_converter,
+    supported_architectures,
+)
 from .outputs import refuse_special, replace_file
 from .pipeline.problems import write_json_atomic
 

@@ -53,7 +53,8 @@ from .config import RunConfig, make_config
 from .engine.api import BatchEngine
 from .errors import InputError
 from .pipeline.problems import Problem
-from .solving.solver import Clock, Solver, check_prompt
+from .solving.solver import Clock, Solver
+from .styles import style_for
 from .styles.tir import ToolStats
 
 DEFAULT_TOTAL_SECONDS = 5 * 3600  # AIMO3: five hours of GPU notebook
@@ -154,7 +155,7 @@ class KaggleSolver:
             engine = load_engine(self.config, resolve_model(model), verbose=verbose, token_budget=step_tokens)
         self.engine = engine
         try:
-            self.prompt_style = check_prompt(engine, self.config)  # here, not at every predict: it would fall back
+            self.style = style_for(engine, self.config)  # once, for every predict: there it would fall back
         except BaseException:
             engine.close()
             raise
@@ -183,7 +184,7 @@ class KaggleSolver:
         start = self.clock()
         share = self._share(start)
         solver = Solver(self.engine, self.config, deadline=start + share, tool_stats=self.tool_stats,
-                        clock=self.clock)
+                        clock=self.clock, style=self.style)
         try:
             results = list(solver.solve([Problem(id=problem_id, problem=problem)]))
         finally:

@@ -6,11 +6,22 @@ import json
 
 import click
 
-from ..bench.results import DEFAULT_BATCH_SIZES, DEFAULT_MAX_TOKENS, DEFAULT_PROBLEMS, DEFAULT_SAMPLES
+from ..bench.results import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROBLEMS,
+    DEFAULT_SAMPLES,
+)
 from ..compare import DEFAULT_CTX as COMPARE_CTX
 from ..engine.api import SAMPLER_AUTO
 from .base import cli
-from .options import OUTPUT_FILE, check_batch_option, config_options, json_option, quiet_option
+from .options import (
+    OUTPUT_FILE,
+    check_batch_option,
+    config_options,
+    json_option,
+    quiet_option,
+)
 
 PLOT_HELP = "Also draw {what} to this PNG (needs matplotlib)."
 

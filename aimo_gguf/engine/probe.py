@@ -171,7 +171,14 @@ def write_probe_model(path: Path) -> Path:
     import gguf
     import numpy as np
 
-    from ..gguf.synthetic import F32, SynthSpec, add_tokenizer, tensors_of, tokenizer_fields, write_metadata
+    from ..gguf.synthetic import (
+        F32,
+        SynthSpec,
+        add_tokenizer,
+        tensors_of,
+        tokenizer_fields,
+        write_metadata,
+    )
 
     fields = tokenizer_fields(None)
     spec = SynthSpec(name="cpu probe", architecture="llama", hidden=256, layers=len(AMX_TYPES), heads=4,

@@ -30,8 +30,9 @@ from ..errors import AimoError, InputError, OutputError
 from ..gguf.parts import model_paths
 from ..outputs import TraceWriter, check_distinct, check_file_name, check_writable
 from ..solving.metrics import add_at_k
-from ..solving.solver import Clock, ProblemResult, Solver, check_prompt
+from ..solving.solver import Clock, ProblemResult, Solver
 from ..solving.voting import VOTE_MODES
+from ..styles import style_for
 from ..styles.tir import ToolStats
 from .interrupt import EXIT_CODES, Stopped, stop_signals
 from .journal import Journal, default_journal, fingerprint
@@ -213,7 +214,8 @@ class LocalSource:
     def __init__(self, engine: BatchEngine, config: RunConfig) -> None:
         self.engine, self.config = engine, config
         self.info = engine.info
-        self.prompt_style = check_prompt(engine, config)  # a family the model cannot take fails here
+        self.style = style_for(engine, config)  # once per run; a family the model cannot take fails here
+        self.prompt_style = self.style.name
 
     @property
     def stats(self) -> EngineStats:
@@ -222,7 +224,7 @@ class LocalSource:
 
     def results(self, problems, *, deadline, clock, on_step, tracer, tool_stats, margin=0.0):
         solver = Solver(self.engine, self.config, traces=tracer, on_step=on_step, deadline=deadline,
-                        tool_stats=tool_stats, clock=clock)
+                        tool_stats=tool_stats, clock=clock, style=self.style)
         return solver.solve(problems)
 
     def final_counters(self) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import AimoError
-from ..solving.solver import Solver, check_prompt
+from ..solving.solver import Solver
+from ..styles import style_for
 from ..styles.tir import ToolStats
 from .cluster import node_address
 from .handle import Finished, Loaded, LoadFailed, ReplicaCounters, Solved, Work
@@ -46,6 +47,7 @@ class Replica:
         self.number = number
         self.graded, self.traces, self.verbose = graded, traces, verbose
         self.engine = None
+        self.style = None  # the prompt family, worked out once at the load
         self.tool_stats = ToolStats() if config.tir else None
         self.busy = 0.0
         self.problems = 0
@@ -58,10 +60,10 @@ class Replica:
         try:
             self.engine = load_engine(self.config, self.model_path, verbose=self.verbose, graded=self.graded,
                                       traces=self.traces)
-            style = check_prompt(self.engine, self.config)
+            self.style = style_for(self.engine, self.config)
         except AimoError as e:
             return LoadFailed(type(e)(f"replica {self.number} ({node_address()}): {e}"))
-        return Loaded(self.engine.info, style, node=node_address(), pid=os.getpid())
+        return Loaded(self.engine.info, self.style.name, node=node_address(), pid=os.getpid())
 
     def counters(self) -> ReplicaCounters:
         engine = self.engine.stats.snapshot() if self.engine is not None else None
@@ -74,7 +76,7 @@ class Replica:
         deadline = None if work.deadline_at is None else start + (work.deadline_at - time.time())
         sink = _Traces() if self.traces else None
         solver = Solver(self.engine, self.config, traces=sink, deadline=deadline, tool_stats=self.tool_stats,
-                        parallel=work.parallel, waiting_elsewhere=work.waiting_elsewhere)
+                        parallel=work.parallel, waiting_elsewhere=work.waiting_elsewhere, style=self.style)
         positions = [position for position, _ in work.problems]
         mark = start
         try:

@@ -41,28 +41,12 @@ from ..engine.api import (
 )
 from ..errors import InputError
 from ..pipeline.problems import Problem
-from ..styles import harmony
-from ..styles.answers import extract_answer
-from ..styles.harmony import HarmonyTool, harmony_answer
-from ..styles.prompts import (
-    DEFAULT_SYSTEM_PROMPT,
-    chat_prompt,
-    detect_style,
-    raw_prompt,
-)
-from ..styles.think import (
-    THINK_CLOSE,
-    ThinkBudget,
-    default_reserve,
-    open_thinking,
-    think_answer,
-)
-from ..styles.tir import TIR_SYSTEM_PROMPT, PythonTool, ToolStats, tir_answer
+from ..styles import PromptStyle, SampleTool, style_for
+from ..styles.tir import ToolStats
 from .metrics import problem_metrics
 from .voting import Tally, Vote, every_mode, max_vote_weight, pick, vote_weight
 
 Clock = Callable[[], float]
-PROBE = Problem(id="probe", problem="What is 1 + 1?")  # rendered once at load: a broken template fails there
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,50 +95,9 @@ def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-def prompt_style(engine: BatchEngine, config: RunConfig) -> str:
-    """The prompt family of this run: --prompt-style, or the one the GGUF says (``detect_style``).
-    A model without a chat template (a base model) is prompted plainly, unless it is a harmony one."""
-    template = None if config.raw_prompt else engine.chat_template
-    style = config.prompt_style
-    if style == "auto":
-        info = engine.info
-        style = detect_style(info.architecture, template, info.name)
-        return "plain" if style == "think" and template is None else style
-    if style == "think" and template is None:
-        raise InputError("--prompt-style think needs the model's chat template, and this model has none "
-                         "(a base model: use --prompt-style plain)")
-    return style
-
-
-def prompt_text(engine: BatchEngine, problem: Problem, config: RunConfig, *, style: str | None = None) -> str:
-    """The prompt for ``problem`` in its family (``prompt_style``): harmony's messages, a think model's
-    user turn, or the model's chat template with the system prompt (the raw format for base models).
-
-    With --tir and the default system prompt, a plain or think prompt invites fenced Python; a
-    harmony prompt declares gpt-oss's python tool instead.
-    """
-    style = style or prompt_style(engine, config)
-    system = config.system_prompt
-    if style == "harmony":
-        python = harmony.PYTHON_DESCRIPTION.format(timeout=config.tool_timeout) if config.tir else None
-        return harmony.render_prompt(problem.problem, instructions=system, reasoning_effort=config.reasoning_effort,
-                                     python=python)
-    if config.tir and system == DEFAULT_SYSTEM_PROMPT:
-        system = TIR_SYSTEM_PROMPT
-    template = None if config.raw_prompt else engine.chat_template
-    if template is None:
-        return raw_prompt(problem.problem, system)
-    if style == "think":  # no system prompt: the instruction follows the problem in the user turn
-        user = f"{problem.problem.strip()}\n\n{system}" if system else problem.problem
-        return open_thinking(chat_prompt(user, template=template, system_prompt="", bos_token=engine.bos_token,
-                                         eos_token=engine.eos_token, enable_thinking=True))
-    return chat_prompt(problem.problem, template=template, system_prompt=system, bos_token=engine.bos_token,
-                       eos_token=engine.eos_token)
-
-
 def build_prompt(engine: BatchEngine, problem: Problem, config: RunConfig) -> list[int]:
-    """The prompt's token ids for ``problem`` under ``config``."""
-    return engine.tokenize(prompt_text(engine, problem, config))
+    """The prompt's token ids for ``problem`` under ``config`` (its family: ``aimo_gguf.styles.style_for``)."""
+    return engine.tokenize(style_for(engine, config).prompt(problem.problem))
 
 
 def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:
@@ -174,26 +117,6 @@ def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:
         return True
     second = max((c for a, c in tally.counts.items() if a != winner), default=0)
     return bool(config.early_stop_lead) and count - second >= config.early_stop_lead
-
-
-def check_prompt(engine: BatchEngine, config: RunConfig) -> str:
-    """The prompt family of a run on ``engine``; one the model cannot take is an InputError, raised
-    when the engine is loaded rather than at the first problem."""
-    style = prompt_style(engine, config)
-    if style == "harmony":
-        harmony_call_token(engine)
-    prompt_text(engine, PROBE, config, style=style)  # a template that fails on any problem fails here, once
-    return style
-
-
-def harmony_call_token(engine: BatchEngine) -> int:
-    """The id of harmony's ``<|call|>`` token; a model without harmony's special tokens is an error."""
-    ids = engine.tokenize(harmony.CALL, add_special=False, parse_special=True)
-    ends = engine.tokenize(harmony.END, add_special=False, parse_special=True)
-    if len(ids) != 1 or len(ends) != 1:
-        raise InputError("--prompt-style harmony needs gpt-oss's special tokens (<|call|>, <|end|>), and this "
-                         "model has none: use --prompt-style plain or auto")
-    return ids[0]
 
 
 class _InFlight:
@@ -261,9 +184,11 @@ class Solver:
         clock: Clock = time.monotonic,
         parallel: int | None = None,
         waiting_elsewhere: int = 0,
+        style: PromptStyle | None = None,
     ) -> None:
         # ``parallel`` and ``waiting_elsewhere``: on one replica of several (aimo_gguf.replicas), the problems
         # running side by side on all of them and those waiting for another, so a time share is the run's.
+        # ``style``: the run's prompt family, worked out once (aimo_gguf.styles.style_for) when it is given.
         self.engine = engine
         self.config = config
         self.traces = traces
@@ -280,10 +205,7 @@ class Solver:
         self.timed = deadline is not None or config.problem_time_cap is not None
         self.parallel = parallel or max(1, engine.batch_size // config.samples)  # problems that run side by side
         self.waiting_elsewhere = waiting_elsewhere
-        self.style = prompt_style(engine, config)
-        self._call_token = harmony_call_token(engine) if self.style == "harmony" else -1
-        self.reserve = config.think_reserve or default_reserve(config.max_tokens)
-        self._limits = dict(min_answer=config.min_answer, max_answer=config.max_answer, modulo=config.modulo)
+        self.style = style if style is not None else style_for(engine, config)
         self._flights: dict[int, _InFlight] = {}
         self._done: list[ProblemResult] = []
         self._problems: Sequence[Problem] = ()
@@ -328,7 +250,7 @@ class Solver:
                 return
             flight = self._open(index, problem)
             try:
-                text = prompt_text(self.engine, problem, config, style=self.style)
+                text = self.style.prompt(problem.problem)
             except InputError as e:  # the template fails on this problem alone: its fallback, the others go on
                 print(f"aimo-gguf: warning: problem {problem.id!r}: {e}: it gets the fallback answer",
                       file=sys.stderr, flush=True)
@@ -345,41 +267,21 @@ class Solver:
                                   seed=sample_seed(config.seed, problem.id, j), sampling=self.sampling,
                                   prefix_key=index, tool=self._tool((index, j), text, len(tokens)),
                                   stop_below=flight.threshold if j >= config.stop_warmup else None,
-                                  render_special=self.style == "harmony")
+                                  render_special=self.style.special_tokens)
                 flight.requests[j] = request
                 flight.issued += 1
                 yield request
             if flight.ended == flight.issued and flight.index in self._flights:
                 self._finish(flight)  # every issued sample already came back
 
-    def _tool(self, key: tuple[int, int], prompt: str, n_prompt: int):
-        """The sample's tool hook: its Python tool with --tir (harmony's or fenced), inside the thinking
-        budget with think prompts; None when it needs none."""
+    def _tool(self, key: tuple[int, int], prompt: str, n_prompt: int) -> SampleTool | None:
+        """The sample's tool hook: its Python tool with --tir, inside its family's budget hook; None when it
+        needs none."""
         python = None
         if self._pool is not None:
-            if self.style == "harmony":
-                python = HarmonyTool(self._pool, key, max_calls=self.config.max_tool_calls, stats=self.tool_stats,
-                                     call_token=self._call_token)
-            else:
-                python = PythonTool(self._pool, key, max_calls=self.config.max_tool_calls, stats=self.tool_stats,
-                                    prefix=prompt)
-        if self.style == "think":
-            budget = min(self.config.max_tokens, self.engine.n_ctx_seq - n_prompt)
-            return ThinkBudget(reserve=min(self.reserve, budget // 2), inner=python,
-                               closed=prompt.rstrip().endswith(THINK_CLOSE))
-        return python
-
-    def _answer(self, text: str, python: PythonTool | None, *, truncated: bool) -> tuple[int | None, str | None]:
-        """A finished sample's answer and where it came from ("final", "fallback", or None for plain);
-        ``truncated``: it hit the token limit, so only an answer it stated counts (answers.extract_answer)."""
-        limits = dict(self._limits, truncated=truncated)
-        if self.style == "harmony":
-            return harmony_answer(text, **limits)
-        if self.style == "think":
-            return think_answer(text, python.results if python is not None else None, **limits)
-        if python is not None:
-            return tir_answer(text, python.results, **limits), None
-        return extract_answer(text, **limits), None
+            python = self.style.python_tool(self._pool, key, prompt=prompt, stats=self.tool_stats)
+        room = min(self.config.max_tokens, self.engine.n_ctx_seq - n_prompt)
+        return self.style.budget(python, prompt=prompt, room=room)
 
     def _open(self, index: int, problem: Problem) -> _InFlight:
         flight = _InFlight(index, problem, self.config.samples, self.weight, self.clock())
@@ -406,7 +308,7 @@ class Solver:
         flight.requests.pop(j, None)
         flight.ended += 1
         reason = completion.finish_reason
-        tool = completion.request.tool
+        tool: SampleTool | None = completion.request.tool  # what _tool gave the request
         python = tool.python if tool is not None else None
         if python is not None:
             self._pool.release(python.key)  # the sample is over: its worker goes (on the pool's threads)
@@ -419,7 +321,7 @@ class Solver:
         elif reason != FINISH_CANCELLED:
             config = self.config
             capped = reason in (FINISH_LENGTH, FINISH_KV_FULL)
-            answer, source = self._answer(completion.text, python, truncated=capped)
+            answer, source = self.style.answer(completion.text, python, truncated=capped)
             flight.answers_final += source == "final"
             flight.answers_fallback += source == "fallback"
             bonus = self.bonus if python is not None and python.all_ok else 1.0
@@ -471,7 +373,7 @@ class Solver:
         self._done.append(ProblemResult(
             index=flight.index, id=flight.problem.id, answer=answer, votes=votes,
             valid=tally.valid, samples=tally.finished, fallback=fallback, too_long=too_long,
-            early_stopped=flight.early_stopped, majority=not fallback and 2 * votes > tally.finished,
+            early_stopped=flight.early_stopped, majority=not fallback and tally.has_majority(winner),
             correct=None if expected is None else answer == expected, cut=flight.cut,
             seconds=self.clock() - flight.start, budget=flight.budget, tokens=flight.tokens,
             sample_correct=flight.sample_correct, low_confidence=flight.low_confidence,

@@ -113,10 +113,10 @@ class Tally:
         runner_up = max((w for a, w in self.weights.items() if a != leader), default=0.0)
         return self.weights[leader] > runner_up + self.remaining * self.max_weight
 
-    def has_majority(self) -> bool:
-        """True if the winner holds a strict majority of the finished samples."""
-        leader = self.winner()
-        return leader is not None and 2 * self.counts[leader] > self.finished
+    def has_majority(self, answer: int | None = None) -> bool:
+        """True if ``answer`` (by default the tally's winner) holds a strict majority of the finished samples."""
+        answer = self.winner() if answer is None else answer
+        return answer is not None and 2 * self.counts.get(answer, 0) > self.finished
 
 
 def majority_vote(answers: Sequence[int | None]) -> int | None:

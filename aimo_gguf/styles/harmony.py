@@ -20,17 +20,26 @@ fails offline (a Kaggle submission has no internet), so it is not used.
 ``HarmonyTool`` is the engine's tool hook for one sample (the same sandbox
 worker as ``aimo_gguf.styles.tir``, one per sample, stateful across calls), and
 ``harmony_answer`` takes the answer from the ``final`` channel, the analysis
-only as a fallback.
+only as a fallback. ``HarmonyStyle`` is the family as the solver sees it
+(``aimo_gguf.styles.base.PromptStyle``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING, ClassVar
 
+from ..engine.api import ToolReply
+from ..errors import InputError
 from .answers import extract_answer
-from .tir import PythonTool
+from .base import Answer, AnswerLimits, PromptStyle
+from .tir import PythonTool, ToolStats
+
+if TYPE_CHECKING:
+    from ..sandbox import SandboxPool
 
 REASONING_EFFORTS = ("low", "medium", "high")
 START, END, MESSAGE, CHANNEL, CALL, RETURN, CONSTRAIN = (
@@ -186,8 +195,7 @@ class HarmonyTool(PythonTool):
         self._reply: tuple[str, str, str] | None = None  # (author, channel, text) known at once
         self._channel = "analysis"  # the channel of the call being run: its reply goes there too
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int = -1, *, room: int | None = None,
-                   eog: bool = False) -> bool:
+    def wants_call(self, text: bytearray, piece: bytes, token: int, *, room: int, eog: bool) -> bool:
         return token == self.call_token
 
     def start(self, text: str) -> None:
@@ -207,14 +215,14 @@ class HarmonyTool(PythonTool):
         self._reply = None
         self._run(call.content)
 
-    def poll(self):
+    def poll(self) -> ToolReply | None:
         if self._reply is not None:
             author, channel, body = self._reply
             self._reply = None
             return _tool_message(author, channel, body)
         return super().poll()
 
-    def _format(self, body: str):
+    def _format(self, body: str) -> ToolReply:
         return _tool_message("python", self._channel, body)
 
     def reset(self) -> None:
@@ -234,3 +242,45 @@ def _tool_message(author: str, channel: str, body: str) -> tuple[tuple[str, bool
 def defuse(text: str) -> str:
     """``text`` with every ``<|`` broken by a zero-width space, so no special token can be read in it."""
     return text.replace("<|", "<\u200b|")
+
+
+# --- the family ----------------------------------------------------------------------------------------------
+
+
+def call_token(tokenize: Callable[..., list[int]]) -> int:
+    """The id of ``<|call|>`` in a model's vocabulary (``tokenize``: the engine's); a model without
+    harmony's special tokens is an InputError."""
+    ids = tokenize(CALL, add_special=False, parse_special=True)
+    ends = tokenize(END, add_special=False, parse_special=True)
+    if len(ids) != 1 or len(ends) != 1:
+        raise InputError("--prompt-style harmony needs gpt-oss's special tokens (<|call|>, <|end|>), and this "
+                         "model has none: use --prompt-style plain or auto")
+    return ids[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HarmonyStyle(PromptStyle):
+    """gpt-oss: harmony messages, its own python tool (paused on ``<|call|>``), the final channel's answer."""
+
+    name: ClassVar[str] = "harmony"
+    special_tokens: ClassVar[bool] = True
+
+    instructions: str  # the system prompt, as the developer message
+    reasoning_effort: str
+    python_description: str | None  # the python tool's, with --tir; None: no tool declared
+    call_token: int  # <|call|>'s id (``call_token``)
+    limits: AnswerLimits
+    max_calls: int  # --max-tool-calls
+
+    def prompt(self, problem: str) -> str:
+        return render_prompt(problem, instructions=self.instructions, reasoning_effort=self.reasoning_effort,
+                             python=self.python_description)
+
+    def python_tool(self, pool: SandboxPool, key: Hashable, *, prompt: str, stats: ToolStats) -> HarmonyTool:
+        return HarmonyTool(pool, key, max_calls=self.max_calls, stats=stats, call_token=self.call_token)
+
+    def budget(self, python: PythonTool | None, *, prompt: str, room: int) -> PythonTool | None:
+        return python
+
+    def answer(self, text: str, python: PythonTool | None, *, truncated: bool) -> Answer:
+        return harmony_answer(text, **self.limits.of(truncated=truncated))

@@ -6,14 +6,17 @@ tokenizers render it. Base models, or any model with ``raw_prompt``, get a
 plain "Problem: ... Solution:" completion prompt.
 
 Three prompt families (``--prompt-style``), told apart by the GGUF's
-architecture, chat template and name (``detect_style``):
+architecture, chat template and name (``detect_style``), each a
+``PromptStyle`` (``aimo_gguf.styles.base``) that ``aimo_gguf.styles.style_for``
+builds once per run:
 
 - ``harmony``: gpt-oss (``aimo_gguf.styles.harmony``): system, developer and user
   messages, the reasoning effort, the Python tool declared as gpt-oss's own.
 - ``think``: reasoning models with a ``<think>`` block (``aimo_gguf.styles.think``):
   no system prompt, the instruction in the user turn, the reply opened with
   ``<think>``.
-- ``plain``: a system prompt and the problem through the chat template.
+- ``plain`` (``aimo_gguf.styles.plain``): a system prompt and the problem through
+  the chat template.
 """
 
 from __future__ import annotations

@@ -7,13 +7,21 @@ is nearly spent would end with no answer at all, so ``ThinkBudget`` (the
 engine's tool hook) closes the thinking ``reserve`` tokens before the end, with
 the sentence Qwen documents for its thinking budget, and the model writes its
 answer in what is left. ``think_answer`` reads the answer after ``</think>``,
-the thinking only as a fallback.
+the thinking only as a fallback. ``ThinkStyle`` is the family as the solver
+sees it (``aimo_gguf.styles.base.PromptStyle``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..engine.api import ToolHook, ToolReply
 from .answers import extract_answer
-from .tir import tir_answer
+from .base import Answer
+from .plain import PlainStyle
+from .prompts import chat_prompt
+from .tir import PythonTool, tir_answer
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -38,7 +46,7 @@ def open_thinking(prompt: str) -> str:
     return prompt + THINK_OPEN + "\n"
 
 
-class ThinkBudget:
+class ThinkBudget(ToolHook):
     """The tool hook of one thinking sample: once only ``reserve`` tokens are left to it (its budget,
     less what its tool replies took of the context) and it has not closed its thinking, the thinking
     is closed for it. ``inner`` is the sample's Python tool (fenced code, with --tir), whose calls go
@@ -46,7 +54,7 @@ class ThinkBudget:
 
     __slots__ = ("inner", "reserve", "closed", "_off", "_active", "_concluding")
 
-    def __init__(self, *, reserve: int, inner=None, closed: bool = False) -> None:
+    def __init__(self, *, reserve: int, inner: PythonTool | None = None, closed: bool = False) -> None:
         self.inner = inner
         self.reserve = max(1, reserve)
         self.closed = closed  # </think> written, by the model or by us
@@ -54,11 +62,10 @@ class ThinkBudget:
         self._active = None  # the inner tool while its call runs
         self._concluding = False
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int = -1, *, room: int | None = None,
-                   eog: bool = False) -> bool:
+    def wants_call(self, text: bytearray, piece: bytes, token: int, *, room: int, eog: bool) -> bool:
         if not self.closed and b">" in piece and text.rfind(THINK_CLOSE.encode(), max(0, len(text) - 64)) >= 0:
             self.closed = True
-        if not self.closed and not eog and room is not None and room <= self.reserve:
+        if not self.closed and not eog and room <= self.reserve:
             self.closed = self._concluding = True  # an ending sample just ends: never on an end token
             return True
         if self.inner is not None and self.inner.wants_call(text, piece, token, room=room, eog=eog):
@@ -70,7 +77,7 @@ class ThinkBudget:
         if self._active is not None:
             self._active.start(text)
 
-    def poll(self):
+    def poll(self) -> ToolReply | None:
         if self._concluding:
             self._concluding = False
             return (CONCLUDE, False), (THINK_CLOSE, True), ("\n\n", False)
@@ -88,7 +95,7 @@ class ThinkBudget:
             self.inner.reset()
 
     @property
-    def python(self):
+    def python(self) -> PythonTool | None:
         """The sample's Python tool, or None."""
         return self.inner
 
@@ -107,3 +114,28 @@ def think_answer(text: str, results: list | None, *, min_answer: int, max_answer
     thinking = head if sep else text
     answer = tir_answer(thinking, results, **limits) if results else extract_answer(thinking, **limits)
     return (answer, "fallback") if answer is not None else (None, None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThinkStyle(PlainStyle):
+    """No system prompt (the instruction follows the problem in the user turn), the reply opened with
+    ``<think>``, a thinking budget on every sample, the answer after ``</think>``."""
+
+    name: ClassVar[str] = "think"
+
+    reserve: int  # --think-reserve, or default_reserve(--max-tokens)
+
+    def prompt(self, problem: str) -> str:
+        if self.template is None:  # never chosen without a template (styles.style_for): the raw prompt
+            return super().prompt(problem)
+        system = self.system_prompt
+        user = f"{problem.strip()}\n\n{system}" if system else problem
+        return open_thinking(chat_prompt(user, template=self.template, system_prompt="", bos_token=self.bos_token,
+                                         eos_token=self.eos_token, enable_thinking=True))
+
+    def budget(self, python: PythonTool | None, *, prompt: str, room: int) -> ThinkBudget:
+        return ThinkBudget(reserve=min(self.reserve, room // 2), inner=python,
+                           closed=prompt.rstrip().endswith(THINK_CLOSE))
+
+    def answer(self, text: str, python: PythonTool | None, *, truncated: bool) -> Answer:
+        return think_answer(text, python.results if python is not None else None, **self.limits.of(truncated=truncated))

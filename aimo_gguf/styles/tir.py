@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 
+from ..engine.api import ToolHook, ToolReply
 from .answers import extract_answer, normalize_answer, validate_answer
 
 TIR_SYSTEM_PROMPT = (
@@ -105,7 +106,7 @@ class ToolStats:
 _TOOL_COUNTS = tuple(f.name for f in fields(ToolStats) if f.name != "_lock")
 
 
-class PythonTool:
+class PythonTool(ToolHook):
     """The tool hook of one sample: detects a closed code block, runs it, formats the output."""
 
     __slots__ = ("pool", "key", "max_calls", "stats", "prefix", "calls", "results", "_future", "_last_scan",
@@ -123,8 +124,7 @@ class PythonTool:
         self._last_scan = 0  # where the last closed block ended in the text
         self._counted = False  # in stats.samples_with_tools
 
-    def wants_call(self, text: bytearray, piece: bytes, token: int = -1, *, room: int | None = None,
-                   eog: bool = False) -> bool:
+    def wants_call(self, text: bytearray, piece: bytes, token: int, *, room: int, eog: bool) -> bool:
         if eog or b"`" not in piece or self.calls >= self.max_calls:
             return False
         return code_to_run(self._unscanned(bytes(text).decode("utf-8", "replace"))) is not None
@@ -140,11 +140,11 @@ class PythonTool:
         self._future = self.pool.submit(self.key, code)
 
     @property
-    def python(self):
+    def python(self) -> PythonTool:
         """The sample's Python tool: this one."""
         return self
 
-    def poll(self):
+    def poll(self) -> ToolReply | None:
         future = self._future
         if future is None or not future.done():
             return None
@@ -163,7 +163,7 @@ class PythonTool:
         body = result.output.rstrip("\n") if result.output.strip() else "(no output)"
         return self._format(body)
 
-    def _format(self, body: str):
+    def _format(self, body: str) -> ToolReply:
         """The reply decoded into the sample: a fenced output block."""
         return "\n" + OUTPUT_OPEN + body + OUTPUT_CLOSE
 

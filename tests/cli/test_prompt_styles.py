@@ -14,7 +14,8 @@ from aimo_gguf.config import RunConfig, make_config
 from aimo_gguf.errors import InputError
 from aimo_gguf.pipeline import runner as run_module
 from aimo_gguf.recipes import RECIPES
-from aimo_gguf.solving.solver import Solver, prompt_text
+from aimo_gguf.solving.solver import Solver
+from aimo_gguf.styles import style_for
 from aimo_gguf.styles.think import ThinkBudget
 
 FINAL = "<|channel|>analysis<|message|>Easy, maybe 3.<|end|><|start|>assistant<|channel|>final<|message|>" \
@@ -67,7 +68,7 @@ def test_a_harmony_tool_call_runs_in_the_sandbox_and_the_final_answer_follows_it
 
 def test_the_tool_is_declared_in_the_harmony_system_message():
     engine = FakeEngine(str, architecture="gpt-oss")
-    text = prompt_text(engine, problems_of(1)[0], RunConfig(tir=True, tool_timeout=6))
+    text = style_for(engine, RunConfig(tir=True, tool_timeout=6)).prompt(problems_of(1)[0].problem)
     assert "## python" in text and "time out after 6 seconds" in text and "```python" not in text
 
 
@@ -98,6 +99,47 @@ def test_the_summary_counts_where_answers_came_from(tmp_path):
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["answers_final"] == 2 and data["prompt_style"] == "harmony"
     assert "answers from" in s.table() and "final channel" in s.table()
+
+
+THINK_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant><think>\n"
+FAMILIES = {  # the engine of a model of each family, and what its samples say
+    "harmony": lambda: FakeEngine(lambda p, s: FINAL.format(p + 1), batch_size=2, architecture="gpt-oss"),
+    "think": lambda: FakeEngine(lambda p, s: f"hmm</think>\\boxed{{{p + 1}}}", batch_size=2,
+                                chat_template=THINK_TEMPLATE, name="DeepSeek R1 Distill"),
+    "plain": lambda: FakeEngine(lambda p, s: f"\\boxed{{{p + 1}}}", batch_size=2),
+}
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_family_is_worked_out_once_per_run_and_once_for_every_predict(monkeypatch, tmp_path, family, n):
+    """Detection (and harmony's token lookup with it) runs once for a whole run and once for the adapter,
+    not once per problem or per Solver."""
+    from aimo_gguf import styles
+    from aimo_gguf.kaggle import KaggleSolver
+
+    detected = []
+    real = styles.detect_style
+    monkeypatch.setattr(styles, "detect_style", lambda *a: detected.append(a) or real(*a))
+    out = run_module.run(problems_of(n), engine=FAMILIES[family](), output=tmp_path / "s.csv", progress=False,
+                         samples=2, batch_size=2, max_answer=10**6)
+    assert out.summary.prompt_style == family and [a for _, a in out.answers] == list(range(1, n + 1))
+    assert len(detected) == 1
+    solver = KaggleSolver(engine=FAMILIES[family](), total_seconds=600, safety_seconds=10, n_problems=n, samples=2)
+    answers = [solver.predict(f"q{i}", f"What is {i} + 1?")["answer"].to_list() for i in range(n)]
+    assert answers == [[1]] * n and len(detected) == 2  # each predict solves its problem as the first one
+
+
+@pytest.mark.parametrize("tir", [False, True])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_style_is_plain_data_that_a_child_process_could_take_as_it_is(family, tir):
+    """No engine inside: a pickled style (what a replica in a child process would get) prompts alike."""
+    import pickle
+
+    style = style_for(FAMILIES[family](), RunConfig(tir=tir))
+    copy = pickle.loads(pickle.dumps(style))
+    assert copy == style and copy.name == family
+    assert [copy.prompt(p.problem) for p in problems_of(3)] == [style.prompt(p.problem) for p in problems_of(3)]
 
 
 # --- recipes -----------------------------------------------------------------------------------------------

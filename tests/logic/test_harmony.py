@@ -179,8 +179,9 @@ CALL_TEXT = "<|channel|>analysis<|message|>Compute.<|end|><|start|>assistant<|ch
 
 def test_the_tool_pauses_on_the_call_token_only():
     t = tool()
-    assert not t.wants_call(bytearray(b"<|call|>"), b"<|call|>", 5)  # the text alone does not call
-    assert t.wants_call(bytearray(CALL_TEXT.encode()), b"<|call|>", CALL)
+    # The text alone does not call.
+    assert not t.wants_call(bytearray(b"<|call|>"), b"<|call|>", 5, room=100, eog=False)
+    assert t.wants_call(bytearray(CALL_TEXT.encode()), b"<|call|>", CALL, room=100, eog=False)
 
 
 def test_a_python_call_runs_its_code_and_replies_as_the_python_tool_on_its_channel():

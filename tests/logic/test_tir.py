@@ -75,27 +75,29 @@ def test_python_tool_runs_each_closed_block_once_and_formats_its_output():
     pool, stats = FakePool(_ok("42")), ToolStats()
     tool = PythonTool(pool, "k", max_calls=2, stats=stats, prefix="<prompt>")
     text = bytearray(b"Compute:\n```python\nprint(6*7)\n")
-    assert not tool.wants_call(text, b"\n")  # no backtick: not even looked at
+    assert not tool.wants_call(text, b"\n", -1, room=100, eog=False)  # no backtick: not even looked at
     text += b"```"
-    assert tool.wants_call(text, b"```")
+    assert tool.wants_call(text, b"```", -1, room=100, eog=False)
     tool.start(text.decode())
     assert pool.submitted == [("k", "print(6*7)")]
     assert tool.poll() is None  # still running
     pool.futures[0].set_result(_ok("42"))
     assert tool.poll() == "\n```output\n42\n```\n"
-    assert not tool.wants_call(text + b"\n```output\n42\n```\n", b"```\n")  # the output block is not code
+    # The output block is not code.
+    assert not tool.wants_call(text + b"\n```output\n42\n```\n", b"```\n", -1, room=100, eog=False)
     assert stats.calls == 1 and stats.ok == 1 and stats.samples_with_tools == 1 and tool.all_ok
 
 
 def test_python_tool_sees_a_block_the_prompt_opened_and_stops_at_max_calls():
     pool, stats = FakePool(_ok("")), ToolStats()
     tool = PythonTool(pool, 0, max_calls=1, stats=stats, prefix="...\n```python\nx = 2\n")
-    assert tool.wants_call(bytearray(b"```"), b"```")
+    assert tool.wants_call(bytearray(b"```"), b"```", -1, room=100, eog=False)
     tool.start("```")
     assert pool.submitted == [(0, "x = 2")]
     pool.futures[0].set_result(ToolResult(True, "", "ok", 0.0))
     assert tool.poll() == "\n```output\n(no output)\n```\n"
-    assert not tool.wants_call(bytearray(b"```\n```python\nprint(1)\n```"), b"```")  # max_calls reached
+    assert not tool.wants_call(bytearray(b"```\n```python\nprint(1)\n```"), b"```", -1, room=100,
+                               eog=False)  # max_calls reached
 
 
 def test_weighted_votes_pick_the_backed_answer_and_stop_with_the_weight_in_mind():

@@ -113,6 +113,15 @@ def test_has_majority(n_samples: int, votes: list[tuple[int, int | None]], expec
     assert tally_of(n_samples, votes).has_majority() is expected
 
 
+@pytest.mark.parametrize("answers", [list(p) for n in range(1, 6) for p in itertools.product([None, 1, 2], repeat=n)])
+def test_has_majority_of_any_answer_is_a_strict_majority_of_the_finished_samples(answers: list[int | None]) -> None:
+    """The one majority rule: the solver asks it of the answer it submits, which --vote may pick by weight."""
+    tally = tally_of(len(answers), list(enumerate(answers)))
+    for answer in (1, 2, 3):
+        assert tally.has_majority(answer) is (2 * answers.count(answer) > len(answers))
+    assert tally.has_majority() is tally.has_majority(tally.winner())
+
+
 def test_default_constructor_matches_new() -> None:
     assert Tally(3) == Tally.new(3)
     assert Tally(3).counts is not Tally(3).counts
