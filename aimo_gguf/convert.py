@@ -201,13 +201,15 @@ def find_converter(llama_cpp_dir: str | Path | None = None, *, progress: bool = 
     """The folder holding ``convert_hf_to_gguf.py``: ``llama_cpp_dir`` (or ``LLAMA_CPP_DIR``),
     else the one extracted from llama-cpp-python's sdist into the cache, fetched with pip
     the first time."""
+    from .engine.llama import binding_version
+
     llama_cpp_dir = llama_cpp_dir or os.environ.get("LLAMA_CPP_DIR")
     if llama_cpp_dir:
         folder = Path(llama_cpp_dir)
         if not (folder / CONVERTER).is_file():
             raise InputError(f"{folder} has no {CONVERTER}: LLAMA_CPP_DIR must name a llama.cpp checkout")
         return folder
-    version = _binding_version()
+    version = binding_version()
     folder = cache_dir() / f"llama.cpp-{version}"
     if (folder / CONVERTER).is_file():
         return folder
@@ -280,12 +282,6 @@ def cache_dir() -> Path:
     if os.environ.get("AIMO_GGUF_CACHE"):
         return Path(os.environ["AIMO_GGUF_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aimo-gguf"
-
-
-def _binding_version() -> str:
-    from importlib.metadata import version
-
-    return version("llama-cpp-python")
 
 
 def supported_architectures(converter: Path) -> frozenset[str]:
@@ -386,6 +382,8 @@ def read_config(model_dir: Path) -> dict:
 
 
 def check_architecture(config: dict, model_dir: Path, converter: Path) -> str:
+    from .engine.llama import binding_version
+
     names = config.get("architectures") or []
     if not names:
         raise InputError(f"{model_dir}/config.json names no architectures: llama.cpp cannot tell how to convert it")
@@ -394,7 +392,7 @@ def check_architecture(config: dict, model_dir: Path, converter: Path) -> str:
         if name in supported:
             return name
     raise InputError(f"architecture {', '.join(names)} is not supported by this llama.cpp's converter "
-                     f"(llama-cpp-python {_binding_version()}): see `{CONVERTER} --print-supported-models`")
+                     f"(llama-cpp-python {binding_version()}): see `{CONVERTER} --print-supported-models`")
 
 
 def check_tokenizer(model_dir: Path) -> None:
@@ -497,6 +495,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, outtype, matrix) -> dict:
+    from .engine.llama import binding_version
+
     return {
         "format": MANIFEST_FORMAT,
         "name": result.name,
@@ -506,7 +506,7 @@ def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, out
         "architecture": architecture,
         "converter": {
             "script": CONVERTER,
-            "llama_cpp_python": _binding_version(),
+            "llama_cpp_python": binding_version(),
             "llama_cpp_dir": str(converter),
             "sha256": sha256_file(converter / CONVERTER),
         },

@@ -32,11 +32,10 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine import default_threads
-from ..engine.api import SAMPLER_AUTO
+from ..engine.api import DEFAULT_SPLIT_MODE, SAMPLER_AUTO
 from ..engine.limits import check_context
 from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
-from ..fit.shares import DEFAULT_SPLIT_MODE
 from ..gguf.files import resolve_model
 from .measure import Progress, baseline_row, engine_row, tokenize_only
 from .probes import machine_info
@@ -134,11 +133,12 @@ def bench(
     path = resolve_model(config.model)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
     if config.n_gpu_layers == "auto":
-        from ..fit.plan import resolve_gpu_layers
+        from ..fit.plan import plan_load
 
-        config.n_gpu_layers = n_gpu_layers = resolve_gpu_layers(
-            RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=max_tokens, ctx=ctx, kv_type=kv_type,
-                      max_memory=max_memory, batch_size=max(sizes)), path)
+        plan = plan_load(RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=max_tokens, ctx=ctx,
+                                   kv_type=kv_type, max_memory=max_memory, batch_size=max(sizes)), path)
+        plan.say()
+        config.n_gpu_layers = n_gpu_layers = plan.n_gpu_layers
     gpu_build = supports_gpu_offload()
     say = Progress(progress)
     work = synthetic_problems(problems)
