@@ -171,16 +171,23 @@ def write_probe_model(path: Path) -> Path:
     import gguf
     import numpy as np
 
-    from ..synth import F32, SynthSpec, _add_tokenizer, _metadata, _tokenizer_fields, tensors_of
+    from ..gguf.synthetic import (
+        F32,
+        SynthSpec,
+        add_tokenizer,
+        tensors_of,
+        tokenizer_fields,
+        write_metadata,
+    )
 
-    fields = _tokenizer_fields(None)
+    fields = tokenizer_fields(None)
     spec = SynthSpec(name="cpu probe", architecture="llama", hidden=256, layers=len(AMX_TYPES), heads=4,
                      kv_heads=4, head_dim=64, ffn=512, vocab=len(fields["tokenizer.ggml.tokens"]),
                      tied_embeddings=True, ctx_train=256, rope_theta=10000.0, rms_eps=1e-5)
     writer = gguf.GGUFWriter(str(path), "llama")
     try:
-        _metadata(writer, spec)
-        _add_tokenizer(writer, fields, pad=0)
+        write_metadata(writer, spec)
+        add_tokenizer(writer, fields, pad=0)
         for name, shape, kind in tensors_of(spec):
             if kind == F32:
                 writer.add_tensor(name, np.ones(shape, dtype=np.float32))
