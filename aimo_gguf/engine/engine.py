@@ -181,18 +181,18 @@ class Engine(BatchEngine):
             failure = e
             self.close()
         # The header is read only here, on the way down from -1 (all layers).
-        ladder = layer_ladder(layers, gguf_block_count(Path(options.model_path)) if layers < 0 else None)[1:]
-        for n in ladder:
+        ladder = layer_ladder(layers, gguf_block_count(Path(options.model_path)) if layers < 0 else None)
+        for n in ladder[1:-1]:
             try:
                 self._open(options, n_gpu_layers=n, split=split)
             except ModelError:
-                if n == 0:
-                    raise
                 self.close()
                 continue
             notes.append(f"loading with {layers} GPU layers failed ({failure}): loaded with {n}")
             return n
-        raise AssertionError("the ladder ends on the CPU, which raises or returns")  # pragma: no cover
+        self._open(options, n_gpu_layers=0, split=split)  # the CPU alone: its failure is the real reason
+        notes.append(f"loading with {layers} GPU layers failed ({failure}): loaded with 0")
+        return 0
 
     def _open(self, options: EngineOptions, *, n_gpu_layers: int, split: dict) -> None:
         self._model = llama.LlamaModel(options.model_path, n_gpu_layers=n_gpu_layers,
