@@ -13,11 +13,14 @@ from dataclasses import dataclass, field, fields
 from .engine.api import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CTX,
+    DEFAULT_SPLIT_MODE,
     FLASH_ATTN_MODES,
     KV_TYPES,
     PROMPT_ALLOWANCE,
     SAMPLER_AUTO,
     SAMPLER_PATHS,
+    SPLIT_MODES,
+    check_choices,
 )
 from .engine.confidence import (
     DEFAULT_GROUP_WINDOW,
@@ -28,7 +31,7 @@ from .engine.confidence import (
 from .engine.limits import MAX_THREADS, check_batch_size, check_threads
 from .errors import InputError
 from .fit.memory import parse_size
-from .fit.shares import DEFAULT_SPLIT_MODE, SPLIT_MODES, parse_tensor_split
+from .fit.shares import parse_tensor_split
 from .recipes import RECIPES
 from .solving.voting import DEFAULT_VOTE_FLOOR, VOTE_MODES
 from .styles.answers import DEFAULT_MAX_ANSWER, DEFAULT_MIN_ANSWER
@@ -234,15 +237,6 @@ class RunConfig:
             (self.tool_timeout > 0, f"--tool-timeout must be positive, got {self.tool_timeout}"),
             (self.tool_output_chars >= 20, f"--tool-output-chars must be at least 20, got {self.tool_output_chars}"),
             (self.tir_weight >= 1, f"--tir-weight must be 1 or more, got {self.tir_weight}"),
-            (self.flash_attn in FLASH_ATTN_MODES,
-             f"--flash-attn must be one of {', '.join(FLASH_ATTN_MODES)}, got {self.flash_attn!r}"),
-            (self.kv_type in KV_TYPES, f"--kv-type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}"),
-            (self.sampler in SAMPLER_PATHS,
-             f"--sampler must be one of {', '.join(SAMPLER_PATHS)}, got {self.sampler!r}"),
-            (self.kv_type == "f16" or self.flash_attn != "off",
-             f"--kv-type {self.kv_type} needs flash attention: use --flash-attn auto or on"),
-            (self.split_mode in SPLIT_MODES,
-             f"--split-mode must be one of {', '.join(SPLIT_MODES)}, got {self.split_mode!r}"),
             (self.main_gpu >= 0, f"--main-gpu must be 0 or more, got {self.main_gpu}"),
             (self.replicas is None or self.replicas >= 1, f"--replicas must be at least 1, got {self.replicas}"),
             (self.gpus_per_replica is None or self.gpus_per_replica >= 0,
@@ -250,17 +244,25 @@ class RunConfig:
             (self.ray is not None or (self.replicas is None and self.gpus_per_replica is None),
              "--replicas and --gpus-per-replica need --ray"),
         ]
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise InputError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        self._check_finite()
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        check_choices(flash_attn=self.flash_attn, kv_type=self.kv_type, sampler=self.sampler,
+                      split_mode=self.split_mode)
         check_threads(self.threads)
         if isinstance(self.batch_size, int):
             check_batch_size(self.batch_size)
         self.stop = tuple(self.stop)
+        self._check_sizes()
+
+    def _check_finite(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+
+    def _check_sizes(self) -> None:
         parse_tensor_split(self.tensor_split)  # a bad value fails here, before any load
         if self.max_memory is not None:  # checked even where nothing is 'auto', as every other value is
             try:

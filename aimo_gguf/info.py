@@ -114,15 +114,17 @@ def describe(
     **options,
 ) -> ModelInfo:
     """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
-    from .fit.plan import resolve_batch_size, resolve_gpu_layers
+    from dataclasses import replace
+
+    from .fit.plan import plan_load
 
     config = config or RunConfig(model=None if model is None else str(model), **options)
     path = resolve_model(config.model)
-    if gpus is not None and config.n_gpu_layers == "auto":
-        layers = _layers_for(config, path, gpus)  # the GPUs asked about, not the ones NVML sees
-    else:
-        layers = resolve_gpu_layers(config, path)
-    batch = resolve_batch_size(config, path, n_gpu_layers=layers)
+    if gpus is not None and config.n_gpu_layers == "auto":  # the GPUs asked about, not the ones NVML sees
+        config = replace(config, n_gpu_layers=_layers_for(config, path, gpus))
+    plan = plan_load(config, path)
+    plan.say()
+    layers, batch = plan.n_gpu_layers, plan.batch_size
     return ModelInfo(
         path=str(path),
         shape=read_shape(str(path)),

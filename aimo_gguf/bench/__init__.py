@@ -33,11 +33,10 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine import default_threads
-from ..engine.api import SAMPLER_AUTO
+from ..engine.api import DEFAULT_SPLIT_MODE, SAMPLER_AUTO
 from ..engine.limits import check_context
 from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
-from ..fit.shares import DEFAULT_SPLIT_MODE
 from ..gguf.files import resolve_model
 from .chart import plot, require_matplotlib
 from .measure import Progress, baseline_row, engine_row, tokenize_only
@@ -128,8 +127,12 @@ def bench(
     path = resolve_model(config.model)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
     if config.n_gpu_layers == "auto":
-        config.n_gpu_layers = n_gpu_layers = _auto_gpu_layers(path, config, ctx=ctx, max_memory=max_memory,
-                                                              batch_size=max(sizes))
+        from ..fit.plan import plan_load
+
+        plan = plan_load(RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=max_tokens, ctx=ctx,
+                                   kv_type=kv_type, max_memory=max_memory, batch_size=max(sizes)), path)
+        plan.say()
+        config.n_gpu_layers = n_gpu_layers = plan.n_gpu_layers
     gpu_build = supports_gpu_offload()
     say = Progress(progress)
     work = synthetic_problems(problems)
@@ -180,15 +183,6 @@ def _run_config(*, confidence: bool, sampling: dict, **fields) -> RunConfig:
                          "in every row: drop one of them")
     config.threads = config.threads or default_threads()
     return config
-
-
-def _auto_gpu_layers(path: Path, config: RunConfig, *, ctx: int, max_memory: str | None, batch_size: int) -> int:
-    """run's -ngl auto for the largest batch size."""
-    from ..fit.plan import resolve_gpu_layers
-
-    return resolve_gpu_layers(
-        RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=config.max_tokens, ctx=ctx,
-                  kv_type=config.kv_type, max_memory=max_memory, batch_size=batch_size), path)
 
 
 def _engine_rows(result: BenchResult, path: Path, config: RunConfig, work, say, *, gpu_build: bool,

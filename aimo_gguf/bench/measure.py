@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..engine import FINISH_LENGTH, Engine, Request, SamplingParams
 from ..errors import AimoError, InputError
-from ..fit.plan import engine_kwargs
+from ..fit.plan import engine_options
 from ..pipeline.problems import Problem
 from ..solving.solver import build_prompt, sample_seed
 from .probes import GpuProbe, RssProbe
@@ -95,7 +95,7 @@ def engine_row(
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
     t_load = time.perf_counter()
     try:
-        engine = Engine(model, **engine_kwargs(config, batch_size), cpu_clock=True)  # config has ignore_eos=True
+        engine = Engine(engine_options(config, model, batch_size=batch_size, cpu_clock=True))  # config has ignore_eos=True
     except InputError:
         raise
     except AimoError as e:  # the model or the context does not fit: the row says so, the others still run

@@ -62,10 +62,12 @@ def synthetic_problems(n: int) -> list[Problem]:
 
 def resolve_auto(batch_sizes: str, *, model, n_gpu_layers, max_tokens, ctx, kv_type, flash_attn, max_memory) -> str:
     """'1,4,auto' -> '1,4,N': N is what run --batch-size auto would pick for the same budget."""
-    from ..fit.plan import resolve_batch_size
+    from ..fit.plan import plan_load
     from ..gguf.files import resolve_model
 
     config = RunConfig(model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
                        ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, batch_size="auto", max_memory=max_memory)
-    auto = resolve_batch_size(config, resolve_model(config.model))
+    plan = plan_load(config, resolve_model(config.model))
+    plan.say()
+    auto = plan.batch_size
     return ",".join(str(auto) if part.strip() == "auto" else part for part in batch_sizes.split(","))

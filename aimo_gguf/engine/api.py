@@ -10,35 +10,116 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from .confidence import Confidence
+from ..errors import InputError
+from .confidence import Confidence, ConfidenceSettings
 
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_CTX = 0  # per sequence; 0 = prompt allowance + max tokens
 PROMPT_ALLOWANCE = 512  # tokens kept for the prompt when --ctx is automatic
 DEFAULT_TOKEN_BUDGET = 2048  # most tokens in one llama_decode (prompt chunks + one per sequence)
 DEFAULT_MAX_PREEMPTIONS = 3  # a request put back this often after a full-KV decode ends as kv_full
+N_UBATCH = 512  # the engine's micro-batch (sliding-window caches keep this much beyond the window)
 
-# The choices of --kv-type and --flash-attn, declared once: RunConfig, the CLI
+# The choices of --kv-type, --flash-attn and --split-mode, declared once: RunConfig, the CLI
 # and the engine's C mapping all take them from here.
 KV_TYPES = ("f16", "q8_0", "q4_0")  # element type of the K and V caches
 FLASH_ATTN_MODES = ("auto", "on", "off")
+# How one model spreads over several GPUs (aimo_gguf.fit.shares): llama.cpp's LLAMA_SPLIT_MODE_NONE, _LAYER,
+# _ROW, in that order.
+SPLIT_MODES = ("none", "layer", "row")
+DEFAULT_SPLIT_MODE = "layer"
 # Where tokens are drawn (aimo_gguf.engine.samplers): auto = backend with the output layer on a GPU (when the
 # build can), else batched; batched = every row of a step at once in NumPy; chain = llama.cpp's chain per
 # sequence on the host (the older path); backend = llama.cpp's samplers inside llama_decode.
 SAMPLER_AUTO, SAMPLER_BATCHED, SAMPLER_CHAIN, SAMPLER_BACKEND = "auto", "batched", "chain", "backend"
 SAMPLER_PATHS = (SAMPLER_AUTO, SAMPLER_BATCHED, SAMPLER_CHAIN, SAMPLER_BACKEND)
 
-FINISH_EOS = "eos"  # the model emitted an end-of-generation token
-FINISH_STOP = "stop"  # a stop string appeared
-FINISH_LENGTH = "length"  # the token budget (or the sequence's KV room) ran out
-FINISH_CANCELLED = "cancelled"  # the caller set request.cancelled
-FINISH_TOO_LONG = "too_long"  # the prompt does not fit in one sequence's context
-FINISH_KV_FULL = "kv_full"  # the KV cache could not hold this sequence, even after preemptions
-FINISH_LOW_CONFIDENCE = "low_confidence"  # its group confidence fell below request.stop_below
-FINISH_REASONS = (FINISH_EOS, FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED, FINISH_TOO_LONG, FINISH_KV_FULL,
-                  FINISH_LOW_CONFIDENCE)
+
+
+class Finish(StrEnum):
+    """Why a sequence ended; each value is the string journals, traces and summaries write."""
+
+    EOS = "eos"  # the model emitted an end-of-generation token
+    STOP = "stop"  # a stop string appeared
+    LENGTH = "length"  # the token budget (or the sequence's KV room) ran out
+    CANCELLED = "cancelled"  # the caller set request.cancelled
+    TOO_LONG = "too_long"  # the prompt does not fit in one sequence's context
+    KV_FULL = "kv_full"  # the KV cache could not hold this sequence, even after preemptions
+    LOW_CONFIDENCE = "low_confidence"  # its group confidence fell below request.stop_below
+
+
+# The members under the names the solver and the tests have always used.
+FINISH_EOS, FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED = Finish.EOS, Finish.STOP, Finish.LENGTH, Finish.CANCELLED
+FINISH_TOO_LONG, FINISH_KV_FULL, FINISH_LOW_CONFIDENCE = Finish.TOO_LONG, Finish.KV_FULL, Finish.LOW_CONFIDENCE
+FINISH_REASONS = tuple(Finish)
+
+
+def check_choices(*, flash_attn: str, kv_type: str, sampler: str, split_mode: str) -> None:
+    """One line, naming the flag, for a value outside its list of choices or a KV type flash attention
+    must go with; RunConfig and EngineOptions both check here."""
+    for flag, value, choices in (("--flash-attn", flash_attn, FLASH_ATTN_MODES), ("--kv-type", kv_type, KV_TYPES),
+                                 ("--sampler", sampler, SAMPLER_PATHS), ("--split-mode", split_mode, SPLIT_MODES)):
+        if value not in choices:
+            raise InputError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+    if kv_type != "f16" and flash_attn == "off":
+        raise InputError(f"--kv-type {kv_type} needs flash attention: use --flash-attn auto or on")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineOptions:
+    """Everything an ``Engine`` is built from: plain values, so it pickles, and a process given it rebuilds
+    the same engine. ``aimo_gguf.fit.plan`` makes one from a RunConfig and its load plan."""
+
+    model_path: str  # the GGUF file, or the first part of a split one
+    n_gpu_layers: int = 0  # -1 = all layers; on failure the engine tries fewer (Engine.load_model)
+    ctx: int = 4096  # context of one sequence, prompt included
+    batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together
+    threads: int | None = None  # None = physical cores
+    kv_unified: bool = False  # one KV buffer for all sequences (see README: slower at large batch)
+    share_prompts: bool | None = None  # None = only with kv_unified, where the KV copy is metadata only
+    # a slot keeps its prompt's cells for the next request that starts the same way; None = with one KV
+    # stream per sequence (a unified cache frees cells on release)
+    cache_prompts: bool | None = None
+    flash_attn: str = "auto"  # FLASH_ATTN_MODES
+    kv_type: str = "f16"  # KV_TYPES
+    token_budget: int = DEFAULT_TOKEN_BUDGET  # most tokens in one llama_decode
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # never end on EOS: the end-of-generation tokens are masked
+    max_preemptions: int = DEFAULT_MAX_PREEMPTIONS  # then a sequence the KV cannot hold ends as kv_full
+    # logits rows per decode: None = one per sequence (generate); logits() of a whole text needs more
+    # (compare passes the token budget)
+    max_outputs: int | None = None
+    confidence: ConfidenceSettings | None = None  # per-token signals, aggregated into each Completion
+    split_mode: str = DEFAULT_SPLIT_MODE  # several GPUs: none (all on main_gpu), layer, row
+    tensor_split: tuple[float, ...] | None = None  # each GPU's share; None = by free memory
+    main_gpu: int = 0
+    repack: bool = True  # False is llama.cpp's --no-repack: no extra CPU buffer types (repacking, AMX)
+    sampler: str = SAMPLER_AUTO  # where tokens are drawn: SAMPLER_PATHS (aimo_gguf.engine.samplers)
+    # also count each step's host work in thread CPU time (stats.host_cpu_seconds): what a busy machine
+    # cannot inflate, at a microsecond or so per clock read, four reads a step
+    cpu_clock: bool = False
+    verbose: bool = False  # llama.cpp's own log on stderr
+    # The model's trained context where the caller has read the GGUF header already (the load plan): the
+    # engine's check before the load then reads nothing. None: the engine reads it.
+    n_ctx_train: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_path", str(self.model_path))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.tensor_split is not None:
+            object.__setattr__(self, "tensor_split", tuple(self.tensor_split))
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.ctx < 16:
+            raise InputError(f"context must be at least 16 tokens, got {self.ctx}")
+        check_choices(flash_attn=self.flash_attn, kv_type=self.kv_type, sampler=self.sampler,
+                      split_mode=self.split_mode)
+        if self.cache_prompts and self.kv_unified:
+            raise InputError("--cache-prompts needs one KV stream per sequence: drop --kv-unified "
+                             "(a unified cache frees a finished sample's cells for the others)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +196,7 @@ class Completion:
     request: Request
     text: str  # generated text, end-of-generation token and stop string excluded
     tokens: list[int]  # generated token ids, in order
-    finish_reason: str  # one of the FINISH_* constants
+    finish_reason: Finish
     confidence: Confidence | None = None  # aggregates of its tokens' signals, when the engine computes them
 
 
@@ -137,7 +218,7 @@ class EngineStats:
     host_cpu_seconds: float = 0.0  # thread CPU time of the steps less their llama_decode (Engine(cpu_clock=True))
     step_seconds: float = 0.0  # whole steps: batch building, decode, sampling, bookkeeping
     kv_preemptions: int = 0  # sequences put back in the queue after a full-KV decode
-    finish_reasons: Counter = field(default_factory=Counter)  # completions by FINISH_* reason
+    finish_reasons: Counter = field(default_factory=Counter)  # completions by Finish reason
 
     @classmethod
     def merged(cls, many: Iterable[EngineStats]) -> EngineStats:

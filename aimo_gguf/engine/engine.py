@@ -15,34 +15,30 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import EngineError, InputError, ModelError
-from ..fit.shares import DEFAULT_SPLIT_MODE
 from ..gguf.files import check_gguf
 from . import llama
 from .api import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_PREEMPTIONS,
-    DEFAULT_TOKEN_BUDGET,
-    FLASH_ATTN_MODES,
-    KV_TYPES,
-    SAMPLER_AUTO,
-    SAMPLER_PATHS,
+    DEFAULT_SPLIT_MODE,
+    N_UBATCH,
     BatchEngine,
     Completion,
+    EngineOptions,
     EngineStats,
     LoadInfo,
     Request,
 )
-from .confidence import ConfidenceSettings, Tracker
-from .limits import check_limits
+from .confidence import Tracker
+from .limits import check_limits, check_tensor_split
 from .samplers import Samplers, resolve_path
 from .scheduler import Scheduler, StepPlan
-from .slot import Sequence as Slot
-from .slot import StopMatcher
+from .slot import Slot, StopMatcher
 
 
 def _no_clock() -> float:
@@ -97,161 +93,157 @@ def _extra_buffers_safe(notes: list[str]) -> bool:
 
 
 class Engine(BatchEngine):
-    """A loaded GGUF model with one batched context. Use as a context manager."""
+    """A loaded GGUF model with one batched context. Use as a context manager.
 
-    def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        n_gpu_layers: int = 0,  # -1 = all layers
-        ctx: int = 4096,  # context of one sequence, prompt included
-        batch_size: int = DEFAULT_BATCH_SIZE,  # sequences decoded together
-        threads: int | None = None,  # None = physical cores
-        kv_unified: bool = False,  # one KV buffer for all sequences (see README: slower at large batch)
-        share_prompts: bool | None = None,  # None = only with kv_unified, where the KV copy is metadata only
-        flash_attn: str = "auto",
-        kv_type: str = "f16",
-        token_budget: int = DEFAULT_TOKEN_BUDGET,  # most tokens in one llama_decode
-        stop: Sequence[str] = (),
-        ignore_eos: bool = False,  # never end on EOS: the end-of-generation tokens are masked
-        max_preemptions: int = DEFAULT_MAX_PREEMPTIONS,  # then a sequence the KV cannot hold ends as kv_full
-        max_outputs: int | None = None,  # logits rows per decode: None = one per sequence (generate);
-        # logits() of a whole text needs more (compare passes the token budget)
-        cache_prompts: bool | None = None,  # a slot keeps its prompt's cells for the next request that starts
-        # the same way; None = with one KV stream per sequence (a unified cache frees cells on release)
-        confidence: ConfidenceSettings | None = None,  # per-token signals, aggregated into each Completion
-        split_mode: str = DEFAULT_SPLIT_MODE,  # several GPUs: none (all on main_gpu), layer, row (aimo_gguf.fit.shares)
-        tensor_split: Sequence[float] | None = None,  # each GPU's share; None = by free memory
-        main_gpu: int = 0,
-        repack: bool = True,  # False is llama.cpp's --no-repack: no extra CPU buffer types (repacking, AMX)
-        sampler: str = SAMPLER_AUTO,  # where tokens are drawn: auto, batched, chain, backend (engine.samplers)
-        cpu_clock: bool = False,  # also count each step's host work in thread CPU time (stats.host_cpu_seconds):
-        # what a busy machine cannot inflate, at a microsecond or so per clock read, four reads a step
-        verbose: bool = False,
-    ) -> None:
-        if batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
-        if ctx < 16:
-            raise InputError(f"context must be at least 16 tokens, got {ctx}")
-        if flash_attn not in FLASH_ATTN_MODES:
-            raise InputError(f"flash attention must be one of {', '.join(FLASH_ATTN_MODES)}, got {flash_attn!r}")
-        if kv_type not in KV_TYPES:
-            raise InputError(f"KV cache type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
-        if kv_type != "f16" and flash_attn == "off":
-            raise InputError(f"a {kv_type} KV cache needs flash attention: use --flash-attn auto or on")
-        if sampler not in SAMPLER_PATHS:
-            raise InputError(f"sampler must be one of {', '.join(SAMPLER_PATHS)}, got {sampler!r}")
-        if cache_prompts and kv_unified:
-            raise InputError("--cache-prompts needs one KV stream per sequence: drop --kv-unified "
-                             "(a unified cache frees a finished sample's cells for the others)")
+    ``Engine(options)`` builds it from an ``EngineOptions``; ``Engine(path, ctx=..., ...)`` is shorthand for
+    ``Engine(EngineOptions(model_path=path, ctx=..., ...))`` (a misspelt keyword is the dataclass's
+    TypeError, never swallowed).
+    """
+
+    def __init__(self, options: EngineOptions | str | Path, /, **fields: Any) -> None:
+        if not isinstance(options, EngineOptions):
+            options = EngineOptions(model_path=str(options), **fields)
+        elif fields:
+            options = replace(options, **fields)
+        self.options = options
         self._model: llama.LlamaModel | None = None
         self._context: llama.LlamaContext | None = None
         self._batch: llama.LlamaBatch | None = None
         self._sampling: Samplers | None = None
-        llama.set_verbose(verbose)
-        path = Path(model_path)
+        llama.set_verbose(options.verbose)
+        path = Path(options.model_path)
         check_gguf(path)
-        check_limits(path, ctx=ctx, batch_size=batch_size, threads=threads)
+        check_limits(path, ctx=options.ctx, batch_size=options.batch_size, threads=options.threads,
+                     n_ctx_train=options.n_ctx_train)
         t0 = time.perf_counter()
         llama.backend_init()
-        threads = threads or default_threads()
+        self.threads = options.threads or default_threads()
+        self.max_outputs = max(options.batch_size, options.max_outputs or options.batch_size)
         notes: list[str] = []
-
         supported = llama.supports_gpu_offload()
-        layers = n_gpu_layers
-        if layers != 0 and not supported:
-            notes.append("GPU offload is not available (CPU build of llama-cpp-python, or no GPU): running on CPU")
-            layers = 0
-        split = dict(split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu)
-        if not supported and (split_mode != DEFAULT_SPLIT_MODE or tensor_split or main_gpu):
-            notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
-            split = {}
-        extra_buffers = repack and _extra_buffers_safe(notes)
-        ladder = layer_ladder(layers, gguf_block_count(path) if layers < 0 else None)
-        self.max_outputs = max(batch_size, max_outputs or batch_size)
-        failure = None
         try:
-            for i, n in enumerate(ladder):
-                # The weights or, with them on the GPU, the KV cache and compute buffers may not fit:
-                # each failure tries fewer layers, down to the CPU alone.
-                try:
-                    self._model = llama.LlamaModel(path, n_gpu_layers=n, extra_buffers=extra_buffers, **split)
-                    self._context = llama.LlamaContext(
-                        self._model, n_seq_max=batch_size, n_ctx=ctx * batch_size, n_batch=token_budget,
-                        n_ubatch=min(512, token_budget), threads=threads, flash_attn=flash_attn, kv_type=kv_type,
-                        kv_unified=kv_unified, n_outputs_max=self.max_outputs)
-                except ModelError as e:
-                    if n == 0 or i == len(ladder) - 1:
-                        raise  # on the CPU alone: the real reason, not a GPU one
-                    failure = failure or e
-                    self.close()
-                    continue
-                layers = n
-                if i > 0:
-                    notes.append(f"loading with {ladder[0]} GPU layers failed ({failure}): loaded with {n}")
-                break
+            layers = self.load_model(options, supported=supported, notes=notes)
             model = self._model
-            like = model.meta("aimo_gguf.synthetic_like") if model.meta("aimo_gguf.synthetic") == "true" else None
-            if like is not None:
-                notes.append(f"{path.name} is synthetic: random weights with the shapes of {like} "
-                             f"(aimo-gguf synth); its speed and memory are real, its answers mean nothing")
-            n_layers = model.n_layers
-            n_ctx_train = model.n_ctx_train
-            if ctx > n_ctx_train > 0:
-                notes.append(f"context {ctx} is longer than the model was trained for ({n_ctx_train})")
-            # Sliding-window layers drop a sequence's cells once they fall behind the window, and recurrent
-            # state cannot be cut at a position: a finished sample's prompt is not all there to reuse.
-            windowed = model.n_swa > 0 or model.is_recurrent
-            if cache_prompts and windowed:
-                notes.append("prompt reuse is off: this model's sliding-window or recurrent layers do not keep "
-                             "a finished sample's prompt")
+            windowed = self._model_notes(options, notes)
             self.n_ctx_seq = self._context.n_ctx_seq
-            token_budget = min(token_budget, self._context.n_batch)
-            self._batch = llama.LlamaBatch(token_budget)
-            output_on_gpu = layers < 0 or layers > n_layers
+            self.token_budget = min(options.token_budget, self._context.n_batch)
+            self._batch = llama.LlamaBatch(self.token_budget)
+            output_on_gpu = layers < 0 or layers > model.n_layers
             self._sampling = Samplers(
-                path=resolve_path(sampler, output_on_gpu=output_on_gpu), context=self._context, model=model,
-                n_slots=batch_size, masked=model.eog_tokens if ignore_eos else (), confidence=confidence)
+                path=resolve_path(options.sampler, output_on_gpu=output_on_gpu), context=self._context, model=model,
+                n_slots=options.batch_size, masked=model.eog_tokens if options.ignore_eos else (),
+                confidence=options.confidence)
         except BaseException:
             self.close()
             raise
 
-        self.batch_size = batch_size
-        self.kv_unified = kv_unified
+        self.batch_size = options.batch_size
+        self.kv_unified = options.kv_unified
         # Off by default with one KV stream per sequence: prompt reuse per slot covers most of what it saves
         # there (the 45% slower steps once measured with it were batches out of slot order; see README).
-        self.share_prompts = kv_unified if share_prompts is None else share_prompts
-        self.token_budget = token_budget
-        self.ignore_eos = ignore_eos
-        self.cpu_clock = cpu_clock
-        self.max_preemptions = max_preemptions
-        self.cache_prompts = not kv_unified and not windowed and cache_prompts is not False
-        self._slot_cache = [[] for _ in range(batch_size)] if self.cache_prompts else None
-        self._stops = StopMatcher(stop)
-        self.confidence = confidence
+        self.share_prompts = options.kv_unified if options.share_prompts is None else options.share_prompts
+        self.ignore_eos = options.ignore_eos
+        self.cpu_clock = options.cpu_clock
+        self.max_preemptions = options.max_preemptions
+        self.cache_prompts = not options.kv_unified and not windowed and options.cache_prompts is not False
+        self._slot_cache = [[] for _ in range(self.batch_size)] if self.cache_prompts else None
+        self._stops = StopMatcher(options.stop)
+        self.confidence = options.confidence
         self.n_vocab = model.n_vocab
         self._eog = frozenset(model.eog_tokens)
         self.stats = EngineStats()
-        self.info = LoadInfo(
-            model_path=str(path),
+        self.info = self._load_info(layers=layers, supported=supported, notes=notes,
+                                    seconds=time.perf_counter() - t0)
+
+    def load_model(self, options: EngineOptions, *, supported: bool, notes: list[str]) -> int:
+        """Load the model and its context with ``options.n_gpu_layers`` on the GPU; the layers loaded.
+
+        The weights or, with them on the GPU, the KV cache and compute buffers may not fit: each failure
+        tries fewer layers (the fallback ladder: halving, down to the CPU alone), with a note.
+        """
+        layers = options.n_gpu_layers
+        if layers != 0 and not supported:
+            notes.append("GPU offload is not available (CPU build of llama-cpp-python, or no GPU): running on CPU")
+            layers = 0
+        split = dict(split_mode=options.split_mode, tensor_split=options.tensor_split, main_gpu=options.main_gpu)
+        if not supported and (options.split_mode != DEFAULT_SPLIT_MODE or options.tensor_split or options.main_gpu):
+            notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
+            split = {}
+        if supported:
+            check_tensor_split(options.tensor_split)
+        self.extra_buffers = options.repack and _extra_buffers_safe(notes)
+        try:
+            self._open(options, n_gpu_layers=layers, split=split)
+            return layers
+        except ModelError as e:
+            if layers == 0:
+                raise  # on the CPU alone: the real reason, not a GPU one
+            failure = e
+            self.close()
+        # The header is read only here, on the way down from -1 (all layers).
+        ladder = layer_ladder(layers, gguf_block_count(Path(options.model_path)) if layers < 0 else None)
+        for n in ladder[1:-1]:
+            try:
+                self._open(options, n_gpu_layers=n, split=split)
+            except ModelError:
+                self.close()
+                continue
+            notes.append(f"loading with {layers} GPU layers failed ({failure}): loaded with {n}")
+            return n
+        self._open(options, n_gpu_layers=0, split=split)  # the CPU alone: its failure is the real reason
+        notes.append(f"loading with {layers} GPU layers failed ({failure}): loaded with 0")
+        return 0
+
+    def _open(self, options: EngineOptions, *, n_gpu_layers: int, split: dict) -> None:
+        self._model = llama.LlamaModel(options.model_path, n_gpu_layers=n_gpu_layers,
+                                       extra_buffers=self.extra_buffers, **split)
+        budget = options.token_budget
+        self._context = llama.LlamaContext(
+            self._model, n_seq_max=options.batch_size, n_ctx=options.ctx * options.batch_size, n_batch=budget,
+            n_ubatch=min(N_UBATCH, budget), threads=self.threads, flash_attn=options.flash_attn,
+            kv_type=options.kv_type, kv_unified=options.kv_unified, n_outputs_max=self.max_outputs)
+
+    def _model_notes(self, options: EngineOptions, notes: list[str]) -> bool:
+        """Notes on what the loaded model is; whether its layers forget a finished sample's prompt."""
+        model = self._model
+        like = model.meta("aimo_gguf.synthetic_like") if model.meta("aimo_gguf.synthetic") == "true" else None
+        if like is not None:
+            notes.append(f"{Path(options.model_path).name} is synthetic: random weights with the shapes of {like} "
+                         f"(aimo-gguf synth); its speed and memory are real, its answers mean nothing")
+        n_ctx_train = model.n_ctx_train
+        if options.ctx > n_ctx_train > 0:
+            notes.append(f"context {options.ctx} is longer than the model was trained for ({n_ctx_train})")
+        # Sliding-window layers drop a sequence's cells once they fall behind the window, and recurrent
+        # state cannot be cut at a position: a finished sample's prompt is not all there to reuse.
+        windowed = model.n_swa > 0 or model.is_recurrent
+        if options.cache_prompts and windowed:
+            notes.append("prompt reuse is off: this model's sliding-window or recurrent layers do not keep "
+                         "a finished sample's prompt")
+        return windowed
+
+    def _load_info(self, *, layers: int, supported: bool, notes: list[str], seconds: float) -> LoadInfo:
+        model, options = self._model, self.options
+        n_layers = model.n_layers
+        return LoadInfo(
+            model_path=options.model_path,
             description=model.description,
             n_layers=n_layers,
             n_params=model.n_params,
             size_bytes=model.size_bytes,
-            n_gpu_layers_requested=n_gpu_layers,
+            n_gpu_layers_requested=options.n_gpu_layers,
             n_gpu_layers=(n_layers + 1 if layers < 0 else min(layers, n_layers + 1)),
             gpu_offload_supported=supported,
             n_ctx_seq=self.n_ctx_seq,
-            n_seq_max=batch_size,
-            kv_unified=kv_unified,
-            kv_type=kv_type,
+            n_seq_max=self.batch_size,
+            kv_unified=self.kv_unified,
+            kv_type=options.kv_type,
             share_prompts=self.share_prompts,
             cache_prompts=self.cache_prompts,
-            threads=threads,
+            threads=self.threads,
             notes=tuple(notes),
-            load_seconds=time.perf_counter() - t0,
-            confidence=confidence is not None,
-            repack=extra_buffers,
+            load_seconds=seconds,
+            confidence=self.confidence is not None,
+            repack=self.extra_buffers,
             sampler=self._sampling.path,
             architecture=model.meta("general.architecture") or "",
             name=model.meta("general.name") or "",
@@ -288,9 +280,6 @@ class Engine(BatchEngine):
     def piece(self, token: int) -> bytes:
         """The bytes a token renders to (control tokens render empty)."""
         return self._model.piece(token)
-
-    def detokenize(self, tokens: Iterable[int]) -> str:
-        return b"".join(self._model.piece(t) for t in tokens).decode("utf-8", "replace")
 
     def token_text(self, token: int) -> str:
         """A special token's own text (``<|im_start|>``), as a chat template writes it."""

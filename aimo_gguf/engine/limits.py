@@ -10,10 +10,10 @@ and each excess is one line naming the option.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from . import llama
 
 # ggml.h's GGML_MAX_N_THREADS: ggml's CPU threadpool and its CPU masks hold at most this many threads
 # (the binding does not expose it; 512 in the llama.cpp of llama-cpp-python 0.3.36).
@@ -25,6 +25,9 @@ CTX_PAD = 256  # llama.cpp rounds each sequence's context up to a multiple of th
 
 def max_sequences() -> int:
     """The most sequences llama.cpp decodes together (LLAMA_MAX_SEQ, from the binding)."""
+    # Imported here: RunConfig imports the limits, and importing it must not load llama.cpp.
+    from . import llama
+
     return llama.max_sequences()
 
 
@@ -48,18 +51,38 @@ def trained_context(model: str | Path) -> int | None:
 
     try:
         fields = read_header(model).fields
+    except Exception:  # no header to read (the fakes of the tests): nothing to check against
+        return None
+    return context_length(fields)
+
+
+def context_length(fields: dict) -> int | None:
+    """``<arch>.context_length`` of a header's fields, or None when it does not say."""
+    try:
         value = int(fields[f"{fields['general.architecture']}.context_length"])
-    except Exception:  # no header to read (the fakes of the tests) or no such key: nothing to check against
+    except Exception:  # no such key: nothing to check against
         return None
     return value if value > 0 else None
 
 
-def check_context(model: str | Path, *, ctx: int, batch_size: int, what: str | None = None) -> None:
+def check_tensor_split(shares: Sequence[float] | None) -> None:
+    """One line when ``--tensor-split`` has more shares than llama.cpp's device array holds."""
+    from . import llama
+
+    most = llama.max_devices()
+    if shares is not None and len(shares) > most:
+        raise InputError(f"--tensor-split has {len(shares)} shares: this llama.cpp build drives at most "
+                         f"{most} devices")
+
+
+def check_context(model: str | Path, *, ctx: int, batch_size: int, what: str | None = None,
+                  n_ctx_train: int | None = None) -> None:
     """One line when one sequence's ``ctx`` is longer than the model was trained for, or when the context of
     ``batch_size`` sequences is more KV cells than llama.cpp counts. ``what`` names where ``ctx`` came from
-    (default ``--ctx N``)."""
+    (default ``--ctx N``); ``n_ctx_train``, the trained context where the caller has read the header
+    (0: it does not say), else it is read here."""
     what = what or f"--ctx {ctx}"
-    trained = trained_context(model)
+    trained = trained_context(model) if n_ctx_train is None else (n_ctx_train or None)
     if trained is not None and ctx > trained:
         raise InputError(f"{what} is longer than {Path(model).name} was trained for ({trained} tokens): "
                          f"lower --ctx or --max-tokens")
@@ -70,8 +93,8 @@ def check_context(model: str | Path, *, ctx: int, batch_size: int, what: str | N
 
 
 def check_limits(model: str | Path, *, ctx: int, batch_size: int, threads: int | None,
-                 what: str | None = None) -> None:
-    """Every limit above, before a load."""
+                 what: str | None = None, n_ctx_train: int | None = None) -> None:
+    """Every limit above but the split's, before a load."""
     check_threads(threads)
     check_batch_size(batch_size)
-    check_context(model, ctx=ctx, batch_size=batch_size, what=what)
+    check_context(model, ctx=ctx, batch_size=batch_size, what=what, n_ctx_train=n_ctx_train)

@@ -24,16 +24,16 @@ import os
 import re
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
 from ..errors import ModelError
-from ..fit.shares import DEFAULT_SPLIT_MODE, SPLIT_MODES
 from ..utf8 import utf8
-from .api import FLASH_ATTN_MODES, KV_TYPES
+from .api import DEFAULT_SPLIT_MODE, FLASH_ATTN_MODES, KV_TYPES, SPLIT_MODES
 from .backends import load_backend_modules
 
 FLASH_ATTN_TYPES = dict(zip(FLASH_ATTN_MODES, (
@@ -71,6 +71,17 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 load_backend_modules()  # a portable build's CPU backends, before anything asks for one
+
+
+@contextmanager
+def captured_log() -> Iterator[list[str]]:
+    """llama.cpp's log lines while the block runs, verbose or not."""
+    lines: list[str] = []
+    _log["capture"] = lines
+    try:
+        yield lines
+    finally:
+        _log["capture"] = None
 
 
 def set_verbose(verbose: bool) -> None:
@@ -156,12 +167,8 @@ def model_params(*, n_gpu_layers: int = 0, vocab_only: bool = False, split_mode:
     params.split_mode = SPLIT_MODE_TYPES[split_mode]
     params.main_gpu = main_gpu
     array = None
-    if tensor_split:
-        n = max_devices()
-        if len(tensor_split) > n:
-            raise ModelError(f"--tensor-split has {len(tensor_split)} shares; this llama.cpp build splits over "
-                             f"at most {n} GPUs")
-        array = (ctypes.c_float * n)(*tensor_split)
+    if tensor_split:  # its length was checked before the load (aimo_gguf.engine.limits.check_tensor_split)
+        array = (ctypes.c_float * max_devices())(*tensor_split)
         params.tensor_split = ctypes.cast(array, ctypes.POINTER(ctypes.c_float))
     return params, array
 
@@ -284,30 +291,40 @@ class LlamaModel(_Owner):
 # --- the context and its KV memory ---------------------------------------------------------------------------
 
 
+def context_params(*, n_seq_max: int, n_ctx: int, n_batch: int, n_ubatch: int, threads: int, flash_attn: str,
+                   kv_type: str, kv_unified: bool, n_outputs_max: int = 0):
+    """``llama_context_params`` for a context, real (``LlamaContext``) or simulated
+    (``aimo_gguf.engine.simulate``, for the memory estimate): both must ask llama.cpp for the same thing."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_seq_max = n_seq_max
+    # The logits rows one decode may return (0 = n_batch). The compute buffer holds that
+    # many rows of the whole vocabulary: 512 x 152k floats is 300 MiB that one logits row
+    # per sequence never uses.
+    params.n_outputs_max = n_outputs_max
+    params.kv_unified = kv_unified
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = n_ubatch
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
+    params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
+    # Sliding-window layers (Gemma 3, gpt-oss) keep only their window, not the whole
+    # context: no sequence is ever cut back on such a model (the engine turns prompt
+    # reuse off, and a sibling copies a prompt only from a donor still at its end).
+    params.swa_full = False
+    params.no_perf = True
+    return params
+
+
 class LlamaContext(_Owner):
     """One llama.cpp context of ``n_seq_max`` sequences over a model, with its KV memory."""
 
     def __init__(self, model: LlamaModel, *, n_seq_max: int, n_ctx: int, n_batch: int, n_ubatch: int,
                  threads: int, flash_attn: str, kv_type: str, kv_unified: bool, n_outputs_max: int = 0) -> None:
-        params = llama_cpp.llama_context_default_params()
-        params.n_seq_max = n_seq_max
-        # The logits rows one decode may return (0 = n_batch). The compute buffer holds that
-        # many rows of the whole vocabulary: 512 x 152k floats is 300 MiB that one logits row
-        # per sequence never uses.
-        params.n_outputs_max = n_outputs_max
-        params.kv_unified = kv_unified
-        params.n_ctx = n_ctx
-        params.n_batch = n_batch
-        params.n_ubatch = n_ubatch
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
-        params.type_k = params.type_v = GGML_KV_TYPES[kv_type]
-        # Sliding-window layers (Gemma 3, gpt-oss) keep only their window, not the whole
-        # context: no sequence is ever cut back on such a model (the engine turns prompt
-        # reuse off, and a sibling copies a prompt only from a donor still at its end).
-        params.swa_full = False
-        params.no_perf = True
+        params = context_params(n_seq_max=n_seq_max, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                                threads=threads, flash_attn=flash_attn, kv_type=kv_type, kv_unified=kv_unified,
+                                n_outputs_max=n_outputs_max)
         fresh_errors()
         ptr = llama_cpp.llama_init_from_model(model.ptr, params)
         if not ptr:
@@ -432,87 +449,14 @@ def perf_counters(ctx_ptr) -> dict[str, float]:
 
 # --- llama.cpp's own accounting -----------------------------------------------------------------------------
 
-_BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|output|compute) buffer size =\s+([\d.]+) MiB")
-
-
 def cpu_features() -> frozenset[str]:
     """The CPU features llama.cpp's CPU backend uses (``AVX2``, ``AVX512``, ``NEON``, ``REPACK``...)."""
     text = (llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
     return frozenset(m.group(1) for m in re.finditer(r"(\w+) = 1", text))
 
 
-def simulate_buffers(path: str | Path, *, n_gpu_layers: int, n_seq_max: int, n_ctx: int, n_batch: int,
-                     n_ubatch: int, n_outputs_max: int, threads: int, flash_attn: str, kv_type: str,
-                     kv_unified: bool) -> dict[str, dict[str, int]] | None:
-    """What llama.cpp itself reserves for a configuration, without allocating it.
+def binding_version() -> str:
+    """The installed llama-cpp-python's version (its distribution's: the sdist ``convert`` fetches)."""
+    from importlib.metadata import version
 
-    The model is loaded with ``no_alloc`` (metadata only, allocations simulated)
-    and a context created over it; the compute and output buffers it would
-    allocate are read from the sizes it logs, per buffer type (``CPU``,
-    ``CUDA0``, ``CUDA_Host``...). The heap the load itself takes (the
-    vocabulary, graph metadata) is measured too where glibc can tell. Weights
-    and KV cache are not in these logs under ``no_alloc``: the caller counts
-    them from the header. None when this llama.cpp cannot simulate.
-    """
-    params = llama_cpp.llama_model_default_params()
-    if not hasattr(params, "no_alloc") or not hasattr(params, "load_mode"):
-        return None
-    params.no_alloc = True
-    params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # the memory-fit pass maps nothing
-    params.n_gpu_layers = n_gpu_layers
-    lines: list[str] = []
-    _log["capture"] = lines
-    heap_before = _heap_bytes()
-    model = ctx = None
-    try:
-        model = llama_cpp.llama_model_load_from_file(os.fsencode(path), params)
-        if not model:
-            return None
-        heap = _heap_bytes() - heap_before if heap_before is not None else None
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_seq_max, cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_seq_max, n_ctx, n_batch, n_ubatch
-        cparams.n_outputs_max = n_outputs_max
-        cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
-        cparams.type_k = cparams.type_v = GGML_KV_TYPES[kv_type]
-        cparams.kv_unified, cparams.swa_full, cparams.no_perf = kv_unified, False, True
-        ctx = llama_cpp.llama_init_from_model(model, cparams)
-        if not ctx:
-            return None
-    finally:
-        _log["capture"] = None
-        if ctx:
-            llama_cpp.llama_free(ctx)
-        if model:
-            llama_cpp.llama_model_free(model)
-    found: dict[str, dict[str, int]] = {"compute": {}, "output": {}, "host_heap": {}}
-    for line in "".join(lines).splitlines():
-        m = _BUFFER_LINE.search(line)
-        if m and m.group(2) in ("compute", "output"):
-            found[m.group(2)][m.group(1)] = found[m.group(2)].get(m.group(1), 0) + int(float(m.group(3)) * 2**20)
-    if heap is not None:
-        found["host_heap"]["CPU"] = max(0, heap)
-    return found
-
-
-def _heap_bytes() -> int | None:
-    """Bytes glibc's malloc has handed out (mallinfo2), or None elsewhere."""
-    try:
-        libc = ctypes.CDLL(None)
-        info = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-                     "fordblks", "keepcost")]
-
-    info.restype = MallInfo2
-    got = info()
-    return int(got.uordblks + got.hblkhd)
-
-
-def binding_version() -> str | None:
-    """The installed llama-cpp-python's version."""
-    return getattr(llama_cpp, "__version__", None)
+    return version("llama-cpp-python")

@@ -29,7 +29,7 @@ from .confidence import ConfidenceSettings, token_signals
 from .llama import LlamaContext, LlamaModel
 from .llama_samplers import BackendChain, SamplerChain, backend_available
 from .sampling import HostSampler, RowSampler, StepSignals
-from .slot import Sequence as Slot
+from .slot import Slot
 
 
 def resolve_path(path: str, *, output_on_gpu: bool) -> str:

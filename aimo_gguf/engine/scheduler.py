@@ -48,7 +48,7 @@ from .api import (
     EngineStats,
     Request,
 )
-from .slot import SeqState, Sequence, StopMatcher
+from .slot import SeqState, Slot, StopMatcher
 
 
 def common_prefix(a: list[int], b) -> int:
@@ -71,16 +71,16 @@ class StepPlan:
     samplers (and their KV unless the scheduler keeps it: ``Scheduler.keeps_kv``), trim ``trims``,
     make samplers for ``admitted``, copy ``copies``, then decode ``batch``."""
 
-    admitted: list[Sequence] = field(default_factory=list)  # new this step: each needs a sampler chain
+    admitted: list[Slot] = field(default_factory=list)  # new this step: each needs a sampler chain
     trims: list[tuple[int, int]] = field(default_factory=list)  # (seq id, keep): drop its cells from keep on
     copies: list[tuple[int, int, int]] = field(default_factory=list)  # (donor seq id, seq id, keep): KV to copy
-    batch: list[Sequence] = field(default_factory=list)  # sequences with tokens in this step, in batch order
+    batch: list[Slot] = field(default_factory=list)  # sequences with tokens in this step, in batch order
     n_tokens: int = 0  # tokens in this step's batch
     waiting_on_tools: int = 0  # sequences paused on a tool call
     done: bool = False  # nothing is running and nothing is left to pull: generation is over
 
     @property
-    def sampling(self) -> list[Sequence]:
+    def sampling(self) -> list[Slot]:
         """The sequences that sample a token after this step's decode."""
         return [s for s in self.batch if s.logit_index >= 0]
 
@@ -109,8 +109,8 @@ class Scheduler:
         self._source: Iterator[Request] = iter(requests)
         self._exhausted = False
         self.queue: deque[Request] = deque()  # pulled but not running: preempted ones go first
-        self.free: deque[Sequence] = deque(Sequence(i) for i in range(n_slots))
-        self.running: list[Sequence] = []
+        self.free: deque[Slot] = deque(Slot(i) for i in range(n_slots))
+        self.running: list[Slot] = []
         self.n_ctx_seq = n_ctx_seq
         self.n_ctx_total = n_ctx_total
         self.kv_unified = kv_unified
@@ -131,7 +131,7 @@ class Scheduler:
         self._preempted: dict[Request, int] = {}  # request -> times put back
         self._admit_paused = False  # the last step preempted: admit nothing in this one
         self._finished: list[Completion] = []
-        self._released: list[Sequence] = []
+        self._released: list[Slot] = []
 
     # --- the step ---------------------------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class Scheduler:
             elif seq.state is SeqState.INJECT:
                 stats.injected_tokens += seq.injected_in_step
 
-    def accept(self, seq: Sequence, token: int, piece: bytes, *, eog: bool) -> None:
+    def accept(self, seq: Slot, token: int, piece: bytes, *, eog: bool) -> None:
         """The token ``seq`` sampled after this step's decode."""
         self.stats.generated_tokens += 1
         reason = seq.accept(token, piece, eog=eog, stops=self.stops)
@@ -225,13 +225,13 @@ class Scheduler:
         """Released sequences keep their cells (prompt reuse): the engine frees only their samplers."""
         return self.slot_cache is not None
 
-    def take_released(self) -> list[Sequence]:
+    def take_released(self) -> list[Slot]:
         """Sequences released since the last call: the engine frees their samplers (and clears their
         KV unless ``keeps_kv``)."""
         released, self._released = self._released, []
         return released
 
-    def close(self) -> list[Sequence]:
+    def close(self) -> list[Slot]:
         """Generation stopped early (the caller closed it, Ctrl-C): every running sequence is released."""
         for seq in self.running[:]:
             # Stopped anywhere in a step: which of its cells hold what is not known, so the slot keeps none.
@@ -280,7 +280,7 @@ class Scheduler:
             self.running.append(seq)
             plan.admitted.append(seq)
 
-    def _take_slot(self, prompt) -> tuple[Sequence, int]:
+    def _take_slot(self, prompt) -> tuple[Slot, int]:
         """A free slot for ``prompt`` and how many of its prompt tokens the slot's cells already hold."""
         # The lowest free slot, among those holding the longest prefix: running sequences stay packed at
         # the low slots, and llama.cpp splits a batch wherever its slots have a gap (one ubatch per run).
@@ -298,7 +298,7 @@ class Scheduler:
         self.slot_cache[best.seq_id] = []  # its cells are the new sequence's from here on
         return best, min(keep, len(prompt) - 1)  # the last prompt token is decoded again, for its logits
 
-    def _attach_prefix(self, seq: Sequence, plan: StepPlan) -> None:
+    def _attach_prefix(self, seq: Slot, plan: StepPlan) -> None:
         """Copy the prompt's KV from a sibling that decoded it, or decode it if no sibling will."""
         request = seq.request
         key, prompt = request.prefix_key, request.prompt
@@ -326,7 +326,7 @@ class Scheduler:
             if seq.kept:
                 self.stats.shared_prompt_tokens += seq.reuse_prompt(seq.kept)
 
-    def _poll_tool(self, seq: Sequence) -> bool:
+    def _poll_tool(self, seq: Slot) -> bool:
         """Feed a paused sequence its tool's output once it is there; False while it waits."""
         output = seq.request.tool.poll()
         if output is None:
@@ -346,7 +346,7 @@ class Scheduler:
         seq.reserved = need
         return True
 
-    def _release(self, seq: Sequence, reason: str | None, *, keep_prompt: bool = True) -> None:
+    def _release(self, seq: Slot, reason: str | None, *, keep_prompt: bool = True) -> None:
         """Free ``seq``'s slot; with a reason it finished (a completion), without one it was put back."""
         self.running.remove(seq)
         self.reserved -= seq.reserved

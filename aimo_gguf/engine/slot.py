@@ -1,6 +1,6 @@
 """One running sequence: its state, what it still has to decode, and what it generated.
 
-A ``Sequence`` is one KV sequence of the context (a slot, ``seq_id``) and the
+A ``Slot`` is one KV sequence of the context (a slot, ``seq_id``) and the
 request it runs. Its life, as the scheduler moves it::
 
     WAITING --(a sibling decoded the shared prompt: copy its KV)--> PREFILL
@@ -16,8 +16,7 @@ after every token (an end-of-generation one too) whether it just closed a call.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from collections.abc import Sequence as Seq
+from collections.abc import Callable, Sequence
 
 from ..utf8 import utf8
 from .api import (
@@ -44,7 +43,7 @@ class StopMatcher:
 
     __slots__ = ("stops", "_tail")
 
-    def __init__(self, stops: Seq[str]) -> None:
+    def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [utf8(s) for s in stops if s]
         self._tail = max((len(s) for s in self.stops), default=0) + 16
 
@@ -58,7 +57,7 @@ class StopMatcher:
         return -1 if hit < 0 else len(text) - len(tail) + hit
 
 
-class Sequence:
+class Slot:
     """One slot of the context and the request it is running."""
 
     __slots__ = (
@@ -75,7 +74,7 @@ class Sequence:
         """Take ``request``: nothing of it is in the KV cache yet."""
         self.request = request
         self.state = SeqState.WAITING if wait_for_prefix else SeqState.PREFILL
-        self.feed: Seq[int] = request.prompt  # tokens to decode...
+        self.feed: Sequence[int] = request.prompt  # tokens to decode...
         self.fed = 0  # ...and how many of them are in the batch or the KV cache
         self.pos = 0  # position of the next token
         self.generated: list[int] = []

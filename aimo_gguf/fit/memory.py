@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..engine.api import N_UBATCH
 from ..errors import InputError, ModelError
 
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per element (blocks of 32)
 CELL_PAD = 256  # llama.cpp pads each sequence's KV cells to a multiple of this
-N_UBATCH = 512  # the engine's micro-batch (sliding-window caches keep this much beyond the window)
 RUNTIME_OVERHEAD = 16 * 2**20  # measured: RSS growth beyond everything counted below, 13-20 MiB
 SAMPLER_BYTES_PER_TOKEN = 12  # llama_token_data (id, logit, p) of the chain's candidates array
 VOCAB_BYTES_PER_TOKEN = 174  # llama.cpp's vocabulary tables, measured with vocabulary-only loads
@@ -127,9 +127,15 @@ class MemoryEstimate:
 def read_shape(path: str | Path) -> ModelShape:
     """Read the layer layout and tensor sizes of a GGUF file (header only, memory-mapped)."""
     from ..gguf.header import read_header
+
+    return shape_of(read_header(path), path)
+
+
+def shape_of(header, path: str | Path) -> ModelShape:
+    """The shape of the model at ``path`` from its header (``aimo_gguf.gguf.header.read_header``), for a
+    caller that has read it already (the load plan)."""
     from ..gguf.parts import model_bytes
 
-    header = read_header(path)
     fields = header.fields
 
     def get(key, default=None):
@@ -260,7 +266,7 @@ def estimate(
     """Memory of ``batch_size`` sequences of ``ctx`` tokens each, with per-sequence KV.
 
     ``measured``: llama.cpp's own compute and output buffers and the loader's
-    heap for this configuration (``aimo_gguf.engine.llama.simulate_buffers``);
+    heap for this configuration (``aimo_gguf.engine.simulate``);
     without it they come from formulas fitted to such measurements.
     """
     if kv_type not in KV_TYPE_BYTES:
@@ -331,7 +337,7 @@ def measure(path: str | Path, *, ctx: int, batch_size: int, n_gpu_layers: int = 
     ``max_outputs``: logits rows a decode may return (the engine's: one per sequence; a plain
     ``llama_cpp.Llama`` context reserves 512). Falls back to the formulas where this llama.cpp
     cannot simulate."""
-    from ..engine.llama import simulate_buffers
+    from ..engine.simulate import simulate_buffers
 
     shape = read_shape(str(path))
     try:

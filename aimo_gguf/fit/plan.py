@@ -1,186 +1,189 @@
-"""From a RunConfig to a loaded engine: the keyword arguments, ``--batch-size auto``, the load itself."""
+"""From a RunConfig to a loaded engine: one load plan, then the engine's options, then the load.
+
+``plan_load`` reads the GGUF header once, asks NVML once, and decides what
+'auto' leaves open (``--n-gpu-layers auto``, ``--batch-size auto``) over one
+GPU or several; ``engine_options`` turns a RunConfig and its plan into the
+``EngineOptions`` the engine is built from (and a child process could rebuild
+it from); ``load_engine`` does all three. The engine itself keeps only the
+fallback ladder (fewer GPU layers when a load fails).
+"""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..config import RunConfig
+from ..engine.api import EngineOptions
 from ..errors import InputError
 from ..styles.prompts import RAW_PROMPT_STOPS
+from .shares import DeviceShares
 
 GPU_RUNTIME_RESERVE = 512 * 2**20  # CUDA's own context and the driver: not in llama.cpp's accounting
 
 
-def engine_kwargs(config: RunConfig, batch_size: int, *, verbose: bool = False, n_gpu_layers: int | None = None,
-                  graded: bool = False, traces: bool = False) -> dict:
-    """The Engine keyword arguments a RunConfig stands for (model path aside); ``n_gpu_layers``
-    overrides the config's (its 'auto' resolved); ``graded`` (the problems have answers) and
-    ``traces`` turn the automatic confidence on."""
-    return dict(
-        n_gpu_layers=config.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
-        ctx=config.sequence_ctx,
-        batch_size=batch_size,
-        threads=config.threads,
-        kv_unified=config.kv_unified,
-        share_prompts=config.share_prompts,
-        cache_prompts=config.cache_prompts,
-        flash_attn=config.flash_attn,
-        kv_type=config.kv_type,
-        stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
-        ignore_eos=config.ignore_eos,
-        confidence=config.confidence_settings(graded=graded, traces=traces),
-        split_mode=config.split_mode,
-        tensor_split=config.tensor_split_values,
-        main_gpu=config.main_gpu,
-        repack=config.repack,
-        sampler=config.sampler,
-        verbose=verbose,
-    )
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """What one engine's load was planned to be."""
+
+    n_gpu_layers: int  # layers to offload (-1: all), 'auto' resolved
+    batch_size: int  # sequences decoded together, 'auto' resolved
+    shares: DeviceShares | None  # each GPU's bytes where the model spreads over several GPUs, else None
+    notes: tuple[str, ...]  # what 'auto' decided, said once on stderr (``say``)
+    n_ctx_train: int  # the model's trained context, from the header (0: it does not say)
+
+    def say(self) -> None:
+        for note in self.notes:
+            print(f"aimo-gguf: {note}", file=sys.stderr)
 
 
-def resolve_gpu_layers(config: RunConfig, model_path: Path, *, quiet: bool = False) -> int:
-    """``config.n_gpu_layers``, with 'auto' replaced by the most layers whose memory estimate fits
-    the GPU's free memory (NVML) or ``--max-memory``, for the batch and context asked for (a batch
-    of 1 with ``--batch-size auto``, which then fills what is left)."""
-    if config.n_gpu_layers != "auto":
-        return config.n_gpu_layers
+@dataclass(frozen=True, slots=True)
+class _Devices:
+    """The GPUs one plan sees: asked once."""
+
+    offload: bool  # this llama.cpp build offloads
+    free: tuple[int, ...]  # free bytes of each visible GPU (NVML), in llama.cpp's order; () without NVML
+
+    def several(self, config: RunConfig) -> bool:
+        """Whether 'auto' spreads the model over several GPUs (not with a --max-memory budget)."""
+        return self.offload and config.max_memory is None and config.split_mode != "none" and len(self.free) > 1
+
+    def one(self, config: RunConfig) -> tuple[int | None, int]:
+        """The free bytes of the GPU one engine uses alone (``--main-gpu`` with ``--split-mode none``, else
+        the first; None without NVML) and its index."""
+        index = config.main_gpu if config.split_mode == "none" else 0
+        return (self.free[index] if index < len(self.free) else None), index
+
+
+def plan_load(config: RunConfig, model_path: Path) -> LoadPlan:
+    """The load ``config`` asks for on ``model_path``: 'auto' layers and batch resolved against the GPUs'
+    free memory (or ``--max-memory``), the device options and the context checked, before any load."""
+    from ..engine.limits import check_context, context_length
+    from ..gguf.header import read_header
+
+    devices = _devices()
+    _check_devices(config, devices)
+    try:
+        header = read_header(model_path)
+    except Exception:  # no header to read (the fakes of the tests): the engine says what is wrong
+        header = None
+    n_ctx_train = (context_length(header.fields) if header is not None else None) or 0
+    batch_asked = config.batch_size if isinstance(config.batch_size, int) else 1
+    check_context(model_path, ctx=config.sequence_ctx, batch_size=batch_asked, what=config.ctx_source,
+                  n_ctx_train=n_ctx_train)
+    if "auto" not in (config.n_gpu_layers, config.batch_size):
+        return LoadPlan(config.n_gpu_layers, config.batch_size, None, (), n_ctx_train)
+    from .memory import read_shape, shape_of
+
+    shape = shape_of(header, model_path) if header is not None else read_shape(str(model_path))
+    notes: list[str] = []
+    layers = _layers(config, shape, devices, notes)
+    batch = _batch(config, shape, devices, layers, notes)
+    shares = None
+    if devices.several(config) and layers != 0:
+        from .shares import device_shares
+
+        shares = device_shares(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
+                               kv_type=config.kv_type, sizes=devices.free, split_mode=config.split_mode,
+                               tensor_split=config.tensor_split_values, main_gpu=config.main_gpu)
+    return LoadPlan(layers, batch, shares, tuple(notes), n_ctx_train)
+
+
+def _devices() -> _Devices:
     from ..engine.llama import supports_gpu_offload
-    from .memory import format_bytes, most_gpu_layers, parse_size, read_shape
-
-    if not supports_gpu_offload():
-        if not quiet:
-            print("aimo-gguf: --n-gpu-layers auto: this llama-cpp-python build cannot offload: 0 layers (CPU)",
-                  file=sys.stderr)
-        return 0
-    if config.max_memory is None and config.split_mode != "none":
-        from .shares import gpu_sizes
-
-        free = gpu_sizes(free=True)
-        if len(free) > 1:
-            return _split_gpu_layers(config, model_path, free, quiet=quiet)
-    if config.max_memory is not None:
-        budget, where = parse_size(config.max_memory), "--max-memory"
-    else:
-        free = one_gpu_free(config)
-        if free is None:
-            raise InputError("--n-gpu-layers auto needs the GPU's free memory (install nvidia-ml-py) "
-                             "or --max-memory")
-        gpu = config.main_gpu if config.split_mode == "none" else 0
-        budget, where = max(0, free - GPU_RUNTIME_RESERVE), f"GPU {gpu}'s free memory"
-    batch = 1 if config.batch_size == "auto" else config.batch_size
-    shape = read_shape(str(model_path))
-    layers = most_gpu_layers(shape, ctx=config.sequence_ctx, batch_size=batch, max_memory=budget,
-                             kv_type=config.kv_type)
-    if not quiet:
-        shown = "all" if layers < 0 else str(layers)
-        print(f"aimo-gguf: --n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit "
-              f"{format_bytes(budget)} ({where}) with {batch} x {config.sequence_ctx} tokens", file=sys.stderr)
-    return layers
-
-
-def one_gpu_free(config: RunConfig) -> int | None:
-    """Free bytes of the GPU one engine uses alone (``--main-gpu`` with ``--split-mode none``, else the
-    first), from NVML; None without it."""
     from .gpus import gpu_memories, gpu_memory
 
-    index = config.main_gpu if config.split_mode == "none" else 0
-    if index == 0:
-        memory = gpu_memory()
-        return None if memory is None else memory[2]
-    memories = gpu_memories()
-    if not memories:
-        return None
-    if index >= len(memories):
-        raise InputError(f"--main-gpu {config.main_gpu}: only {len(memories)} GPU(s) are visible "
-                         f"(0 to {len(memories) - 1})")
-    return memories[index][2]
-
-
-def check_devices(config: RunConfig) -> None:
-    """--main-gpu and --tensor-split against the GPUs there are, before a load (a CPU build: nothing)."""
-    from ..engine.llama import max_devices, supports_gpu_offload
-    from .gpus import gpu_memories
-
     if not supports_gpu_offload():
-        return
-    shares = config.tensor_split_values
-    if shares is not None and len(shares) > max_devices():
-        raise InputError(f"--tensor-split has {len(shares)} shares: this llama.cpp build drives at most "
-                         f"{max_devices()} devices")
-    visible = len(gpu_memories())
-    if not visible:
+        return _Devices(False, ())
+    free = [m[2] for m in gpu_memories()]
+    if not free:  # visible GPUs named other than by index (UUIDs): the first one, as llama.cpp counts
+        first = gpu_memory()
+        free = [first[2]] if first is not None else []
+    return _Devices(True, tuple(free))
+
+
+def _check_devices(config: RunConfig, devices: _Devices) -> None:
+    """--main-gpu and --tensor-split against the GPUs there are (a CPU build, or no NVML: nothing)."""
+    visible = len(devices.free)
+    if not devices.offload or not visible:
         return  # no NVML: llama.cpp says what is wrong, if anything
     if config.main_gpu >= visible:
         raise InputError(f"--main-gpu {config.main_gpu}: only {visible} GPU(s) are visible (0 to {visible - 1})")
+    shares = config.tensor_split_values
     if shares is not None and len(shares) > visible:
         raise InputError(f"--tensor-split has {len(shares)} shares, and {visible} GPU(s) are visible")
 
 
-def _split_gpu_layers(config: RunConfig, model_path: Path, free: list[int], *, quiet: bool) -> int:
-    """-ngl auto over several GPUs: the most layers whose every GPU's share fits its free memory."""
-    from .memory import format_bytes, read_shape
-    from .shares import most_gpu_layers_split
+def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> int:
+    """``config.n_gpu_layers``, 'auto' replaced by the most layers whose memory estimate fits the GPUs' free
+    memory or ``--max-memory`` (at a batch of 1 with ``--batch-size auto``, which then fills what is left)."""
+    from .memory import format_bytes, most_gpu_layers, parse_size
 
-    batch = 1 if config.batch_size == "auto" else config.batch_size
-    shape = read_shape(str(model_path))
-    layers, shares = most_gpu_layers_split(shape, ctx=config.sequence_ctx, batch_size=batch, sizes=free,
-                                           kv_type=config.kv_type, split_mode=config.split_mode,
-                                           tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
-                                           reserve=GPU_RUNTIME_RESERVE)
-    if not quiet:
-        shown = "all" if layers < 0 else str(layers)
+    if config.n_gpu_layers != "auto":
+        return config.n_gpu_layers
+    if not devices.offload:
+        notes.append("--n-gpu-layers auto: this llama-cpp-python build cannot offload: 0 layers (CPU)")
+        return 0
+    batch, ctx = (1 if config.batch_size == "auto" else config.batch_size), config.sequence_ctx
+    fit = f"with {batch} x {ctx} tokens"
+    if devices.several(config):
+        from .shares import most_gpu_layers_split
+
+        layers, shares = most_gpu_layers_split(shape, ctx=ctx, batch_size=batch, sizes=devices.free,
+                                               kv_type=config.kv_type, split_mode=config.split_mode,
+                                               tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
+                                               reserve=GPU_RUNTIME_RESERVE)
         each = ", ".join(f"GPU{i} {format_bytes(b)} of {format_bytes(f)} free"
-                         for i, (b, f) in enumerate(zip(shares.per_device, free)))
-        print(f"aimo-gguf: --n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit {len(free)} GPUs "
-              f"(--split-mode {config.split_mode}) with {batch} x {config.sequence_ctx} tokens: {each}",
-              file=sys.stderr)
+                         for i, (b, f) in enumerate(zip(shares.per_device, devices.free)))
+        where = f"{len(devices.free)} GPUs (--split-mode {config.split_mode}) {fit}: {each}"
+    else:
+        if config.max_memory is not None:
+            budget, named = parse_size(config.max_memory), "--max-memory"
+        else:
+            free, gpu = devices.one(config)
+            if free is None:
+                raise InputError("--n-gpu-layers auto needs the GPU's free memory (install nvidia-ml-py) "
+                                 "or --max-memory")
+            budget, named = max(0, free - GPU_RUNTIME_RESERVE), f"GPU {gpu}'s free memory"
+        layers = most_gpu_layers(shape, ctx=ctx, batch_size=batch, max_memory=budget, kv_type=config.kv_type)
+        where = f"{format_bytes(budget)} ({named}) {fit}"
+    shown = "all" if layers < 0 else str(layers)
+    notes.append(f"--n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit {where}")
     return layers
 
 
-def resolve_batch_size(config: RunConfig, model_path: Path, *, quiet: bool = False,
-                       n_gpu_layers: int | None = None) -> int:
-    """``config.batch_size``, with 'auto' replaced by the largest batch the memory budget holds."""
+def _batch(config: RunConfig, shape, devices: _Devices, layers: int, notes: list[str]) -> int:
+    """``config.batch_size``, 'auto' replaced by the largest batch the memory budget holds with ``layers``."""
+    from .memory import format_bytes, largest_batch, parse_size
+
     if config.batch_size != "auto":
         return config.batch_size
-    from .memory import format_bytes, largest_batch, parse_size, read_shape
-
-    layers = config.n_gpu_layers if n_gpu_layers is None else n_gpu_layers
-    if layers == "auto":
-        layers = resolve_gpu_layers(config, model_path, quiet=True)
+    ctx = config.sequence_ctx
     if config.max_memory is not None:
         budget = parse_size(config.max_memory)
     elif layers == 0:
         import psutil
 
         budget = int(0.8 * psutil.virtual_memory().available)
+    elif devices.several(config):
+        return _split_batch(config, shape, devices.free, layers, notes)
     else:
-        if config.split_mode != "none":
-            from .shares import gpu_sizes
-
-            free = gpu_sizes(free=True)
-            if len(free) > 1:
-                return _split_batch(config, model_path, free, layers, quiet=quiet)
-        memory = one_gpu_free(config)
-        if memory is None:
+        free, _ = devices.one(config)
+        if free is None:
             raise InputError("--batch-size auto with GPU layers needs --max-memory (the GPU memory to fill)")
-        budget = max(0, memory - GPU_RUNTIME_RESERVE)
-    batch = largest_batch(read_shape(str(model_path)), ctx=config.sequence_ctx, max_memory=budget,
-                          n_gpu_layers=layers, kv_type=config.kv_type)
-    if not quiet:
-        where = "GPU" if layers else "CPU"
-        print(f"aimo-gguf: --batch-size auto: {batch} sequences of {config.sequence_ctx} tokens fit "
-              f"{format_bytes(budget)} of {where} memory", file=sys.stderr)
+        budget = max(0, free - GPU_RUNTIME_RESERVE)
+    batch = largest_batch(shape, ctx=ctx, max_memory=budget, n_gpu_layers=layers, kv_type=config.kv_type)
+    notes.append(f"--batch-size auto: {batch} sequences of {ctx} tokens fit {format_bytes(budget)} of "
+                 f"{'GPU' if layers else 'CPU'} memory")
     return batch
 
 
-def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: int, *, quiet: bool) -> int:
+def _split_batch(config: RunConfig, shape, free: tuple[int, ...], layers: int, notes: list[str]) -> int:
     """--batch-size auto over several GPUs: the largest batch whose every GPU's share fits its free memory."""
-    from .memory import format_bytes, read_shape
+    from ..engine.limits import max_sequences
+    from .memory import format_bytes
     from .shares import device_shares
-
-    shape = read_shape(str(model_path))
 
     def fits(batch: int) -> bool:
         shares = device_shares(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
@@ -191,32 +194,49 @@ def _split_batch(config: RunConfig, model_path: Path, free: list[int], layers: i
     if not fits(1):
         raise InputError(f"--batch-size auto: even one sequence of {config.sequence_ctx} tokens does not fit "
                          f"{len(free)} GPUs with {layers} layers offloaded: use fewer GPU layers or a shorter --ctx")
-    from ..engine.limits import max_sequences
-
     lo, hi = 1, max_sequences() + 1  # no more sequences than llama.cpp decodes together
     while hi - lo > 1:  # fits(lo), not fits(hi) (or past the limit)
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    if not quiet:
-        print(f"aimo-gguf: --batch-size auto: {lo} sequences of {config.sequence_ctx} tokens fit {len(free)} GPUs "
-              f"({', '.join(format_bytes(f) for f in free)} free, --split-mode {config.split_mode})",
-              file=sys.stderr)
+    notes.append(f"--batch-size auto: {lo} sequences of {config.sequence_ctx} tokens fit {len(free)} GPUs "
+                 f"({', '.join(format_bytes(f) for f in free)} free, --split-mode {config.split_mode})")
     return lo
 
 
-def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, graded: bool = False,
-                traces: bool = False, token_budget: int | None = None):
-    """The Engine ``config`` describes, on ``model_path`` ('auto' layers and batch resolved);
-    ``token_budget`` bounds one step's tokens (None: the engine's default)."""
-    from ..engine import Engine
+def engine_options(config: RunConfig, model_path: Path, *, batch_size: int, n_gpu_layers: int | None = None,
+                   graded: bool = False, traces: bool = False, **engine) -> EngineOptions:
+    """The EngineOptions a RunConfig stands for on ``model_path``: ``batch_size`` and ``n_gpu_layers`` as a
+    plan resolved them (default: the config's); ``graded`` (the problems have answers) and ``traces`` turn
+    the automatic confidence on; ``engine``: more EngineOptions fields (verbose, token_budget, ...).
 
-    check_devices(config)
-    layers = resolve_gpu_layers(config, model_path)
-    batch = resolve_batch_size(config, model_path, n_gpu_layers=layers)
-    kwargs = engine_kwargs(config, batch, verbose=verbose, n_gpu_layers=layers, graded=graded, traces=traces)
-    if token_budget is not None:
-        kwargs["token_budget"] = token_budget
-    engine = Engine(model_path, **kwargs)
+    A field both declare (threads, kv_type, sampler, ...) goes through as it is, so an engine option
+    added to both reaches the engine without a line here; the others are resolved from the config."""
+    resolved = dict(
+        model_path=str(model_path),
+        n_gpu_layers=config.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
+        ctx=config.sequence_ctx,
+        batch_size=batch_size,
+        stop=config.stop + (RAW_PROMPT_STOPS if config.raw_prompt else ()),
+        confidence=config.confidence_settings(graded=graded, traces=traces),
+        tensor_split=config.tensor_split_values,
+    )
+    shared = {f.name for f in fields(EngineOptions)} & {f.name for f in fields(RunConfig)}
+    same = {name: getattr(config, name) for name in shared - resolved.keys() - engine.keys()}
+    return EngineOptions(**same, **resolved, **engine)
+
+
+def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, graded: bool = False,
+                traces: bool = False, token_budget: int | None = None, plan: LoadPlan | None = None):
+    """The Engine ``config`` describes, on ``model_path``, loaded as ``plan`` says (default: planned here);
+    ``token_budget`` bounds one step's tokens (None: the engine's default)."""
+    from ..engine.engine import Engine
+
+    plan = plan or plan_load(config, model_path)
+    plan.say()
+    extra = {} if token_budget is None else {"token_budget": token_budget}
+    options = engine_options(config, model_path, batch_size=plan.batch_size, n_gpu_layers=plan.n_gpu_layers,
+                             graded=graded, traces=traces, verbose=verbose, n_ctx_train=plan.n_ctx_train, **extra)
+    engine = Engine(options)
     if config.ctx and engine.n_ctx_seq != config.ctx:  # llama.cpp sizes a sequence's context in steps of 256
         note = f"--ctx {config.ctx} is {engine.n_ctx_seq} tokens per sequence: llama.cpp sizes it in steps of 256"
         engine.info = replace(engine.info, notes=(*engine.info.notes, note))

@@ -17,10 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..engine.api import DEFAULT_SPLIT_MODE, SPLIT_MODES
 from ..errors import InputError
 
-SPLIT_MODES = ("none", "layer", "row")  # llama.cpp's LLAMA_SPLIT_MODE_NONE, _LAYER, _ROW, in that order
-DEFAULT_SPLIT_MODE = "layer"
 # The machines the registry's fits table shows, besides single GPUs: (label, --gpu spec).
 DEVICE_SETS = (("2 x T4 (15 GB each)", "2x15GB"), ("4 x L4 (22 GB each)", "4x22GB"))
 _DEVICES = re.compile(r"^\s*(\d+)\s*[xX*]\s*(.+)$")

@@ -122,7 +122,12 @@ def run(
 
         require_ray()  # the one-line error naming the extra, before any file is touched
     _check_outputs(source, model_path, output=output, summary=summary, traces=traces, journal=journal or None)
-    if engine is None:  # before any load: a context llama.cpp or the model cannot hold is one line
+    plan = None  # before any load: a context llama.cpp or the model cannot hold is one line
+    if engine is None and config.ray is None:
+        from ..fit.plan import plan_load
+
+        plan = plan_load(config, model_path)
+    elif engine is None:  # each replica plans its own load, on its node
         check_context(model_path, ctx=config.sequence_ctx, batch_size=config.batch_size if isinstance(
             config.batch_size, int) else 1, what=config.ctx_source)
 
@@ -152,7 +157,7 @@ def run(
                     from ..fit.plan import load_engine
 
                     engine = engines.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
-                                                               traces=traces is not None))
+                                                               traces=traces is not None, plan=plan))
                     source = LocalSource(engine, config)
                 stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
                 try:

@@ -29,7 +29,7 @@ def test_auto_offloads_what_the_free_memory_holds(gpu, free_mib):
     gpu["free"] = free_mib * MiB
     path = default_model_path()
     config = RunConfig(n_gpu_layers="auto", batch_size=8, max_tokens=512)
-    layers = loading.resolve_gpu_layers(config, path, quiet=True)
+    layers = loading.plan_load(config, path).n_gpu_layers
     budget = free_mib * MiB - loading.GPU_RUNTIME_RESERVE
     shape = read_shape(str(path))
     if layers != 0:
@@ -40,33 +40,34 @@ def test_auto_offloads_what_the_free_memory_holds(gpu, free_mib):
     assert (layers == 0) == (free_mib == 520) and (layers == -1) == (free_mib >= 900)
 
 
-def test_max_memory_is_the_budget_when_given(gpu, capsys):
+def test_max_memory_is_the_budget_when_given(gpu):
     gpu["free"] = 10 * 2**30
     config = RunConfig(n_gpu_layers="auto", batch_size=4, max_memory="200MiB")
-    layers = loading.resolve_gpu_layers(config, default_model_path())
-    assert 0 <= layers < 30
-    assert "--max-memory" in capsys.readouterr().err
+    plan = loading.plan_load(config, default_model_path())
+    assert 0 <= plan.n_gpu_layers < 30
+    assert "--max-memory" in " ".join(plan.notes)
 
 
-def test_a_cpu_build_offloads_nothing(monkeypatch, capsys):
+def test_a_cpu_build_offloads_nothing(monkeypatch):
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: False)
-    assert loading.resolve_gpu_layers(RunConfig(n_gpu_layers="auto"), default_model_path()) == 0
-    assert "cannot offload: 0 layers" in capsys.readouterr().err
+    plan = loading.plan_load(RunConfig(n_gpu_layers="auto"), default_model_path())
+    assert plan.n_gpu_layers == 0
+    assert "cannot offload: 0 layers" in " ".join(plan.notes)
 
 
 def test_without_nvml_auto_needs_max_memory(monkeypatch):
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
     monkeypatch.setattr(devices, "gpu_memory", lambda: None)
     with pytest.raises(InputError, match="nvidia-ml-py"):
-        loading.resolve_gpu_layers(RunConfig(n_gpu_layers="auto"), default_model_path())
+        loading.plan_load(RunConfig(n_gpu_layers="auto"), default_model_path())
 
 
 def test_auto_layers_then_auto_batch_fill_the_rest(gpu):
     gpu["free"] = 2 * 2**30
     config = RunConfig(n_gpu_layers="auto", batch_size="auto", max_tokens=512)
-    layers = loading.resolve_gpu_layers(config, default_model_path(), quiet=True)
-    assert layers == -1  # with one sequence every layer fits
-    batch = loading.resolve_batch_size(config, default_model_path(), quiet=True, n_gpu_layers=layers)
+    plan = loading.plan_load(config, default_model_path())
+    assert plan.n_gpu_layers == -1  # with one sequence every layer fits
+    batch = plan.batch_size
     shape = read_shape(str(default_model_path()))
     budget = gpu["free"] - loading.GPU_RUNTIME_RESERVE
     assert estimate(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=-1).gpu <= budget

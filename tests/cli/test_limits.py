@@ -91,10 +91,9 @@ def test_split_batch_auto_never_picks_more_than_the_limit(monkeypatch, model):
     from aimo_gguf.fit import plan as loading
     from aimo_gguf.fit import shares as split
 
-    monkeypatch.setattr("aimo_gguf.fit.memory.read_shape", lambda path: None)
     monkeypatch.setattr(split, "device_shares", lambda *a, **k: type("Shares", (), {"fits": lambda s, f, r: True})())
     config = RunConfig(batch_size="auto", n_gpu_layers=-1)
-    assert loading._split_batch(config, model, [2**40, 2**40], -1, quiet=True) == max_sequences()
+    assert loading._split_batch(config, None, (2**40, 2**40), -1, []) == max_sequences()
 
 
 # --- context ------------------------------------------------------------------------------------------------

@@ -30,19 +30,21 @@ def test_each_split_mode_is_llama_cpp_s_enum(mode, value):
     assert not params.tensor_split  # NULL: llama.cpp's split by free memory
 
 
-def test_more_shares_than_llama_cpp_has_devices_is_a_model_error():
-    from aimo_gguf.errors import ModelError
+def test_more_shares_than_llama_cpp_has_devices_is_one_line_before_a_load():
+    from aimo_gguf.engine.limits import check_tensor_split
+    from aimo_gguf.errors import InputError
 
-    with pytest.raises(ModelError, match="at most"):
-        llama.model_params(tensor_split=(1.0,) * (llama.max_devices() + 1))
+    with pytest.raises(InputError, match="at most"):
+        check_tensor_split((1.0,) * (llama.max_devices() + 1))
+    check_tensor_split((1.0,) * llama.max_devices())  # every device a share: fine
 
 
 def test_the_run_config_hands_the_split_to_the_engine():
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.fit.plan import engine_kwargs
+    from aimo_gguf.fit.plan import engine_options
 
-    kwargs = engine_kwargs(RunConfig(split_mode="none", tensor_split="3,1", main_gpu=1), 4)
-    assert (kwargs["split_mode"], kwargs["tensor_split"], kwargs["main_gpu"]) == ("none", (3.0, 1.0), 1)
+    options = engine_options(RunConfig(split_mode="none", tensor_split="3,1", main_gpu=1), "m.gguf", batch_size=4)
+    assert (options.split_mode, options.tensor_split, options.main_gpu) == ("none", (3.0, 1.0), 1)
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -113,12 +115,13 @@ def test_info_gives_each_gpu_its_share(runner, monkeypatch):
     assert "per GPU" not in runner.invoke(cli, ["info"]).output  # one GPU (or none): no split to show
 
 
-def test_ngl_auto_over_several_gpus_fits_every_gpu_s_share(monkeypatch, capsys):
+def test_ngl_auto_over_several_gpus_fits_every_gpu_s_share(monkeypatch):
     import aimo_gguf.engine.llama as llama_module
+    import aimo_gguf.fit.gpus as devices
     import aimo_gguf.fit.shares as split
     from aimo_gguf.config import RunConfig
     from aimo_gguf.fit.memory import read_shape
-    from aimo_gguf.fit.plan import resolve_gpu_layers
+    from aimo_gguf.fit.plan import plan_load
     from aimo_gguf.gguf.files import default_model_path
 
     path = default_model_path()
@@ -126,12 +129,14 @@ def test_ngl_auto_over_several_gpus_fits_every_gpu_s_share(monkeypatch, capsys):
     total = split.device_shares(read_shape(str(path)), ctx=512 + 64, batch_size=4, n_gpu_layers=-1,
                                 sizes=[10**10]).per_device[0]
     roomy = total // 2 + 600 * 2**20  # half the model and the reserve: neither GPU alone, both together
-    monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [roomy, roomy])
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(roomy, 0, roomy)] * 2)
     config = RunConfig(n_gpu_layers="auto", max_tokens=64, batch_size=4)
-    assert resolve_gpu_layers(config, path) == -1
-    assert "fit 2 GPUs (--split-mode layer)" in capsys.readouterr().err
-    monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [roomy // 4, roomy // 4])
-    assert 0 <= resolve_gpu_layers(config, path) < read_shape(str(path)).n_layers
+    plan = plan_load(config, path)
+    assert plan.n_gpu_layers == -1
+    assert "fit 2 GPUs (--split-mode layer)" in " ".join(plan.notes)
+    assert plan.shares is not None and plan.shares.fits([roomy] * 2)  # the shares of the plan, per GPU
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(roomy // 4, 0, roomy // 4)] * 2)
+    assert 0 <= plan_load(config, path).n_gpu_layers < read_shape(str(path)).n_layers
 
 
 def test_a_replica_s_time_shares_are_the_run_s():
@@ -172,36 +177,41 @@ def test_device_options_are_checked_against_the_gpus_there_are(monkeypatch, opti
     import aimo_gguf.fit.gpus as devices
     from aimo_gguf.config import RunConfig
     from aimo_gguf.errors import InputError
-    from aimo_gguf.fit.plan import check_devices
+    from aimo_gguf.fit.plan import plan_load
+    from aimo_gguf.gguf.files import default_model_path
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [(16 << 30, 0, 16 << 30)] * 2)
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        check_devices(RunConfig(**options))
-    check_devices(RunConfig(main_gpu=1, tensor_split="3,1"))  # within what there is: fine
+        plan_load(RunConfig(**options), default_model_path())
+    plan_load(RunConfig(main_gpu=1, tensor_split="3,1"), default_model_path())  # within what there is: fine
 
 
 def test_one_gpu_free_is_the_main_gpu_s_with_split_mode_none(monkeypatch):
     import aimo_gguf.fit.gpus as devices
     from aimo_gguf.config import RunConfig
-    from aimo_gguf.fit.plan import one_gpu_free
+    from aimo_gguf.fit.plan import _devices
 
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
     monkeypatch.setattr(devices, "gpu_memories", lambda: [(16, 15, 1), (16, 6, 10)])
     monkeypatch.setattr(devices, "gpu_memory", lambda: (16, 15, 1))
-    assert one_gpu_free(RunConfig(split_mode="none", main_gpu=1)) == 10
-    assert one_gpu_free(RunConfig()) == 1
+    assert _devices().one(RunConfig(split_mode="none", main_gpu=1))[0] == 10
+    assert _devices().one(RunConfig())[0] == 1
 
 
-def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch, capsys):
+def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch):
+    import aimo_gguf.fit.gpus as devices
     import aimo_gguf.fit.shares as split
     from aimo_gguf.config import RunConfig
     from aimo_gguf.fit.memory import read_shape
-    from aimo_gguf.fit.plan import resolve_batch_size
+    from aimo_gguf.fit.plan import plan_load
     from aimo_gguf.gguf.files import default_model_path
 
-    monkeypatch.setattr(split, "gpu_sizes", lambda text=None, free=False: [1 << 30, 1 << 30])
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(1 << 30, 0, 1 << 30)] * 2)
     path = default_model_path()
-    batch = resolve_batch_size(RunConfig(batch_size="auto", ctx=2048), path, n_gpu_layers=-1)
+    plan = plan_load(RunConfig(batch_size="auto", ctx=2048, n_gpu_layers=-1), path)
+    batch = plan.batch_size
     shares = split.device_shares(read_shape(str(path)), ctx=2048, batch_size=batch, n_gpu_layers=-1,
                                  sizes=[1 << 30] * 2)
     bigger = split.device_shares(read_shape(str(path)), ctx=2048, batch_size=batch + 1, n_gpu_layers=-1,
@@ -209,4 +219,4 @@ def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch, capsys):
     from aimo_gguf.fit.plan import GPU_RUNTIME_RESERVE
 
     assert batch >= 1 and shares.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE)
-    assert not bigger.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE) and "fit 2 GPUs" in capsys.readouterr().err
+    assert not bigger.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE) and "fit 2 GPUs" in " ".join(plan.notes)

@@ -14,7 +14,7 @@ from aimo_gguf.engine.confidence import (
     Tracker,
     token_signals,
 )
-from aimo_gguf.engine.slot import Sequence, StopMatcher
+from aimo_gguf.engine.slot import Slot, StopMatcher
 
 pytestmark = pytest.mark.logic
 
@@ -93,7 +93,7 @@ def test_settings_are_checked():
 
 
 def running(stop_below, window=3):
-    seq = Sequence(0)
+    seq = Slot(0)
     seq.start(Request(key=0, prompt=[1, 2], max_tokens=10, seed=0, stop_below=stop_below), max_new=10, order=0,
               wait_for_prefix=False)
     seq.tracker = Tracker(ConfidenceSettings(group_window=window, tail_window=window))
@@ -122,7 +122,7 @@ def test_without_a_threshold_or_a_tracker_nothing_is_cut():
         assert seq.accept(5, b"x", eog=False, stops=StopMatcher(())) is None
     seq.tracker.add(0.5, 0.0, -0.1)
     assert seq.accept(5, b"x", eog=False, stops=StopMatcher(())) == FINISH_LENGTH
-    plain = Sequence(1)
+    plain = Slot(1)
     plain.start(Request(key=0, prompt=[1], max_tokens=3, seed=0, stop_below=99.0), max_new=3, order=0,
                 wait_for_prefix=False)
     assert plain.accept(5, b"x", eog=False, stops=StopMatcher(())) is None

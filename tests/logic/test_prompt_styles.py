@@ -10,7 +10,7 @@ import pytest
 
 from aimo_gguf.engine.api import EngineStats, Request
 from aimo_gguf.engine.scheduler import Scheduler
-from aimo_gguf.engine.slot import SeqState, Sequence, StopMatcher
+from aimo_gguf.engine.slot import SeqState, Slot, StopMatcher
 from aimo_gguf.styles.prompts import DEFAULT_SYSTEM_PROMPT, chat_prompt, detect_style
 from aimo_gguf.styles.think import (
     CONCLUDE,
@@ -81,14 +81,14 @@ def test_the_default_reserve(max_tokens, reserve):
     assert default_reserve(max_tokens) == reserve
 
 
-def thinking(hook, max_new=10) -> Sequence:
-    seq = Sequence(0)
+def thinking(hook, max_new=10) -> Slot:
+    seq = Slot(0)
     seq.start(Request("k", [1, 2, 3], max_new, 0, tool=hook), max_new=max_new, order=0, wait_for_prefix=False)
     seq.take(3)
     return seq
 
 
-def feed(seq: Sequence, pieces: list[str], *, eog_at: int = -1) -> list[int]:
+def feed(seq: Slot, pieces: list[str], *, eog_at: int = -1) -> list[int]:
     """Sample ``pieces`` into ``seq`` one token each; the positions where it paused for its hook
     (each pause answered at once, as the scheduler would)."""
     stops, pauses = StopMatcher(()), []
@@ -211,8 +211,8 @@ class OnToken:
         pass
 
 
-def running(tool, max_new=10, render_special=True) -> Sequence:
-    seq = Sequence(0)
+def running(tool, max_new=10, render_special=True) -> Slot:
+    seq = Slot(0)
     seq.start(Request("k", [1, 2, 3], max_new, 0, tool=tool, render_special=render_special), max_new=max_new,
               order=0, wait_for_prefix=False)
     seq.take(3)

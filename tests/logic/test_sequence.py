@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aimo_gguf.engine.api import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Request
-from aimo_gguf.engine.slot import SeqState, Sequence, StopMatcher
+from aimo_gguf.engine.slot import SeqState, Slot, StopMatcher
 
 
 @pytest.mark.parametrize(("stops", "text", "new", "cut"), [
@@ -24,8 +24,8 @@ def test_an_empty_matcher_is_false():
     assert not StopMatcher([]) and not StopMatcher([""]) and StopMatcher(["x"])
 
 
-def started(max_new=3, tool=None, prompt=(1, 2, 3)) -> Sequence:
-    seq = Sequence(0)
+def started(max_new=3, tool=None, prompt=(1, 2, 3)) -> Slot:
+    seq = Slot(0)
     seq.start(Request(key="r", prompt=list(prompt), max_tokens=max_new, seed=0, tool=tool), max_new=max_new,
               order=0, wait_for_prefix=False)
     return seq

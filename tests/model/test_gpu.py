@@ -18,7 +18,7 @@ from aimo_gguf.config import RunConfig
 from aimo_gguf.engine import Engine, Request, SamplingParams
 from aimo_gguf.fit.gpus import gpu_memory
 from aimo_gguf.fit.memory import measure, read_shape
-from aimo_gguf.fit.plan import GPU_RUNTIME_RESERVE, resolve_gpu_layers
+from aimo_gguf.fit.plan import GPU_RUNTIME_RESERVE, plan_load
 
 GPU_MODEL_ENV = "AIMO_GGUF_GPU_MODEL"  # read before conftest clears AIMO_GGUF_* for each test
 _MODEL = os.environ.get(GPU_MODEL_ENV)
@@ -124,14 +124,14 @@ def test_the_gpu_estimate_holds(model, batch):
 
 def test_auto_takes_every_layer_when_the_gpu_has_room(model):
     config = RunConfig(n_gpu_layers="auto", batch_size=4, ctx=1024)
-    assert resolve_gpu_layers(config, model, quiet=True) == -1
+    assert plan_load(config, model).n_gpu_layers == -1
 
 
 def test_auto_takes_fewer_layers_on_a_nearly_full_gpu_and_they_load(model):
     shape = read_shape(str(model))
     full = measure(model, ctx=1024, batch_size=4, n_gpu_layers=-1)
     with occupy(GPU_RUNTIME_RESERVE + full.gpu // 2):  # -ngl auto keeps the reserve back; this process has one
-        layers = resolve_gpu_layers(RunConfig(n_gpu_layers="auto", batch_size=4, ctx=1024), model, quiet=True)
+        layers = plan_load(RunConfig(n_gpu_layers="auto", batch_size=4, ctx=1024), model).n_gpu_layers
         assert 0 < layers < shape.n_layers
         with Engine(model, n_gpu_layers=layers, ctx=1024, batch_size=4, ignore_eos=True) as engine:
             assert engine.info.n_gpu_layers == layers
