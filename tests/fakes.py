@@ -306,3 +306,13 @@ def load_prompt_engine(config, model_path, **kwargs) -> PromptEngine:
     batch = config.batch_size if isinstance(config.batch_size, int) else 4
     return PromptEngine(tir=config.tir, batch_size=batch, n_ctx_seq=config.sequence_ctx, steps=lambda p, s: 3,
                         step_seconds=0.005)
+
+
+def load_boxed_engine(config, model_path, **kwargs) -> FakeEngine:
+    """The engine process's loader for the notebook under the gateway (``tests/notebook_run.py --fake-answer``):
+    every sample answers ``$FAKE_ANSWER``, one step each."""
+    import os
+
+    answer = int(os.environ["FAKE_ANSWER"])
+    batch = config.batch_size if isinstance(config.batch_size, int) else 1
+    return FakeEngine(lambda problem, sample: boxed(answer), batch_size=batch, n_ctx_seq=config.sequence_ctx)

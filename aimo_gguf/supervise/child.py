@@ -50,6 +50,7 @@ class Load:
     traces: bool = False
     verbose: bool = False
     token_budget: int | None = None  # most tokens per engine step (the AIMO3 adapter's), None: the engine's
+    replicas: int = 1  # the AIMO3 adapter's engines, one per GPU, as one pool in this process
 
 
 class _Traces:
@@ -119,8 +120,14 @@ class Child:
         if self.fault is not None:
             self.fault.number = load.number
         try:
-            self.engine = _loader()(load.config, Path(load.model_path), verbose=load.verbose, graded=load.graded,
-                                    traces=load.traces, token_budget=load.token_budget)
+            if load.replicas > 1:
+                from ..kaggle import _load_replicas
+
+                self.engine = _load_replicas(load.config, load.replicas, verbose=load.verbose,
+                                             step_tokens=load.token_budget)
+            else:
+                self.engine = _loader()(load.config, Path(load.model_path), verbose=load.verbose,
+                                        graded=load.graded, traces=load.traces, token_budget=load.token_budget)
             style = check_prompt(self.engine, load.config)
         except AimoError as e:
             self.conn.send(LoadFailed(e))
