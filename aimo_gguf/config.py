@@ -162,6 +162,8 @@ class RunConfig:
                                       "backend (llama.cpp's samplers inside the decode, on the device that "
                                       "holds the output layer) or auto (backend with the output layer on a "
                                       "GPU, where the build can; else batched).", choices=SAMPLER_PATHS)
+    in_process: bool = _opt(False, "Load the engine in this process instead of a supervised child process (a "
+                                   "native crash then ends the run): for debugging.")
     # Several GPUs (llama.cpp's split) and several engines (replicas on Ray): see aimo_gguf.fit.shares, aimo_gguf.replicas.
     split_mode: str = _opt(DEFAULT_SPLIT_MODE, "How one model spreads over several GPUs: none (all on --main-gpu), "
                                                "layer (whole layers per GPU) or row (each matrix's rows across "

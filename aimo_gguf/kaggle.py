@@ -83,6 +83,7 @@ class AdapterStats:
     graded: int = 0  # calls whose row carried an answer (reference.csv)
     correct: int = 0  # graded calls answered correctly
     seconds: list[float] = field(default_factory=list)
+    engine_crashes: int = 0  # deaths of the engine process (each answered, the next call on a fresh engine)
     tools: dict | None = None  # with tir: tool calls, ok / errors / timeouts, sandbox seconds (ToolStats)
 
     @property
@@ -146,6 +147,10 @@ class KaggleSolver:
                              f"({ANSWER_RANGE[0]}..{ANSWER_RANGE[1]})")
         self.stats = AdapterStats()
         self.tool_stats = ToolStats() if self.config.tir else None
+        self.served = None  # the engine in a child process (aimo_gguf.supervise.served), unless in_process
+        if engine is None and not self.config.in_process:
+            self._serve(model, verbose=verbose, replicas=replicas, step_tokens=step_tokens)
+            return
         if engine is None and replicas > 1:
             engine = _load_replicas(self.config, replicas, verbose=verbose, step_tokens=step_tokens)
         elif engine is None:
@@ -160,6 +165,18 @@ class KaggleSolver:
             engine.close()
             raise
         for note in engine.info.notes:
+            _log(note)
+
+    def _serve(self, model: str | None, *, verbose: bool, replicas: int, step_tokens: int) -> None:
+        """The engine in a child process that outlives a native crash: ``predict`` never loses the server."""
+        from .gguf.files import resolve_model
+        from .supervise.served import ServedEngine
+
+        self.served = ServedEngine(self.config, resolve_model(model), verbose=verbose, token_budget=step_tokens,
+                                   replicas=replicas, clock=self.clock)
+        self.served.start()
+        self.engine, self.prompt_style, self.tool_stats = None, self.served.prompt_style, self.served.tool_stats
+        for note in self.served.info.notes:
             _log(note)
 
     def seconds_left(self) -> float:
@@ -183,18 +200,18 @@ class KaggleSolver:
         """The answer to one problem, within its share of the time left. May raise."""
         start = self.clock()
         share = self._share(start)
-        solver = Solver(self.engine, self.config, deadline=start + share, tool_stats=self.tool_stats,
-                        clock=self.clock, style=self.style)
+        crashes = self.served.crashes if self.served is not None else 0
         try:
-            results = list(solver.solve([Problem(id=problem_id, problem=problem)]))
+            results = self._results(Problem(id=problem_id, problem=problem), deadline=start + share)
         finally:
             if self.tool_stats is not None:
                 self.stats.tools = self.tool_stats.to_dict()
         seconds = self.clock() - start
         self.stats.seconds.append(round(seconds, 3))
-        if not results:  # no time to start it at all
+        if not results:  # no time to start it at all, or the engine died on it
             self.stats.fallbacks += 1
-            _log(f"{problem_id}: no time left: answer {self.config.fallback_answer} (fallback)")
+            why = "no time left" if self.served is None or self.served.crashes == crashes else "no result"
+            _log(f"{problem_id}: {why}: answer {self.config.fallback_answer} (fallback)")
             return self.config.fallback_answer
         r = results[0]
         self.stats.answered += not r.fallback
@@ -207,6 +224,16 @@ class KaggleSolver:
         _log(f"{problem_id}: answer {answer}{note} in {seconds:.1f} s of {share:.1f} s"
              + (" (cut)" if r.cut else "") + f"; {self.seconds_left() / 60:.1f} min left")
         return answer
+
+    def _results(self, problem: Problem, *, deadline: float) -> list:
+        """The problem's result (none: no time, or the engine process died on it), here or in the child."""
+        if self.served is not None:
+            result = self.served.solve(problem, deadline=deadline)
+            self.stats.engine_crashes = self.served.crashes
+            return [] if result is None else [result]
+        solver = Solver(self.engine, self.config, deadline=deadline, tool_stats=self.tool_stats, clock=self.clock,
+                        style=self.style)
+        return list(solver.solve([problem]))
 
     def predict(self, id_=None, problem=None, *columns, **named):
         """The gateway's call: one-row Series (polars or pandas) or plain values in, one-row DataFrame out.
@@ -254,7 +281,10 @@ class KaggleSolver:
         return predict
 
     def close(self) -> None:
-        self.engine.close()
+        if self.served is not None:
+            self.served.close()
+        else:
+            self.engine.close()
 
 
 def _elapsed_since(started_at: float | None, now: float, total_seconds: float) -> float:

@@ -278,3 +278,41 @@ class TimedEngine(FakeEngine):
                 on_step()
 
         yield from super().generate(requests, on_step=tick)
+
+
+class PromptEngine(FakeEngine):
+    """A fake engine that answers ``What is N + 1?`` from the prompt itself (N + 1), whatever the problem's
+    position: an engine process restarted mid-run sees the problems left at new positions. With ``tir`` each
+    reply runs ``print(N + 1)`` in a fenced block first (a real sandbox worker per sample)."""
+
+    def __init__(self, *, tir: bool = False, **kwargs) -> None:
+        super().__init__(self._reply_to_prompt, **kwargs)
+        self.tir = tir
+        self._request: Request | None = None
+
+    def _finish(self, request: Request) -> Completion:
+        self._request = request
+        return super()._finish(request)
+
+    def _reply_to_prompt(self, problem: int, sample: int) -> str:
+        text = "".join(map(chr, self._request.prompt))
+        n = int(re.findall(r"What is (\d+) \+ 1\?", text)[-1]) + 1
+        return (f"```python\nprint({n})\n```\n" if self.tir else "") + boxed(n)
+
+
+def load_prompt_engine(config, model_path, **kwargs) -> PromptEngine:
+    """The engine process's loader in the cli tier (``AIMO_GGUF_CHILD_LOADER=fakes:load_prompt_engine``):
+    three steps of 5 ms per sample, so several problems are in flight at once, as on a real engine."""
+    batch = config.batch_size if isinstance(config.batch_size, int) else 4
+    return PromptEngine(tir=config.tir, batch_size=batch, n_ctx_seq=config.sequence_ctx, steps=lambda p, s: 3,
+                        step_seconds=0.005)
+
+
+def load_boxed_engine(config, model_path, **kwargs) -> FakeEngine:
+    """The engine process's loader for the notebook under the gateway (``tests/notebook_run.py --fake-answer``):
+    every sample answers ``$FAKE_ANSWER``, one step each."""
+    import os
+
+    answer = int(os.environ["FAKE_ANSWER"])
+    batch = config.batch_size if isinstance(config.batch_size, int) else 1
+    return FakeEngine(lambda problem, sample: boxed(answer), batch_size=batch, n_ctx_seq=config.sequence_ctx)

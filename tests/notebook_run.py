@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -49,6 +50,10 @@ def use_fake_engine(answer: int) -> None:
 
     loading.load_engine = load_engine
     models.resolve_model = lambda model: Path(model or "default.gguf")
+    # The adapter's engine process loads the same fake (the loader is named for it, the path it imports from)
+    tests = str(Path(__file__).resolve().parent)
+    os.environ.update(AIMO_GGUF_CHILD_LOADER="fakes:load_boxed_engine", FAKE_ANSWER=str(answer),
+                      PYTHONPATH=os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..config import RunConfig, make_config
 from ..engine.api import BatchEngine, EngineStats, LoadInfo
@@ -44,6 +44,9 @@ from .problems import (
     write_submission,
 )
 from .summary import RunSummary, peak_rss_mb
+
+if TYPE_CHECKING:
+    from ..fit.plan import LoadPlan
 
 DEFAULT_OUTPUT = "submission.csv"
 KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
@@ -99,6 +102,50 @@ def run(
     t0 = clock()
     config = config or make_config(**options)
     deadline = t0 + config.time_limit - config.margin if config.time_limit else None
+    problems, model_path, journal, plan = _prepare(problems, engine, config, output=output, summary=summary,
+                                             traces=traces, journal=journal, resume=resume)
+    outcome = _Outcome(problems, config)
+    log = None
+    failure: AimoError | None = None
+    # Two stacks: the files (journal, traces) close before the results are written, the engine or the
+    # replicas (``engines``) only after, so ending them (ray.shutdown takes seconds) comes last.
+    with stop_signals() as stop, contextlib.ExitStack() as engines:
+        try:
+            with contextlib.ExitStack() as files:
+                log = files.enter_context(Journal(journal, fingerprint(config, model_path), resume=resume)) \
+                    if journal else None
+                tracer = files.enter_context(TraceWriter(traces, append=resume)) if traces is not None else None
+                if log is not None and log.entries:
+                    print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
+                source = _open_source(engines, engine, config, model_path, graded=any(
+                    p.answer is not None for p in problems), traces=traces is not None, verbose=verbose,
+                    deadline=deadline, clock=clock, plan=plan)
+                stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
+                try:
+                    outcome.solve(source, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
+                                  clock=clock, safe_point=stop.check)
+                except AimoError as e:
+                    failure = e  # what finished is still written (a failure never loses the others); raised below
+                stop.disarm()  # every answer is in: from here on nothing may cut the writing short
+        except (KeyboardInterrupt, Stopped) as e:
+            stop.disarm()
+            outcome.stopped(e.name if isinstance(e, Stopped) else "SIGINT")
+        stop.disarm()
+        if failure is not None:
+            outcome.failed(failure)
+        elif stop.signum is not None and not outcome.summary.interrupted:
+            print(f"aimo-gguf: {stop.name} arrived after the last problem: writing the results", file=sys.stderr)
+        result = outcome.write(output, summary, journal=log)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _prepare(problems, engine: BatchEngine | None, config: RunConfig, *, output, summary, traces, journal,
+             resume: bool) -> tuple[Sequence[Problem], Path, str | Path | None, LoadPlan | None]:
+    """Before any load: the problems read, the model found, the journal named, every output checked
+    (one line for each thing wrong). Returns the problems, the model's path, the journal's and the
+    load plan (None with an engine given or with --ray, where each replica plans on its node)."""
     source = None
     if not isinstance(problems, (list, tuple)):
         source = None if problems is None or problems in BUNDLED_SETS else Path(problems)
@@ -130,54 +177,31 @@ def run(
     elif engine is None:  # each replica plans its own load, on its node
         check_context(model_path, ctx=config.sequence_ctx, batch_size=config.batch_size if isinstance(
             config.batch_size, int) else 1, what=config.ctx_source)
+    return problems, model_path, journal, plan
 
-    outcome = _Outcome(problems, config)
-    log = None
-    failure: AimoError | None = None
-    # Two stacks: the files (journal, traces) close before the results are written, the engine or the
-    # replicas (``engines``) only after, so ending them (ray.shutdown takes seconds) comes last.
-    with stop_signals() as stop, contextlib.ExitStack() as engines:
-        try:
-            with contextlib.ExitStack() as files:
-                log = files.enter_context(Journal(journal, fingerprint(config, model_path), resume=resume)) \
-                    if journal else None
-                tracer = files.enter_context(TraceWriter(traces, append=resume)) if traces is not None else None
-                if log is not None and log.entries:
-                    print(f"aimo-gguf: resuming: {len(log.entries)} problems already in {log.path}", file=sys.stderr)
-                graded = any(p.answer is not None for p in problems)
-                if engine is not None:
-                    source = LocalSource(engine, config)
-                elif config.ray is not None:
-                    from ..replicas import RayReplicas
 
-                    source = engines.enter_context(RayReplicas(config, model_path, verbose=verbose, graded=graded,
-                                                               traces=traces is not None, deadline=deadline,
-                                                               clock=clock))
-                else:
-                    from ..fit.plan import load_engine
+def _open_source(engines: contextlib.ExitStack, engine: BatchEngine | None, config: RunConfig, model_path: Path, *,
+                 graded: bool, traces: bool, verbose: bool, deadline: float | None, clock: Clock,
+                 plan: LoadPlan | None = None) -> ResultSource:
+    """Where the results come from: the engine given, replicas on Ray, the engine in a supervised child
+    process (``aimo_gguf.supervise``), or, with --in-process, one loaded here. Ended by ``engines``."""
+    if engine is not None:
+        return LocalSource(engine, config)
+    if config.ray is not None:
+        from ..replicas import RayReplicas
 
-                    engine = engines.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded,
-                                                               traces=traces is not None, plan=plan))
-                    source = LocalSource(engine, config)
-                stop.check()  # a signal during the load may have landed in a C callback, where it cannot raise
-                try:
-                    outcome.solve(source, log, tracer, progress=progress, on_result=on_result, deadline=deadline,
-                                  clock=clock, safe_point=stop.check)
-                except AimoError as e:
-                    failure = e  # what finished is still written (a failure never loses the others); raised below
-                stop.disarm()  # every answer is in: from here on nothing may cut the writing short
-        except (KeyboardInterrupt, Stopped) as e:
-            stop.disarm()
-            outcome.stopped(e.name if isinstance(e, Stopped) else "SIGINT")
-        stop.disarm()
-        if failure is not None:
-            outcome.failed(failure)
-        elif stop.signum is not None and not outcome.summary.interrupted:
-            print(f"aimo-gguf: {stop.name} arrived after the last problem: writing the results", file=sys.stderr)
-        result = outcome.write(output, summary, journal=log)
-    if failure is not None:
-        raise failure
-    return result
+        return engines.enter_context(RayReplicas(config, model_path, verbose=verbose, graded=graded, traces=traces,
+                                                 deadline=deadline, clock=clock))
+    if not config.in_process:
+        from ..supervise.source import SupervisedSource
+
+        return engines.enter_context(SupervisedSource(config, model_path, verbose=verbose, graded=graded,
+                                                      traces=traces, deadline=deadline, clock=clock))
+    from ..fit.plan import load_engine
+
+    engine = engines.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded, traces=traces,
+                                               plan=plan))
+    return LocalSource(engine, config)
 
 
 def _check_outputs(source: Path | None, model: Path, **outputs) -> None:
@@ -365,6 +389,10 @@ class _Outcome:
         source.final_counters()
         s, stats = self.summary, source.stats
         s.replicas, s.replica_failures = source.replica_rows(), source.failures
+        s.engine_crashes, s.problems_lost_to_crashes = getattr(source, "crashes", 0), getattr(source, "lost", 0)
+        if s.engine_crashes:
+            info = source.loaded_info  # a SIGILL restart turned repacking off
+            s.repack, s.notes = info.repack, list(info.notes)
         s.run_seconds = time.perf_counter() - self.t_start
         s.prompt_tokens = stats.prompt_tokens
         s.shared_prompt_tokens = stats.shared_prompt_tokens
@@ -394,7 +422,8 @@ class _Outcome:
         """The submission (input order, fallbacks for the unanswered) and the summary."""
         s, config = self.summary, self.config
         missing = sum(a is None for a in self.answers)
-        s.not_started = missing if self.deadline is not None and not s.interrupted else 0
+        s.not_started = missing - s.problems_lost_to_crashes if self.deadline is not None and not s.interrupted \
+            else 0
         s.fallbacks += missing
         s.problem_seconds = _spread(self.seconds)
         s.budget_seconds = _spread(self.budgets)

@@ -94,6 +94,10 @@ class RunSummary:
     # and the replicas lost (process killed, node gone) and replaced, their unfinished problems solved elsewhere.
     replicas: list[dict] | None = None
     replica_failures: int = 0
+    # The engine process (aimo_gguf.supervise): its deaths (each followed by a restart, or ending the run), and
+    # the problems in flight at two of them, given the fallback.
+    engine_crashes: int = 0
+    problems_lost_to_crashes: int = 0
 
     @property
     def accuracy(self) -> float | None:
@@ -168,6 +172,9 @@ class RunSummary:
             ("GPU layers", gpu),
             *self._replica_rows(),
         ]
+        if self.engine_crashes:
+            rows.append(("engine crashes", f"{self.engine_crashes}, {self.problems_lost_to_crashes} problems lost "
+                                           f"to them (the fallback)"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -292,6 +292,12 @@ class _Launcher:
 _LAUNCHER = _Launcher()
 
 
+def start_process(*args, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(...)`` from the one long-lived launcher thread, for a child that asks the kernel to
+    kill it when its parent ends (PR_SET_PDEATHSIG): the sandbox's workers, the engine process."""
+    return _LAUNCHER.popen(*args, **kwargs)
+
+
 def _write_all(proc: subprocess.Popen, data: bytes, deadline: float) -> None:
     fd = proc.stdin.fileno()
     poller = select.poll()

@@ -12,7 +12,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 from helpers import ROOT, clean_env
 
@@ -45,7 +47,7 @@ def test_the_readme_kaggle_py_and_the_notebook_hold_the_same_code():
 
 
 def run_notebook(tmp_path, gateway, csv_text: str, *, answer: int = 12, name: str = "test.csv",
-                 options: str | None = None) -> tuple[dict, pl.DataFrame]:
+                 options: str | None = None, env: dict | None = None) -> tuple[dict, pl.DataFrame]:
     data = tmp_path / name
     data.write_text(csv_text)
     settings = ["--set", f"DATA={str(data)!r}", "--set", "MODEL=None"]
@@ -54,10 +56,11 @@ def run_notebook(tmp_path, gateway, csv_text: str, *, answer: int = 12, name: st
     fake = [] if answer is None else ["--fake-answer", str(answer)]
     done = subprocess.run([sys.executable, str(RUNNER), str(NOTEBOOK), "--gateway", str(gateway), *settings, *fake],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                          env=clean_env(PYTHONPATH=str(ROOT)))
+                          env=clean_env(PYTHONPATH=str(ROOT), **(env or {})))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     stats = json.loads(done.stdout.strip().splitlines()[-1])
+    run_notebook.stderr = done.stderr
     return stats, pl.read_parquet(tmp_path / "submission.parquet")
 
 
@@ -103,3 +106,31 @@ def test_a_bound_method_is_refused_and_the_plain_function_is_named_predict(gatew
                           env=clean_env(PYTHONPATH=str(ROOT)))
     assert done.returncode == 1
     assert "ValueError: Endpoint listeners passed to `serve` must be functions, got <class 'method'>" in done.stderr
+
+
+THREE = "id,problem\na1,What is 7 + 5?\nb2,What is 3 times 4?\nc3,What is 9 - 1?\n"
+
+
+@pytest.mark.parametrize("gateway", GATEWAYS)
+@pytest.mark.parametrize(("fault", "crashes", "answers"), [
+    ("abort@decode:b2@once", 1, {"a1": 12, "b2": 12, "c3": 12}),  # retried on the fresh engine: answered
+    ("sigsegv@decode:b2", 2, {"a1": 12, "b2": 0, "c3": 12}),  # died on it twice: the fallback; c3 on a fresh one
+    ("sigill@decode:b2", 2, {"a1": 12, "b2": 0, "c3": 12}),
+])
+def test_an_engine_crash_costs_the_gateway_one_answer_at_most(tmp_path, gateway, fault, crashes, answers):
+    stats, submission = run_notebook(tmp_path, gateway, THREE, env={"AIMO_GGUF_CHILD_FAULT": fault})
+    assert dict(zip(submission["id"], submission["answer"])) == answers
+    assert stats["engine_crashes"] == crashes and stats["failures"] == 0
+    assert stats["problems"] == 3 and stats["fallbacks"] == list(answers.values()).count(0)
+    assert "a fresh engine is loading" in run_notebook.stderr
+    deadline = time.monotonic() + 5  # the kernel's SIGKILL (PR_SET_PDEATHSIG) lands a moment after the exit
+    while (left := [p.pid for p in psutil.process_iter() if _cwd(p) == str(tmp_path)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, left  # the notebook ended: no engine process or worker outlives it
+
+
+def _cwd(process) -> str | None:
+    try:
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.cwd()
+    except psutil.Error:
+        return None

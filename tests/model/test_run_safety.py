@@ -80,7 +80,8 @@ def test_sigterm_writes_every_row_and_exits_143(tmp_path):
 
 def test_a_signal_during_the_model_load_stops_the_run(tmp_path, monkeypatch):
     """A signal that lands while llama.cpp is calling back into Python (its log, all through a load)
-    cannot raise there; it is raised at the next safe point, and the run stops as it should."""
+    cannot raise there; it is raised at the next safe point, and the run stops as it should. (The load in
+    this process: --in-process; the engine process ignores signals, its parent handles them.)"""
     from aimo_gguf.engine import llama
     from aimo_gguf.pipeline.runner import run
 
@@ -96,7 +97,7 @@ def test_a_signal_during_the_model_load_stops_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(llama, "on_log", on_log)
     problems = write_problems(tmp_path / "p.csv", 5)
     out = tmp_path / "sub.csv"
-    result = run(problems, output=out, progress=False, samples=1, max_tokens=8, threads=2)
+    result = run(problems, output=out, progress=False, samples=1, max_tokens=8, threads=2, in_process=True)
     assert sent and result.summary.interrupted and result.summary.stopped_by == "SIGTERM"
     assert result.exit_code == 143 and result.summary.problems_done == 0
     assert len(out.read_text().splitlines()) == 6  # every row: the fallback
