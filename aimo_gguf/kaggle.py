@@ -49,7 +49,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import RunConfig, make_config
+from .config import make_config
 from .engine.api import BatchEngine
 from .errors import InputError
 from .pipeline.problems import Problem
@@ -152,7 +152,9 @@ class KaggleSolver:
             self._serve(model, verbose=verbose, replicas=replicas, step_tokens=step_tokens)
             return
         if engine is None and replicas > 1:
-            engine = _load_replicas(self.config, replicas, verbose=verbose, step_tokens=step_tokens)
+            from .fit.plan import load_engine_pool
+
+            engine = load_engine_pool(self.config, replicas, verbose=verbose, token_budget=step_tokens)
         elif engine is None:
             from .fit.plan import load_engine
             from .gguf.files import resolve_model
@@ -302,42 +304,6 @@ def _elapsed_since(started_at: float | None, now: float, total_seconds: float) -
         raise InputError(f"started_at is {already:.0f} s ago, more than total_seconds ({total_seconds:g}): pass "
                          "time.time() taken at the notebook's start (not time.monotonic() or time.perf_counter())")
     return max(0.0, already)
-
-
-def _load_replicas(config: RunConfig, replicas: int, *, verbose: bool, step_tokens: int) -> BatchEngine:
-    """One engine per GPU (GPU i holds engine i whole: --split-mode none, --main-gpu i) as one EnginePool,
-    each with ceil(samples / replicas) sequences, so a problem's samples split evenly and share one vote.
-    On a CPU build each engine gets its share of the threads instead."""
-    from dataclasses import replace
-
-    from .engine import default_threads
-    from .engine.llama import supports_gpu_offload
-    from .engine.pool import EnginePool
-    from .fit.plan import load_engine
-    from .gguf.files import resolve_model
-
-    path = resolve_model(config.model)
-    if supports_gpu_offload():
-        from .fit.gpus import gpu_memories
-
-        visible = len(gpu_memories())
-        if visible and replicas > visible:
-            raise InputError(f"replicas={replicas} needs one GPU each, and {visible} GPU(s) are visible")
-    batch = -(-config.samples // replicas)
-    threads = config.threads or max(1, default_threads() // (1 if supports_gpu_offload() else replicas))
-    engines = []
-    try:
-        for i in range(replicas):
-            gpu = dict(split_mode="none", main_gpu=i) if supports_gpu_offload() else {}
-            engines.append(load_engine(replace(config, batch_size=batch, threads=threads, **gpu), path,
-                                       verbose=verbose, token_budget=step_tokens))
-    except BaseException:
-        for e in engines:
-            e.close()
-        raise
-    _log(f"{replicas} replicas of the model, {batch} sequences each: a problem's samples are shared out "
-         f"and voted on together")
-    return EnginePool(engines)
 
 
 def _known_answer(columns: tuple, named: dict) -> int | None:

@@ -241,3 +241,36 @@ def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, g
         note = f"--ctx {config.ctx} is {engine.n_ctx_seq} tokens per sequence: llama.cpp sizes it in steps of 256"
         engine.info = replace(engine.info, notes=(*engine.info.notes, note))
     return engine
+
+
+def load_engine_pool(config: RunConfig, replicas: int, *, verbose: bool = False, token_budget: int | None = None):
+    """One engine per GPU (GPU i holds engine i whole: --split-mode none, --main-gpu i) as one EnginePool,
+    each with ceil(samples / replicas) sequences, so a problem's samples split evenly and share one vote
+    (the AIMO3 adapter's ``replicas=N``). On a CPU build each engine gets its share of the threads instead."""
+    from ..engine import default_threads
+    from ..engine.llama import supports_gpu_offload
+    from ..engine.pool import EnginePool
+    from ..gguf.files import resolve_model
+    from .gpus import gpu_memories
+
+    path = resolve_model(config.model)
+    offload = supports_gpu_offload()
+    if offload:
+        visible = len(gpu_memories())
+        if visible and replicas > visible:
+            raise InputError(f"replicas={replicas} needs one GPU each, and {visible} GPU(s) are visible")
+    batch = -(-config.samples // replicas)
+    threads = config.threads or max(1, default_threads() // (1 if offload else replicas))
+    engines = []
+    try:
+        for i in range(replicas):
+            gpu = dict(split_mode="none", main_gpu=i) if offload else {}
+            engines.append(load_engine(replace(config, batch_size=batch, threads=threads, **gpu), path,
+                                       verbose=verbose, token_budget=token_budget))
+    except BaseException:
+        for engine in engines:
+            engine.close()
+        raise
+    print(f"aimo-gguf: {replicas} replicas of the model, {batch} sequences each: a problem's samples are shared "
+          f"out and voted on together", file=sys.stderr)
+    return EnginePool(engines)

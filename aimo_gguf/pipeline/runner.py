@@ -196,7 +196,7 @@ def _open_source(engines: contextlib.ExitStack, engine: BatchEngine | None, conf
         from ..supervise.source import SupervisedSource
 
         return engines.enter_context(SupervisedSource(config, model_path, verbose=verbose, graded=graded,
-                                                      traces=traces, deadline=deadline, clock=clock))
+                                                      traces=traces, deadline=deadline, clock=clock, plan=plan))
     from ..fit.plan import load_engine
 
     engine = engines.enter_context(load_engine(config, model_path, verbose=verbose, graded=graded, traces=traces,

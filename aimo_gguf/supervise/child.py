@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import AimoError
+from ..fit.plan import LoadPlan
 from ..pipeline.problems import Problem
 from ..replicas.handle import (
     Failed,
@@ -60,6 +61,7 @@ class Load:
     verbose: bool = False
     token_budget: int | None = None  # most tokens per engine step (the AIMO3 adapter's), None: the engine's
     replicas: int = 1  # the AIMO3 adapter's engines, one per GPU, as one pool in this process
+    plan: LoadPlan | None = None  # the parent's load plan (header and GPUs read once); None: the child plans
 
 
 class _Traces:
@@ -131,13 +133,14 @@ class Child:
             self.fault.number = load.number
         try:
             if load.replicas > 1:
-                from ..kaggle import _load_replicas
+                from ..fit.plan import load_engine_pool
 
-                self.engine = _load_replicas(load.config, load.replicas, verbose=load.verbose,
-                                             step_tokens=load.token_budget)
+                self.engine = load_engine_pool(load.config, load.replicas, verbose=load.verbose,
+                                               token_budget=load.token_budget)
             else:
                 self.engine = _loader()(load.config, Path(load.model_path), verbose=load.verbose,
-                                        graded=load.graded, traces=load.traces, token_budget=load.token_budget)
+                                        graded=load.graded, traces=load.traces, token_budget=load.token_budget,
+                                        plan=load.plan)
             self.style = style_for(self.engine, load.config)  # once, for every problem it is sent
         except AimoError as e:
             if self.engine is not None:

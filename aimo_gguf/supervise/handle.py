@@ -204,9 +204,11 @@ class ProcessLauncher:
 
     def start(self, *, number: int, **changes) -> ProcessHandle:
         """A new child (not loading yet); ``changes`` replace settings of the run's config (a restart's
-        ``repack=False``)."""
-        config = replace(self.spec.config, **changes) if changes else self.spec.config
-        return ProcessHandle(replace(self.spec, number=number, config=config), wake=self.wake)
+        ``repack=False``; the child then plans its own load, for the settings it has)."""
+        if not changes:
+            return ProcessHandle(replace(self.spec, number=number), wake=self.wake)
+        config = replace(self.spec.config, **changes)
+        return ProcessHandle(replace(self.spec, number=number, config=config, plan=None), wake=self.wake)
 
     def wait(self, handles: Sequence[ProcessHandle], *, timeout: float) -> None:
         self.wake.wait(timeout)

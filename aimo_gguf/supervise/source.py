@@ -42,6 +42,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..engine.api import EngineStats, LoadInfo
 from ..errors import EngineError
+from ..fit.plan import LoadPlan
 from ..pipeline.problems import Problem
 from ..replicas.handle import (
     Died,
@@ -72,10 +73,10 @@ class SupervisedSource:
 
     def __init__(self, config: RunConfig, model_path: str | Path, *, graded: bool = False, traces: bool = False,
                  verbose: bool = False, deadline: float | None = None, clock: Clock = time.monotonic,
-                 token_budget: int | None = None) -> None:
+                 token_budget: int | None = None, plan: LoadPlan | None = None) -> None:
         self.config = config
         self.launcher = ProcessLauncher(Load(config=config, model_path=str(model_path), number=0, graded=graded,
-                                             traces=traces, verbose=verbose, token_budget=token_budget))
+                                             traces=traces, verbose=verbose, token_budget=token_budget, plan=plan))
         self.deadline, self.clock = deadline, clock
         self.crashes = 0  # engine processes that died
         self.lost = 0  # problems given the fallback for crashing it STRIKES times

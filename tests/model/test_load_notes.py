@@ -29,9 +29,11 @@ def test_a_context_other_than_the_one_asked_for_is_said(options, n_ctx_seq):
     dict(), dict(n_gpu_layers="auto"), dict(batch_size="auto", max_memory="1GiB"), dict(n_gpu_layers=-1),
     dict(n_gpu_layers="auto", batch_size="auto", max_memory="2GiB", ctx=256),
 ])
-def test_the_run_path_reads_the_header_once(monkeypatch, tmp_path, options):
+@pytest.mark.parametrize("in_process", [True, False])
+def test_the_run_path_reads_the_header_once(monkeypatch, tmp_path, options, in_process):
     """Issue 23: the load parsed the GGUF header up to four times. From the CLI's options to a loaded engine and
-    a solved problem, the header is read once, whatever 'auto' leaves to the plan."""
+    a solved problem, the header is read once, whatever 'auto' leaves to the plan. In process that is the whole
+    path; with the engine in its child process, the parent plans and the child is handed the plan."""
     import aimo_gguf.gguf.header as header
     from aimo_gguf.pipeline.problems import Problem
     from aimo_gguf.pipeline.runner import run
@@ -43,6 +45,6 @@ def test_the_run_path_reads_the_header_once(monkeypatch, tmp_path, options):
         return real(path, **kwargs)
 
     monkeypatch.setattr(header, "read_header", counted)
-    config = make_config(samples=1, max_tokens=4, threads=2, **{"batch_size": 1, **options})
+    config = make_config(samples=1, max_tokens=4, threads=2, in_process=in_process, **{"batch_size": 1, **options})
     run([Problem(id="p", problem="What is 1 + 1?")], output=tmp_path / "s.csv", progress=False, config=config)
     assert reads == [str(default_model_path())]
