@@ -24,17 +24,15 @@ from ..solving.solver import Solver
 from ..styles import style_for
 from ..styles.tir import ToolStats
 from .cluster import node_address
-from .handle import Finished, Loaded, LoadFailed, ReplicaCounters, Solved, Work
-
-
-class _Traces:
-    """The trace sink of a replica's Solver: records kept until their problem is decided."""
-
-    def __init__(self) -> None:
-        self.by_problem: dict[str, list[dict]] = {}
-
-    def write(self, record: dict) -> None:
-        self.by_problem.setdefault(record["id"], []).append(record)
+from .handle import (
+    Finished,
+    Loaded,
+    LoadFailed,
+    ProblemTraces,
+    ReplicaCounters,
+    Solved,
+    Work,
+)
 
 
 class Replica:
@@ -74,7 +72,7 @@ class Replica:
         """Solve ``work.problems``; its deadline is on the driver's clock, turned into this node's."""
         start = time.monotonic()
         deadline = None if work.deadline_at is None else start + (work.deadline_at - time.time())
-        sink = _Traces() if self.traces else None
+        sink = ProblemTraces() if self.traces else None
         solver = Solver(self.engine, self.config, traces=sink, deadline=deadline, tool_stats=self.tool_stats,
                         parallel=work.parallel, waiting_elsewhere=work.waiting_elsewhere, style=self.style)
         positions = [position for position, _ in work.problems]

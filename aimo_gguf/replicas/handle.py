@@ -140,3 +140,14 @@ class Launcher(Protocol):
     def start(self, *, number: int) -> ReplicaHandle: ...
 
     def wait(self, handles: Sequence[ReplicaHandle], *, timeout: float) -> None: ...
+
+
+class ProblemTraces:
+    """The trace sink of a replica's Solver: records kept until their problem is decided, then sent with
+    its ``Solved``."""
+
+    def __init__(self) -> None:
+        self.by_problem: dict[str, list[dict]] = {}
+
+    def write(self, record: dict) -> None:
+        self.by_problem.setdefault(record["id"], []).append(record)

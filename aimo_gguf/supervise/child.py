@@ -38,6 +38,7 @@ from ..replicas.handle import (
     Finished,
     Loaded,
     LoadFailed,
+    ProblemTraces,
     Progress,
     ReplicaCounters,
     Solved,
@@ -62,16 +63,6 @@ class Load:
     token_budget: int | None = None  # most tokens per engine step (the AIMO3 adapter's), None: the engine's
     replicas: int = 1  # the AIMO3 adapter's engines, one per GPU, as one pool in this process
     plan: LoadPlan | None = None  # the parent's load plan (header and GPUs read once); None: the child plans
-
-
-class _Traces:
-    """The trace sink of the child's Solver: records kept until their problem is decided."""
-
-    def __init__(self) -> None:
-        self.by_problem: dict[str, list[dict]] = {}
-
-    def write(self, record: dict) -> None:
-        self.by_problem.setdefault(record["id"], []).append(record)
 
 
 class _Announced(Sequence):
@@ -158,7 +149,7 @@ class Child:
 
         start = time.monotonic()
         deadline = None if work.deadline_at is None else start + (work.deadline_at - time.time())
-        sink = _Traces() if self.load.traces else None
+        sink = ProblemTraces() if self.load.traces else None
         positions = [position for position, _ in work.problems]
         problems = [problem for _, problem in work.problems]
         if self.fault is not None:
