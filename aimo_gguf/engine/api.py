@@ -111,6 +111,9 @@ class EngineOptions:
         object.__setattr__(self, "stop", tuple(self.stop))
         if self.tensor_split is not None:
             object.__setattr__(self, "tensor_split", tuple(self.tensor_split))
+        if not isinstance(self.n_gpu_layers, int) or isinstance(self.n_gpu_layers, bool):
+            raise InputError(f"n_gpu_layers must be a whole number (-1 = all), got {self.n_gpu_layers!r}: "
+                             "resolve 'auto' with aimo_gguf.fit.plan.plan_load")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}")
         if self.ctx < 16:
