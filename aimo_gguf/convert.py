@@ -269,7 +269,7 @@ def read_config(model_dir: Path) -> dict:
 
 
 def check_architecture(config: dict, model_dir: Path, converter: Path) -> str:
-    from .engine.llama import binding_version
+    from .engine.backends import binding_version
 
     names = config.get("architectures") or []
     if not names:
@@ -382,7 +382,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, outtype, matrix) -> dict:
-    from .engine.llama import binding_version
+    from .engine.backends import binding_version
 
     return {
         "format": MANIFEST_FORMAT,

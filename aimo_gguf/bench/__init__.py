@@ -35,7 +35,6 @@ from ..config import RunConfig
 from ..engine import default_threads
 from ..engine.api import DEFAULT_SPLIT_MODE, SAMPLER_AUTO
 from ..engine.limits import check_context
-from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
 from ..gguf.files import resolve_model
 from .chart import plot, require_matplotlib
@@ -123,6 +122,8 @@ def bench(
     path = resolve_model(config.model)
     sizes, config = resolve_auto(config, path, batch_sizes)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
+    from ..engine.llama import supports_gpu_offload  # here: importing the CLI must not load llama.cpp
+
     gpu_build = supports_gpu_offload()
     say = Progress(progress)
     work = synthetic_problems(problems)

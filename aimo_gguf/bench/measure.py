@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import RunConfig
-from ..engine import FINISH_LENGTH, Engine, Request, SamplingParams
+from ..engine import FINISH_LENGTH, Request, SamplingParams
+from ..engine.api import BatchEngine
 from ..errors import AimoError, InputError
 from ..fit.plan import engine_options
 from ..pipeline.problems import Problem
@@ -42,7 +43,7 @@ _HOST_PARTS = ("step_seconds", "decode_seconds", "draw_seconds", "confidence_sec
 class _StepWatch:
     """Per-step bookkeeping from the engine's counters (``on_step`` runs after every decode)."""
 
-    def __init__(self, engine: Engine, rss: RssProbe, gpu: GpuProbe | None, say, label: str, total: int) -> None:
+    def __init__(self, engine: BatchEngine, rss: RssProbe, gpu: GpuProbe | None, say, label: str, total: int) -> None:
         self.stats = engine.stats
         self.rss, self.gpu, self.say, self.label, self.total = rss, gpu, say, label, total
         self.prompt_tokens = self.stats.prompt_tokens
@@ -93,6 +94,8 @@ def engine_row(
     rss = RssProbe()
     gpu = GpuProbe.open(gpu_build)
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
+    from ..engine.engine import Engine  # here: importing the CLI must not load llama.cpp
+
     t_load = time.perf_counter()
     try:
         engine = Engine(engine_options(config, model, batch_size=batch_size, cpu_clock=True))  # config has ignore_eos=True
@@ -297,6 +300,8 @@ def _check_ctx(prompts: list, config: RunConfig) -> None:
 
 
 def tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) -> list | None:
+    from ..engine.engine import Engine
+
     try:
         with Engine(path, ctx=16, batch_size=1, threads=config.threads) as engine:
             prompts = [build_prompt(engine, p, config) for p in problems]

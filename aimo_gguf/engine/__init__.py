@@ -46,9 +46,10 @@ from .api import (
     SamplingParams,
     ToolHook,
 )
+from .limits import default_threads
 
 # The names that load llama.cpp, and the module each comes from.
-_LAZY = {"Engine": ".engine", "default_threads": ".engine", "layer_ladder": ".engine",
+_LAZY = {"Engine": ".engine", "layer_ladder": ".engine",
          "quantize_file": ".llama", "set_verbose": ".llama"}
 
 

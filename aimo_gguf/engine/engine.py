@@ -12,7 +12,6 @@ tokenizing and the logits of one sequence (for ``compare``) live here too.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -35,7 +34,7 @@ from .api import (
     Request,
 )
 from .confidence import Tracker
-from .limits import check_limits, check_tensor_split
+from .limits import check_limits, check_tensor_split, default_threads
 from .samplers import Samplers, resolve_path
 from .scheduler import Scheduler, StepPlan
 from .slot import Slot, StopMatcher
@@ -43,16 +42,6 @@ from .slot import Slot, StopMatcher
 
 def _no_clock() -> float:
     return 0.0
-
-
-def default_threads() -> int:
-    """Physical cores where psutil can tell, else all logical CPUs."""
-    try:
-        import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except Exception:
-        return os.cpu_count() or 1
 
 
 def gguf_block_count(path: Path) -> int | None:

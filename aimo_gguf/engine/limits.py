@@ -10,6 +10,7 @@ and each excess is one line naming the option.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,16 @@ MAX_THREADS = 512
 # llama_context_params.n_ctx is a uint32_t: the KV cells of all sequences together.
 MAX_TOTAL_CTX = 2**32 - 1
 CTX_PAD = 256  # llama.cpp rounds each sequence's context up to a multiple of this (llama-context.cpp)
+
+
+def default_threads() -> int:
+    """Physical cores where psutil can tell, else all logical CPUs."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except Exception:
+        return os.cpu_count() or 1
 
 
 def max_sequences() -> int:

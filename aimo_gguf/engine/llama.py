@@ -454,9 +454,3 @@ def cpu_features() -> frozenset[str]:
     text = (llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
     return frozenset(m.group(1) for m in re.finditer(r"(\w+) = 1", text))
 
-
-def binding_version() -> str:
-    """The installed llama-cpp-python's version (its distribution's: the sdist ``convert`` fetches)."""
-    from importlib.metadata import version
-
-    return version("llama-cpp-python")

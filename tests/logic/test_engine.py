@@ -61,7 +61,7 @@ def test_a_misspelt_engine_keyword_is_not_swallowed():
 
 
 @pytest.mark.parametrize("module", ["aimo_gguf.config", "aimo_gguf.engine", "aimo_gguf.engine.api",
-                                    "aimo_gguf.fit.plan"])
+                                    "aimo_gguf.fit.plan", "aimo_gguf.cli", "aimo_gguf.gguf.converter"])
 def test_importing_does_not_load_llama_cpp(module):
     code = f"import {module}, sys; assert 'llama_cpp' not in sys.modules, 'llama_cpp loaded'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
