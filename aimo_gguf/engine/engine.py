@@ -158,7 +158,7 @@ class Engine(BatchEngine):
         if not supported and (options.split_mode != DEFAULT_SPLIT_MODE or options.tensor_split or options.main_gpu):
             notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
             split = {}
-        if supported:
+        if supported:  # the plan checked it (with the visible GPUs); an engine built without one did not
             check_tensor_split(options.tensor_split)
         self.extra_buffers = options.repack and _extra_buffers_safe(notes)
         try:

@@ -76,14 +76,19 @@ def context_length(fields: dict) -> int | None:
     return value if value > 0 else None
 
 
-def check_tensor_split(shares: Sequence[float] | None) -> None:
-    """One line when ``--tensor-split`` has more shares than llama.cpp's device array holds."""
+def check_tensor_split(shares: Sequence[float] | None, *, visible: int | None = None) -> None:
+    """One line when ``--tensor-split`` has more shares than llama.cpp's device array holds, or than the
+    ``visible`` GPUs (NVML's count; None: not known)."""
+    if shares is None:
+        return
     from . import llama
 
     most = llama.max_devices()
-    if shares is not None and len(shares) > most:
+    if len(shares) > most:
         raise InputError(f"--tensor-split has {len(shares)} shares: this llama.cpp build drives at most "
                          f"{most} devices")
+    if visible is not None and len(shares) > visible:
+        raise InputError(f"--tensor-split has {len(shares)} shares, and {visible} GPU(s) are visible")
 
 
 def check_context(model: str | Path, *, ctx: int, batch_size: int, what: str | None = None,

@@ -104,15 +104,16 @@ def _devices() -> _Devices:
 
 
 def _check_devices(config: RunConfig, devices: _Devices) -> None:
-    """--main-gpu and --tensor-split against the GPUs there are (a CPU build, or no NVML: nothing)."""
-    visible = len(devices.free)
-    if not devices.offload or not visible:
-        return  # no NVML: llama.cpp says what is wrong, if anything
-    if config.main_gpu >= visible:
+    """--main-gpu and --tensor-split against the GPUs there are and llama.cpp's device array (a CPU build:
+    nothing, the engine ignores them with a note; no NVML: the device array alone)."""
+    from ..engine.limits import check_tensor_split
+
+    if not devices.offload:
+        return
+    visible = len(devices.free) or None
+    if visible and config.main_gpu >= visible:
         raise InputError(f"--main-gpu {config.main_gpu}: only {visible} GPU(s) are visible (0 to {visible - 1})")
-    shares = config.tensor_split_values
-    if shares is not None and len(shares) > visible:
-        raise InputError(f"--tensor-split has {len(shares)} shares, and {visible} GPU(s) are visible")
+    check_tensor_split(config.tensor_split_values, visible=visible)
 
 
 def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> int:

@@ -220,3 +220,27 @@ def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch):
 
     assert batch >= 1 and shares.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE)
     assert not bigger.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE) and "fit 2 GPUs" in " ".join(plan.notes)
+
+
+@pytest.mark.parametrize("visible", [0, 1, 2, 3])
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_the_plan_checks_the_shares_against_the_gpus_and_llama_cpp_s_array(monkeypatch, visible, extra):
+    """One check before any load: more shares than llama.cpp's device array, or than the visible GPUs
+    (none known without NVML), is one line; a share per device is fine."""
+    import aimo_gguf.fit.gpus as devices
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.errors import InputError
+    from aimo_gguf.fit.plan import plan_load
+    from aimo_gguf.gguf.files import default_model_path
+
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(16 << 30, 0, 16 << 30)] * visible)
+    monkeypatch.setattr(devices, "gpu_memory", lambda: None)
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    n = (visible or llama.max_devices()) + extra
+    config = RunConfig(tensor_split=",".join(["1"] * n))
+    if extra <= 0:
+        assert plan_load(config, default_model_path()).n_gpu_layers == 0
+        return
+    message = f"and {visible} GPU\\(s\\) are visible" if visible else "drives at most"
+    with pytest.raises(InputError, match=message):
+        plan_load(config, default_model_path())
