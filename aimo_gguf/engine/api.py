@@ -105,6 +105,9 @@ class EngineOptions:
     # The model's trained context where the caller has read the GGUF header already (the load plan): the
     # engine's check before the load then reads nothing. None: the engine reads it.
     n_ctx_train: int | None = None
+    # The model's transformer blocks, likewise (the ladder down from -1 halves them): None, the engine
+    # reads the header if a load with all layers fails.
+    n_layers: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", str(self.model_path))

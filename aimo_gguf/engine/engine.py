@@ -169,8 +169,11 @@ class Engine(BatchEngine):
                 raise  # on the CPU alone: the real reason, not a GPU one
             failure = e
             self.close()
-        # The header is read only here, on the way down from -1 (all layers).
-        ladder = layer_ladder(layers, gguf_block_count(Path(options.model_path)) if layers < 0 else None)
+        # The header is read only here, on the way down from -1 (all layers), and only without a plan's count.
+        n_blocks = None
+        if layers < 0:
+            n_blocks = options.n_layers if options.n_layers is not None else gguf_block_count(Path(options.model_path))
+        ladder = layer_ladder(layers, n_blocks)
         for n in ladder[1:-1]:
             try:
                 self._open(options, n_gpu_layers=n, split=split)

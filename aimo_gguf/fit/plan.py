@@ -32,6 +32,7 @@ class LoadPlan:
     shares: DeviceShares | None  # each GPU's bytes where the model spreads over several GPUs, else None
     notes: tuple[str, ...]  # what 'auto' decided, said once on stderr (``say``)
     n_ctx_train: int  # the model's trained context, from the header (0: it does not say)
+    n_layers: int | None = None  # the model's transformer blocks, from the header (None: unreadable)
 
     def say(self) -> None:
         for note in self.notes:
@@ -69,11 +70,12 @@ def plan_load(config: RunConfig, model_path: Path) -> LoadPlan:
     except Exception:  # no header to read (the fakes of the tests): the engine says what is wrong
         header = None
     n_ctx_train = (context_length(header.fields) if header is not None else None) or 0
+    n_layers = _block_count(header)
     batch_asked = config.batch_size if isinstance(config.batch_size, int) else 1
     check_context(model_path, ctx=config.sequence_ctx, batch_size=batch_asked, what=config.ctx_source,
                   n_ctx_train=n_ctx_train)
     if "auto" not in (config.n_gpu_layers, config.batch_size):
-        return LoadPlan(config.n_gpu_layers, config.batch_size, None, (), n_ctx_train)
+        return LoadPlan(config.n_gpu_layers, config.batch_size, None, (), n_ctx_train, n_layers)
     from .memory import read_shape, shape_of
 
     shape = shape_of(header, model_path) if header is not None else read_shape(str(model_path))
@@ -87,7 +89,18 @@ def plan_load(config: RunConfig, model_path: Path) -> LoadPlan:
         shares = device_shares(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
                                kv_type=config.kv_type, sizes=devices.free, split_mode=config.split_mode,
                                tensor_split=config.tensor_split_values, main_gpu=config.main_gpu)
-    return LoadPlan(layers, batch, shares, tuple(notes), n_ctx_train)
+    return LoadPlan(layers, batch, shares, tuple(notes), n_ctx_train, n_layers)
+
+
+def _block_count(header) -> int | None:
+    if header is None:
+        return None
+    fields = header.fields
+    try:
+        count = int(fields[f"{fields['general.architecture']}.block_count"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return count if count > 0 else None
 
 
 def _devices() -> _Devices:
@@ -236,7 +249,8 @@ def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, g
     plan.say()
     extra = {} if token_budget is None else {"token_budget": token_budget}
     options = engine_options(config, model_path, batch_size=plan.batch_size, n_gpu_layers=plan.n_gpu_layers,
-                             graded=graded, traces=traces, verbose=verbose, n_ctx_train=plan.n_ctx_train, **extra)
+                             graded=graded, traces=traces, verbose=verbose, n_ctx_train=plan.n_ctx_train,
+                             n_layers=plan.n_layers, **extra)
     engine = Engine(options)
     if config.ctx and engine.n_ctx_seq != config.ctx:  # llama.cpp sizes a sequence's context in steps of 256
         note = f"--ctx {config.ctx} is {engine.n_ctx_seq} tokens per sequence: llama.cpp sizes it in steps of 256"
