@@ -20,7 +20,7 @@ from ..engine.api import BatchEngine
 from ..errors import AimoError, InputError
 from ..fit.plan import engine_options
 from ..pipeline.problems import Problem
-from ..solving.solver import build_prompt, sample_seed
+from ..solving.solver import build_prompts, sample_seed
 from .probes import GpuProbe, RssProbe
 from .results import KIND_BASELINE, KIND_ENGINE, BenchRow
 
@@ -114,7 +114,7 @@ def engine_row(
                 notes.append(note)
                 say(note)
         if prompts is None:
-            prompts = [build_prompt(engine, p, config) for p in problems]
+            prompts = build_prompts(engine, problems, config)
             _check_ctx(prompts, config)
         sampling = SamplingParams(
             temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p
@@ -304,7 +304,7 @@ def tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) ->
 
     try:
         with Engine(path, ctx=16, batch_size=1, threads=config.threads) as engine:
-            prompts = [build_prompt(engine, p, config) for p in problems]
+            prompts = build_prompts(engine, problems, config)
     except AimoError:
         return None
     _check_ctx(prompts, config)

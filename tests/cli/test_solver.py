@@ -23,7 +23,7 @@ from aimo_gguf.outputs import TraceWriter
 from aimo_gguf.pipeline import runner
 from aimo_gguf.pipeline.problems import Problem
 from aimo_gguf.solving import solver
-from aimo_gguf.solving.solver import ProblemResult, build_prompt, sample_seed, solve
+from aimo_gguf.solving.solver import ProblemResult, build_prompts, sample_seed, solve
 from aimo_gguf.solving.voting import majority_vote
 from aimo_gguf.styles.prompts import raw_prompt
 
@@ -226,7 +226,7 @@ def test_too_long_prompt_is_a_fallback_without_requests():
 
 def test_prompt_exactly_at_context_is_too_long():
     problem = Problem(id="p", problem="What?")
-    n = len(build_prompt(FakeEngine(str), problem, config()))
+    n = len(build_prompts(FakeEngine(str), [problem], config())[0])
     for n_ctx, too_long in ((n, True), (n + 1, False)):
         engine = FakeEngine(lambda p, s: boxed(1), n_ctx_seq=n_ctx)
         (result,) = solve_all([problem], engine, config(samples=1))
@@ -353,7 +353,7 @@ def test_requests_share_prompt_and_prefix_and_carry_config():
         assert len({r.prefix_key for r in reqs}) == 1
         prefixes.add(reqs[0].prefix_key)
         assert all(r.prompt == reqs[0].prompt for r in reqs)
-        assert list(reqs[0].prompt) == build_prompt(engine, problem, cfg)
+        assert list(reqs[0].prompt) == build_prompts(engine, [problem], cfg)[0]
         assert [r.seed for r in reqs] == [sample_seed(5, problem.id, j) for j in range(3)]
         for r in reqs:
             assert r.max_tokens == 77
@@ -372,16 +372,28 @@ def test_seeds_do_not_depend_on_batch_size():
     assert seeds(1) == seeds(4)
 
 
-def test_build_prompt_chat_and_raw():
+def test_build_prompts_chat_and_raw():
     engine = FakeEngine(str)
     problem = Problem(id="x", problem="  What is 1 + 1?  ")
-    chat = "".join(map(chr, build_prompt(engine, problem, config(system_prompt="SYS"))))
+    chat = "".join(map(chr, build_prompts(engine, [problem], config(system_prompt="SYS"))[0]))
     assert chat == "<s><system>SYS</system>\n<user>What is 1 + 1?</user>\n<assistant>"
-    raw = "".join(map(chr, build_prompt(engine, problem, config(system_prompt="SYS", raw_prompt=True))))
+    raw = "".join(map(chr, build_prompts(engine, [problem], config(system_prompt="SYS", raw_prompt=True))[0]))
     assert raw == raw_prompt(problem.problem, "SYS")
     no_template = FakeEngine(str, chat_template=None)
-    assert build_prompt(no_template, problem, config(system_prompt="SYS")) == engine.tokenize(raw)
+    assert build_prompts(no_template, [problem], config(system_prompt="SYS"))[0] == engine.tokenize(raw)
 
+
+
+@pytest.mark.parametrize("n", [1, 3, 20])
+def test_build_prompts_works_the_style_out_once(monkeypatch, n):
+    import aimo_gguf.solving.solver as solver_module
+
+    calls, real = [], solver_module.style_for
+    monkeypatch.setattr(solver_module, "style_for", lambda engine, cfg: calls.append(cfg) or real(engine, cfg))
+    problems = [Problem(id=str(i), problem=f"What is {i} + 1?") for i in range(n)]
+    prompts = build_prompts(FakeEngine(str), problems, config())
+    assert len(prompts) == n and len(calls) == 1
+    assert ["".join(map(chr, p)).count(f"What is {i} + 1?") for i, p in enumerate(prompts)] == [1] * n
 
 # --- memory ----------------------------------------------------------------
 
