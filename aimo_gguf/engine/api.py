@@ -75,7 +75,9 @@ class EngineOptions:
 
     model_path: str  # the GGUF file, or the first part of a split one
     n_gpu_layers: int = 0  # -1 = all layers; on failure the engine tries fewer (Engine.load_model)
-    ctx: int = 4096  # context of one sequence, prompt included
+    # context of one sequence, prompt included: a real count, unlike DEFAULT_CTX's 0 (automatic), which only
+    # RunConfig can resolve (it knows --max-tokens); 4096 for an engine built by hand
+    ctx: int = 4096
     batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together
     threads: int | None = None  # None = physical cores
     kv_unified: bool = False  # one KV buffer for all sequences (see README: slower at large batch)

@@ -244,3 +244,29 @@ def test_the_plan_checks_the_shares_against_the_gpus_and_llama_cpp_s_array(monke
     message = f"and {visible} GPU\\(s\\) are visible" if visible else "drives at most"
     with pytest.raises(InputError, match=message):
         plan_load(config, default_model_path())
+
+
+@pytest.mark.parametrize(("style", "error"), [("think", "InputError"), ("harmony", "RuntimeError")])
+def test_a_replica_whose_family_fails_frees_its_engine(monkeypatch, style, error):
+    """The load succeeded and the prompt family failed on the model: the engine is closed at once (a one-line
+    LoadFailed for aimo-gguf's own errors, the exception itself for anything else)."""
+    from fakes import FakeEngine
+
+    import aimo_gguf.fit.plan as plan_module
+    import aimo_gguf.replicas.actor as actor
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.replicas.handle import LoadFailed
+
+    engine = FakeEngine(str, chat_template=None)  # think needs a template: an InputError
+    monkeypatch.setattr(plan_module, "load_engine", lambda *a, **k: engine)
+    if error == "RuntimeError":
+        monkeypatch.setattr(actor, "style_for", lambda *a: (_ for _ in ()).throw(RuntimeError("a bug")))
+    replica = actor.Replica(RunConfig(prompt_style=style), "m.gguf", number=3, graded=False, traces=False,
+                            verbose=False)
+    if error == "InputError":
+        failed = replica.load()
+        assert isinstance(failed, LoadFailed) and "replica 3" in str(failed.error)
+    else:
+        with pytest.raises(RuntimeError, match="a bug"):
+            replica.load()
+    assert engine.closed and replica.engine is None
