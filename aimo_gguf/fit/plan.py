@@ -11,11 +11,12 @@ fallback ladder (fewer GPU layers when a load fails).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..config import RunConfig
-from ..engine.api import EngineOptions
+from ..engine.api import DEFAULT_SPLIT_MODE, EngineOptions
 from ..errors import InputError
 from ..styles.prompts import RAW_PROMPT_STOPS
 from .shares import DeviceShares
@@ -57,13 +58,14 @@ class _Devices:
         return (self.free[index] if index < len(self.free) else None), index
 
 
-def plan_load(config: RunConfig, model_path: Path) -> LoadPlan:
+def plan_load(config: RunConfig, model_path: Path, *, gpus: Sequence[int] | None = None) -> LoadPlan:
     """The load ``config`` asks for on ``model_path``: 'auto' layers and batch resolved against the GPUs'
-    free memory (or ``--max-memory``), the device options and the context checked, before any load."""
+    free memory (or ``--max-memory``), the device options and the context checked, before any load.
+    ``gpus``: the free bytes of GPUs to plan for instead of those NVML sees (``info --gpus``)."""
     from ..engine.limits import check_context, context_length
     from ..gguf.header import read_header
 
-    devices = _devices()
+    devices = _devices() if gpus is None else _Devices(True, tuple(gpus))
     _check_devices(config, devices)
     try:
         header = read_header(model_path)
@@ -132,7 +134,7 @@ def _check_devices(config: RunConfig, devices: _Devices) -> None:
 def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> int:
     """``config.n_gpu_layers``, 'auto' replaced by the most layers whose memory estimate fits the GPUs' free
     memory or ``--max-memory`` (at a batch of 1 with ``--batch-size auto``, which then fills what is left)."""
-    from .memory import format_bytes, most_gpu_layers, parse_size
+    from .memory import format_bytes, parse_size
 
     if config.n_gpu_layers != "auto":
         return config.n_gpu_layers
@@ -142,12 +144,9 @@ def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> in
     batch, ctx = (1 if config.batch_size == "auto" else config.batch_size), config.sequence_ctx
     fit = f"with {batch} x {ctx} tokens"
     if devices.several(config):
-        from .shares import most_gpu_layers_split
-
-        layers, shares = most_gpu_layers_split(shape, ctx=ctx, batch_size=batch, sizes=devices.free,
-                                               kv_type=config.kv_type, split_mode=config.split_mode,
-                                               tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
-                                               reserve=GPU_RUNTIME_RESERVE)
+        layers, shares = most_layers(shape, sizes=devices.free, ctx=ctx, batch_size=batch, kv_type=config.kv_type,
+                                     split_mode=config.split_mode, tensor_split=config.tensor_split_values,
+                                     main_gpu=config.main_gpu)
         each = ", ".join(f"GPU{i} {format_bytes(b)} of {format_bytes(f)} free"
                          for i, (b, f) in enumerate(zip(shares.per_device, devices.free)))
         where = f"{len(devices.free)} GPUs (--split-mode {config.split_mode}) {fit}: {each}"
@@ -160,11 +159,30 @@ def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> in
                 raise InputError("--n-gpu-layers auto needs the GPU's free memory (install nvidia-ml-py) "
                                  "or --max-memory")
             budget, named = max(0, free - GPU_RUNTIME_RESERVE), f"GPU {gpu}'s free memory"
-        layers = most_gpu_layers(shape, ctx=ctx, batch_size=batch, max_memory=budget, kv_type=config.kv_type)
+        layers, _ = most_layers(shape, sizes=[budget], ctx=ctx, batch_size=batch, kv_type=config.kv_type, reserve=0)
         where = f"{format_bytes(budget)} ({named}) {fit}"
     shown = "all" if layers < 0 else str(layers)
     notes.append(f"--n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit {where}")
     return layers
+
+
+def most_layers(shape, *, sizes: Sequence[int], ctx: int, batch_size: int, kv_type: str = "f16",
+                split_mode: str = DEFAULT_SPLIT_MODE, tensor_split: Sequence[float] | None = None, main_gpu: int = 0,
+                reserve: int = GPU_RUNTIME_RESERVE) -> tuple[int, DeviceShares | None]:
+    """The most layers to offload (-1: all, 0: none) onto GPUs of ``sizes`` bytes, each keeping ``reserve``:
+    over several GPUs (not --split-mode none) every GPU's share must fit, and the shares come back; over one
+    (``main_gpu``'s with --split-mode none) the GPU part of the estimate, and None. The several-GPU rule of
+    ``run``, ``info --gpus`` and the ``models`` table alike."""
+    from .memory import most_gpu_layers
+    from .shares import most_gpu_layers_split
+
+    if split_mode != "none" and len(sizes) > 1:
+        return most_gpu_layers_split(shape, ctx=ctx, batch_size=batch_size, sizes=sizes, kv_type=kv_type,
+                                     split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
+                                     reserve=reserve)
+    size = sizes[main_gpu if split_mode == "none" and main_gpu < len(sizes) else 0]
+    budget = max(0, size - reserve)
+    return most_gpu_layers(shape, ctx=ctx, batch_size=batch_size, max_memory=budget, kv_type=kv_type), None
 
 
 def _batch(config: RunConfig, shape, devices: _Devices, layers: int, notes: list[str]) -> int:

@@ -164,9 +164,10 @@ def test_info_with_gpus_resolves_auto_layers_over_those_gpus(runner, monkeypatch
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [])
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
-    out = json.loads(runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "auto", "--json"],
-                                   catch_exceptions=False).output)
+    result = runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "auto", "--json"], catch_exceptions=False)
+    out = json.loads(result.stdout)
     assert out["estimate"]["n_gpu_layers"] > 0 and len(out["per_gpu"]) == 2  # not "needs NVML or --max-memory"
+    assert "--n-gpu-layers auto: all of" in result.stderr and "fit 2 GPUs" in result.stderr  # said, as run says it
 
 
 @pytest.mark.parametrize(("options", "message"), [
