@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "run": "pipeline.runner", "RunResult": "pipeline.runner", "RunConfig": "config", "Solver": "solving.solver",
-    "solve": "solving.solver", "ProblemResult": "solving.solver", "Engine": "engine", "Request": "engine", "Completion": "engine",
-    "SamplingParams": "engine", "KaggleSolver": "kaggle",
+    "solve": "solving.solver", "ProblemResult": "solving.solver", "Engine": "engine", "Request": "engine",
+    "Completion": "engine", "SamplingParams": "engine", "KaggleSolver": "kaggle",
 }
 __all__ = ["__version__", *_EXPORTS]
 
