@@ -10,9 +10,9 @@ loads with the first name that needs it)::
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "run": "runner", "RunResult": "runner", "RunConfig": "config", "Solver": "solver", "solve": "solver",
-    "ProblemResult": "solver", "Engine": "engine", "Request": "engine", "Completion": "engine",
-    "SamplingParams": "engine", "KaggleSolver": "kaggle",
+    "run": "pipeline.runner", "RunResult": "pipeline.runner", "RunConfig": "config", "Solver": "solving.solver",
+    "solve": "solving.solver", "ProblemResult": "solving.solver", "Engine": "engine", "Request": "engine",
+    "Completion": "engine", "SamplingParams": "engine", "KaggleSolver": "kaggle",
 }
 __all__ = ["__version__", *_EXPORTS]
 

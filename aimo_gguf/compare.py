@@ -103,7 +103,7 @@ def compare(
     problems: str | Path | None = None,
     ctx: int = DEFAULT_CTX,
     max_text_tokens: int | None = None,
-    n_gpu_layers: int = 0,
+    n_gpu_layers: int | str = 0,
     threads: int | None = None,
     samples: int = 4,
     max_tokens: int = 1024,
@@ -167,20 +167,36 @@ def _read_text(text: str | Path | None) -> tuple[str, str]:
     return str(path), body
 
 
+def _gpu_layers(path: Path, *, n_gpu_layers: int | str, ctx: int, threads: int | None, say) -> int:
+    """``n_gpu_layers`` for one model, 'auto' resolved by the load plan as ``run`` resolves it (each model
+    apart: the reference is usually the larger)."""
+    if n_gpu_layers != "auto":
+        return n_gpu_layers
+    from .config import make_config
+    from .fit.plan import plan_load
+
+    plan = plan_load(make_config(n_gpu_layers="auto", ctx=ctx, batch_size=1, threads=threads), path)
+    for note in plan.notes:
+        say(note)
+    return plan.n_gpu_layers
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _compare_text(ref_path: Path, q_path: Path, body: str, label: str, *, ctx: int, max_tokens: int | None,
-                  n_gpu_layers: int, threads: int | None, progress: bool) -> TextComparison:
+                  n_gpu_layers: int | str, threads: int | None, progress: bool) -> TextComparison:
     from .engine import Engine
 
+    say = (lambda m: print(f"aimo-gguf: {m}", file=sys.stderr)) if progress else (lambda m: None)
+
     def engine(path: Path) -> Engine:
-        return Engine(path, n_gpu_layers=n_gpu_layers, ctx=ctx, batch_size=1, threads=threads,
+        layers = _gpu_layers(path, n_gpu_layers=n_gpu_layers, ctx=ctx, threads=threads, say=say)
+        return Engine(path, n_gpu_layers=layers, ctx=ctx, batch_size=1, threads=threads,
                       token_budget=min(ctx, 512), max_outputs=min(ctx, 512))
 
-    say = (lambda m: print(f"aimo-gguf: {m}", file=sys.stderr)) if progress else (lambda m: None)
     with tempfile.TemporaryDirectory(prefix="aimo-gguf-compare-") as tmp:
         t0 = time.perf_counter()
         with engine(ref_path) as ref:

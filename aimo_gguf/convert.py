@@ -269,7 +269,7 @@ def read_config(model_dir: Path) -> dict:
 
 
 def check_architecture(config: dict, model_dir: Path, converter: Path) -> str:
-    from .engine.llama import binding_version
+    from .engine.backends import binding_version
 
     names = config.get("architectures") or []
     if not names:
@@ -382,7 +382,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, outtype, matrix) -> dict:
-    from .engine.llama import binding_version
+    from .engine.backends import binding_version
 
     return {
         "format": MANIFEST_FORMAT,
@@ -406,28 +406,6 @@ def _manifest(result: ConvertResult, *, kind, architecture, converter: Path, out
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": [asdict(f) for f in result.files],
     }
-
-
-def verify_manifest(manifest: str | Path) -> list[str]:
-    """Check every file a manifest lists (present, size, sha256); return the problems found."""
-    manifest = Path(manifest)
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        files = data["files"]
-    except FileNotFoundError:
-        raise InputError(f"{manifest}: no such manifest") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{manifest} is not an aimo-gguf manifest ({e})") from None
-    problems = []
-    for entry in files:
-        path = manifest.parent / entry["file"]
-        if not path.is_file():
-            problems.append(f"{entry['file']}: missing")
-        elif path.stat().st_size != entry["bytes"]:
-            problems.append(f"{entry['file']}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(f"{entry['file']}: sha256 differs from the manifest")
-    return problems
 
 
 def _say(message: str) -> None:

@@ -114,15 +114,12 @@ def describe(
     **options,
 ) -> ModelInfo:
     """Describe ``model`` (default: the embedded one) under ``config`` (RunConfig fields as keywords)."""
-    from dataclasses import replace
-
     from .fit.plan import plan_load
 
     config = config or RunConfig(model=None if model is None else str(model), **options)
     path = resolve_model(config.model)
-    if gpus is not None and config.n_gpu_layers == "auto":  # the GPUs asked about, not the ones NVML sees
-        config = replace(config, n_gpu_layers=_layers_for(config, path, gpus))
-    plan = plan_load(config, path)
+    # --gpus: the GPUs asked about, not the ones NVML sees
+    plan = plan_load(config, path, gpus=None if gpus is None else gpu_sizes(gpus))
     plan.say()
     layers, batch = plan.n_gpu_layers, plan.batch_size
     return ModelInfo(
@@ -136,20 +133,6 @@ def describe(
                          kv_type=config.kv_type, flash_attn=config.flash_attn, kv_unified=config.kv_unified),
         devices=per_gpu(config, path, gpus, n_gpu_layers=layers, batch_size=batch),
     )
-
-
-def _layers_for(config: RunConfig, path: Path, gpus: str) -> int:
-    """-ngl auto over the GPUs of ``--gpus``: the most layers whose every share fits (the CUDA runtime's
-    reserve kept on each), at a batch of 1 with --batch-size auto."""
-    from .fit.plan import GPU_RUNTIME_RESERVE
-    from .fit.shares import most_gpu_layers_split
-
-    batch = 1 if config.batch_size == "auto" else config.batch_size
-    layers, _ = most_gpu_layers_split(read_shape(str(path)), ctx=config.sequence_ctx, batch_size=batch,
-                                      sizes=gpu_sizes(gpus), kv_type=config.kv_type, split_mode=config.split_mode,
-                                      tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
-                                      reserve=GPU_RUNTIME_RESERVE)
-    return layers
 
 
 def per_gpu(config: RunConfig, path: Path, gpus: str | None, *, n_gpu_layers: int,

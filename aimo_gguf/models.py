@@ -21,7 +21,8 @@ from .fit.memory import ModelShape, estimate, format_bytes
 from .fit.shares import device_label, parse_devices
 
 # A GPU loses memory to the CUDA context and the driver, beyond what llama.cpp allocates
-# (weights, KV cache, compute buffer: all in the estimate).
+# (weights, KV cache, compute buffer: all in the estimate). Twice run's GPU_RUNTIME_RESERVE (fit.plan): the
+# table fits a card's nominal size, which is more than NVML ever reports free on it.
 GPU_RESERVE = 1 * 2**30
 DEFAULT_GPUS = ("16GB", "80GB")
 REGISTRY_FILE = "registry.json"
@@ -116,21 +117,16 @@ def load_registry(path: str | Path | None = None) -> list[Entry]:
 def fit(entry: Entry, gpu_bytes: int, *, ctx: int, batch_size: int, kv_type: str = "f16", n_gpus: int = 1) -> Fit:
     """The most layers to offload so that weights, KV cache, compute buffer and reserve fit ``gpu_bytes``
     (on each of ``n_gpus`` GPUs of that size, split by layer: ``gpu_used`` is then the fullest one's)."""
-    shape = entry.shape()
-    if n_gpus > 1:
-        from .fit.shares import most_gpu_layers_split
+    from .fit.plan import most_layers
 
-        best, shares = most_gpu_layers_split(shape, ctx=ctx, batch_size=batch_size, sizes=[gpu_bytes] * n_gpus,
-                                             kv_type=kv_type, reserve=GPU_RESERVE)
-        return Fit(entry, gpu_bytes, ctx, batch_size, best, max(shares.per_device) + GPU_RESERVE if best else 0)
-    best, used = 0, 0
-    for n in range(entry.layers + 1, 0, -1):  # layers + 1 = every block and the output head
-        e = estimate(shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=n, kv_type=kv_type)
-        need = e.gpu + GPU_RESERVE
-        if need <= gpu_bytes:
-            best, used = (-1 if n > entry.layers else n), need
-            break
-    return Fit(entry, gpu_bytes, ctx, batch_size, best, used)
+    shape = entry.shape()
+    best, shares = most_layers(shape, sizes=[gpu_bytes] * n_gpus, ctx=ctx, batch_size=batch_size, kv_type=kv_type,
+                               reserve=GPU_RESERVE)
+    if not best:
+        return Fit(entry, gpu_bytes, ctx, batch_size, 0, 0)
+    on_gpu = max(shares.per_device) if shares is not None else estimate(
+        shape, ctx=ctx, batch_size=batch_size, n_gpu_layers=best, kv_type=kv_type).gpu
+    return Fit(entry, gpu_bytes, ctx, batch_size, best, on_gpu + GPU_RESERVE)
 
 
 def fits_table(entries: list[Entry], gpus: list[str], *, ctx: int, batch_size: int, kv_type: str = "f16") -> str:

@@ -40,7 +40,7 @@ from aimo_gguf.engine.probe import open_llama
 from aimo_gguf.gguf.files import default_model_path
 from aimo_gguf.pipeline.problems import Problem
 from aimo_gguf.pipeline.runner import run
-from aimo_gguf.solving.solver import build_prompt, sample_seed
+from aimo_gguf.solving.solver import build_prompts, sample_seed
 
 COUNTERS = ("decode_seconds", "step_seconds", "draw_seconds", "confidence_seconds", "host_cpu_seconds",
             "sequence_steps")
@@ -110,7 +110,7 @@ def pipeline_vs_loop(model: Path, n_problems: int, samples: int, tokens: int, th
             runs[batch] = (time.perf_counter() - t0, result.summary.generated_tokens)
 
     with Engine(model, ctx=512, batch_size=1, threads=threads) as eng:
-        prompts = [build_prompt(eng, p, config) for p in problems]
+        prompts = build_prompts(eng, problems, config)
     t0 = time.perf_counter()  # both sides include their model load
     llm = open_llama(model, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     eog = eog_tokens_of(llm.model)

@@ -1,10 +1,12 @@
-"""Helpers the test tiers share: what a one-line error looks like, a hang guard, the convert script."""
+"""Helpers the test tiers share: what a one-line error looks like, a hang guard, the convert script, a
+legacy importance matrix."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -104,3 +106,20 @@ def make_hub_cache(root: Path, repo_id: str, files: dict[str, bytes], commit: st
 
 # Two problems the CLI tests run (tests/cli/conftest.py writes them beside a model that is never loaded).
 PROBLEMS = "id,problem\na,What is 1 + 1?\nb,What is 2 + 2?\n"
+
+
+def write_legacy_imatrix(path: str | Path, entries: dict, *, ncall: int = 1, chunks: int = 0,
+                         dataset: str = "") -> None:
+    """Write ``entries`` (name -> mean squared activations) in llama-imatrix's legacy ``.dat`` layout, whose
+    values are sums over ``ncall`` calls."""
+    import numpy as np
+
+    out = [struct.pack("<i", len(entries))]
+    for name, values in entries.items():
+        raw = name.encode()
+        v = np.asarray(values, dtype="<f4") * ncall
+        out += [struct.pack("<i", len(raw)), raw, struct.pack("<ii", ncall, v.size), v.tobytes()]
+    out.append(struct.pack("<i", chunks))
+    raw = dataset.encode()
+    out += [struct.pack("<i", len(raw)), raw]
+    Path(path).write_bytes(b"".join(out))

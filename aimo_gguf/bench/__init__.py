@@ -35,7 +35,6 @@ from ..config import RunConfig
 from ..engine import default_threads
 from ..engine.api import DEFAULT_SPLIT_MODE, SAMPLER_AUTO
 from ..engine.limits import check_context
-from ..engine.llama import supports_gpu_offload
 from ..errors import InputError
 from ..gguf.files import resolve_model
 from .chart import plot, require_matplotlib
@@ -111,10 +110,6 @@ def bench(
     the engine's sampling paths, measured in the same alternating way, each row saying which.
     Progress lines go to stderr.
     """
-    if isinstance(batch_sizes, str) and "auto" in [part.strip() for part in batch_sizes.split(",")]:
-        batch_sizes = resolve_auto(batch_sizes, model=model, n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
-                                    ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, max_memory=max_memory)
-    sizes = parse_batch_sizes(batch_sizes)
     if isinstance(problems, bool) or not isinstance(problems, int) or problems < 1:
         raise InputError(f"--problems must be at least 1, got {problems}")
     paths = parse_samplers(samplers)
@@ -122,22 +117,18 @@ def bench(
         confidence=confidence, sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, vote=vote),
         model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, threads=threads,
         max_tokens=max_tokens, samples=samples, ctx=ctx, kv_type=kv_type, flash_attn=flash_attn,
-        split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
+        max_memory=max_memory, split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
     )
     path = resolve_model(config.model)
+    sizes, config = resolve_auto(config, path, batch_sizes)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
-    if config.n_gpu_layers == "auto":
-        from ..fit.plan import plan_load
+    from ..engine.llama import supports_gpu_offload  # here: importing the CLI must not load llama.cpp
 
-        plan = plan_load(RunConfig(model=str(path), n_gpu_layers="auto", max_tokens=max_tokens, ctx=ctx,
-                                   kv_type=kv_type, max_memory=max_memory, batch_size=max(sizes)), path)
-        plan.say()
-        config.n_gpu_layers = n_gpu_layers = plan.n_gpu_layers
     gpu_build = supports_gpu_offload()
     say = Progress(progress)
     work = synthetic_problems(problems)
     settings = BenchSettings(
-        model=str(path), n_gpu_layers=n_gpu_layers, threads=config.threads, batch_sizes=sizes,
+        model=str(path), n_gpu_layers=config.n_gpu_layers, threads=config.threads, batch_sizes=sizes,
         max_tokens=max_tokens, problems=problems, samples=samples, ctx=config.sequence_ctx, baseline=baseline,
         temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p,
         seed=config.seed, kv_type=kv_type, flash_attn=flash_attn, vote=config.vote, samplers=paths,

@@ -15,11 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import RunConfig
-from ..engine import FINISH_LENGTH, Engine, Request, SamplingParams
+from ..engine import FINISH_LENGTH, Request, SamplingParams
+from ..engine.api import BatchEngine
 from ..errors import AimoError, InputError
 from ..fit.plan import engine_options
 from ..pipeline.problems import Problem
-from ..solving.solver import build_prompt, sample_seed
+from ..solving.solver import build_prompts, sample_seed
 from .probes import GpuProbe, RssProbe
 from .results import KIND_BASELINE, KIND_ENGINE, BenchRow
 
@@ -42,7 +43,7 @@ _HOST_PARTS = ("step_seconds", "decode_seconds", "draw_seconds", "confidence_sec
 class _StepWatch:
     """Per-step bookkeeping from the engine's counters (``on_step`` runs after every decode)."""
 
-    def __init__(self, engine: Engine, rss: RssProbe, gpu: GpuProbe | None, say, label: str, total: int) -> None:
+    def __init__(self, engine: BatchEngine, rss: RssProbe, gpu: GpuProbe | None, say, label: str, total: int) -> None:
         self.stats = engine.stats
         self.rss, self.gpu, self.say, self.label, self.total = rss, gpu, say, label, total
         self.prompt_tokens = self.stats.prompt_tokens
@@ -93,6 +94,8 @@ def engine_row(
     rss = RssProbe()
     gpu = GpuProbe.open(gpu_build)
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
+    from ..engine.engine import Engine  # here: importing the CLI must not load llama.cpp
+
     t_load = time.perf_counter()
     try:
         engine = Engine(engine_options(config, model, batch_size=batch_size, cpu_clock=True))  # config has ignore_eos=True
@@ -111,7 +114,7 @@ def engine_row(
                 notes.append(note)
                 say(note)
         if prompts is None:
-            prompts = [build_prompt(engine, p, config) for p in problems]
+            prompts = build_prompts(engine, problems, config)
             _check_ctx(prompts, config)
         sampling = SamplingParams(
             temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, min_p=config.min_p
@@ -297,9 +300,11 @@ def _check_ctx(prompts: list, config: RunConfig) -> None:
 
 
 def tokenize_only(path: Path, config: RunConfig, problems: Sequence[Problem]) -> list | None:
+    from ..engine.engine import Engine
+
     try:
         with Engine(path, ctx=16, batch_size=1, threads=config.threads) as engine:
-            prompts = [build_prompt(engine, p, config) for p in problems]
+            prompts = build_prompts(engine, problems, config)
     except AimoError:
         return None
     _check_ctx(prompts, config)

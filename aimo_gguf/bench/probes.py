@@ -115,7 +115,7 @@ def machine_info(gpu_build: bool) -> dict:
     """Where the numbers were measured."""
     import psutil
 
-    from ..engine.llama import binding_version
+    from ..engine.backends import binding_version
 
     return {
         "platform": platform.platform(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
 
 from ..config import RunConfig
 from ..engine.limits import check_batch_size
@@ -60,14 +62,21 @@ def synthetic_problems(n: int) -> list[Problem]:
     ]
 
 
-def resolve_auto(batch_sizes: str, *, model, n_gpu_layers, max_tokens, ctx, kv_type, flash_attn, max_memory) -> str:
-    """'1,4,auto' -> '1,4,N': N is what run --batch-size auto would pick for the same budget."""
+def resolve_auto(config: RunConfig, path: Path, batch_sizes: str | Iterable[int]) -> tuple[tuple[int, ...], RunConfig]:
+    """The batch sizes and the config with 'auto' resolved (``--n-gpu-layers auto``, an 'auto' among the
+    batch sizes) by one load plan of ``config`` itself, so the split, flash-attention and thread flags
+    count: '1,4,auto' -> (1, 4, N), N being what run --batch-size auto picks for the same budget (and
+    the 'auto' layers are planned for it); with layers 'auto' alone, they are planned for the largest size."""
     from ..fit.plan import plan_load
-    from ..gguf.files import resolve_model
 
-    config = RunConfig(model=None if model is None else str(model), n_gpu_layers=n_gpu_layers, max_tokens=max_tokens,
-                       ctx=ctx, kv_type=kv_type, flash_attn=flash_attn, batch_size="auto", max_memory=max_memory)
-    plan = plan_load(config, resolve_model(config.model))
+    auto_batch = isinstance(batch_sizes, str) and "auto" in [part.strip() for part in batch_sizes.split(",")]
+    if not auto_batch:
+        sizes = parse_batch_sizes(batch_sizes)
+        if config.n_gpu_layers != "auto":
+            return sizes, config
+    plan = plan_load(replace(config, batch_size="auto" if auto_batch else max(sizes)), path)
     plan.say()
-    auto = plan.batch_size
-    return ",".join(str(auto) if part.strip() == "auto" else part for part in batch_sizes.split(","))
+    if auto_batch:
+        sizes = parse_batch_sizes(",".join(str(plan.batch_size) if part.strip() == "auto" else part
+                                           for part in batch_sizes.split(",")))
+    return sizes, replace(config, n_gpu_layers=plan.n_gpu_layers)

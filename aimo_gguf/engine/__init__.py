@@ -3,13 +3,19 @@
 - ``api``: requests, completions, counters, the engine's options and lists of choices, and the
   ``BatchEngine`` interface (plain Python);
 - ``llama`` and ``llama_samplers``: owning wrappers over llama.cpp's C objects (its samplers in the
-  second), the C log and the quantize call (the only code in aimo-gguf that touches ``llama_cpp``'s C API);
+  second), the C log and the quantize call; with ``simulate``, ``probe`` and ``backends`` the only code
+  in aimo-gguf that touches ``llama_cpp``'s C API;
+- ``limits``: llama.cpp's limits and the trained context, checked before a load; ``default_threads``;
+- ``simulate``: what llama.cpp would reserve for a configuration, without allocating it;
+- ``probe``: does this build trap on this CPU? a short decode in a child process, its verdict cached;
+- ``backends``: the binding's version, its library folder and a portable build's CPU backends;
 - ``slot``: one running sequence (a slot of the context), its state and stop strings;
 - ``confidence``: per-token confidence signals over a step's logits, and their running aggregates;
 - ``sampling``: a step's rows sampled at once in NumPy, with their confidence signals;
 - ``samplers``: which sampler each sequence gets, and a step's draw (batched, chain or backend);
 - ``scheduler``: admission, queue, KV accounting, prompt sharing and preemption (plain Python);
-- ``engine``: ``Engine``, which loads a model and executes the scheduler's plans.
+- ``engine``: ``Engine``, which loads a model and executes the scheduler's plans;
+- ``pool``: ``EnginePool``, engines in threads sharing one problem's samples.
 
 Importing the package loads nothing of llama.cpp: ``Engine``, ``quantize_file`` and the other names
 that need it are imported on first use (PEP 562), so ``aimo_gguf.config`` and the plain-Python layers
@@ -46,9 +52,10 @@ from .api import (
     SamplingParams,
     ToolHook,
 )
+from .limits import default_threads
 
 # The names that load llama.cpp, and the module each comes from.
-_LAZY = {"Engine": ".engine", "default_threads": ".engine", "layer_ladder": ".engine",
+_LAZY = {"Engine": ".engine", "layer_ladder": ".engine",
          "quantize_file": ".llama", "set_verbose": ".llama"}
 
 

@@ -75,7 +75,9 @@ class EngineOptions:
 
     model_path: str  # the GGUF file, or the first part of a split one
     n_gpu_layers: int = 0  # -1 = all layers; on failure the engine tries fewer (Engine.load_model)
-    ctx: int = 4096  # context of one sequence, prompt included
+    # context of one sequence, prompt included: a real count, unlike DEFAULT_CTX's 0 (automatic), which only
+    # RunConfig can resolve (it knows --max-tokens); 4096 for an engine built by hand
+    ctx: int = 4096
     batch_size: int = DEFAULT_BATCH_SIZE  # sequences decoded together
     threads: int | None = None  # None = physical cores
     kv_unified: bool = False  # one KV buffer for all sequences (see README: slower at large batch)
@@ -105,12 +107,18 @@ class EngineOptions:
     # The model's trained context where the caller has read the GGUF header already (the load plan): the
     # engine's check before the load then reads nothing. None: the engine reads it.
     n_ctx_train: int | None = None
+    # The model's transformer blocks, likewise (the ladder down from -1 halves them): None, the engine
+    # reads the header if a load with all layers fails.
+    n_layers: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", str(self.model_path))
         object.__setattr__(self, "stop", tuple(self.stop))
         if self.tensor_split is not None:
             object.__setattr__(self, "tensor_split", tuple(self.tensor_split))
+        if not isinstance(self.n_gpu_layers, int) or isinstance(self.n_gpu_layers, bool):
+            raise InputError(f"n_gpu_layers must be a whole number (-1 = all), got {self.n_gpu_layers!r}: "
+                             "resolve 'auto' with aimo_gguf.fit.plan.plan_load")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}")
         if self.ctx < 16:

@@ -12,14 +12,23 @@ before anything asks llama.cpp for a backend.
 from __future__ import annotations
 
 import ctypes
+from importlib.util import find_spec
 from pathlib import Path
 
-import llama_cpp
+# llama_cpp is imported only where its C library is called: the version and the library folder are
+# read without loading it (the CLI and the converter ask for them).
+
+
+def binding_version() -> str:
+    """The installed llama-cpp-python's version (its distribution's: the sdist ``convert`` fetches)."""
+    from importlib.metadata import version
+
+    return version("llama-cpp-python")
 
 
 def library_dir() -> Path:
     """Where llama-cpp-python keeps its libraries (libllama, libggml, the backend modules)."""
-    return Path(llama_cpp.__file__).resolve().parent / "lib"
+    return Path(find_spec("llama_cpp").origin).resolve().parent / "lib"
 
 
 def cpu_variants() -> list[str]:
@@ -34,6 +43,8 @@ def load_backend_modules() -> None:
     # Through libllama's own handle: dlsym searches its dependencies, so this is the libggml libllama
     # uses. (The wheel holds libggml.so and libggml.so.0 as two files: opening one by path could load a
     # second copy, with a backend registry of its own.)
+    import llama_cpp
+
     load = llama_cpp.llama_cpp._lib.ggml_backend_load_all_from_path
     load.argtypes, load.restype = [ctypes.c_char_p], None
     load(str(library_dir()).encode())

@@ -12,7 +12,6 @@ tokenizing and the logits of one sequence (for ``compare``) live here too.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -35,7 +34,7 @@ from .api import (
     Request,
 )
 from .confidence import Tracker
-from .limits import check_limits, check_tensor_split
+from .limits import check_limits, check_tensor_split, default_threads
 from .samplers import Samplers, resolve_path
 from .scheduler import Scheduler, StepPlan
 from .slot import Slot, StopMatcher
@@ -43,16 +42,6 @@ from .slot import Slot, StopMatcher
 
 def _no_clock() -> float:
     return 0.0
-
-
-def default_threads() -> int:
-    """Physical cores where psutil can tell, else all logical CPUs."""
-    try:
-        import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except Exception:
-        return os.cpu_count() or 1
 
 
 def gguf_block_count(path: Path) -> int | None:
@@ -169,7 +158,7 @@ class Engine(BatchEngine):
         if not supported and (options.split_mode != DEFAULT_SPLIT_MODE or options.tensor_split or options.main_gpu):
             notes.append("--split-mode, --tensor-split and --main-gpu are ignored: no GPU to split over")
             split = {}
-        if supported:
+        if supported:  # the plan checked it (with the visible GPUs); an engine built without one did not
             check_tensor_split(options.tensor_split)
         self.extra_buffers = options.repack and _extra_buffers_safe(notes)
         try:
@@ -180,8 +169,11 @@ class Engine(BatchEngine):
                 raise  # on the CPU alone: the real reason, not a GPU one
             failure = e
             self.close()
-        # The header is read only here, on the way down from -1 (all layers).
-        ladder = layer_ladder(layers, gguf_block_count(Path(options.model_path)) if layers < 0 else None)
+        # The header is read only here, on the way down from -1 (all layers), and only without a plan's count.
+        n_blocks = None
+        if layers < 0:
+            n_blocks = options.n_layers if options.n_layers is not None else gguf_block_count(Path(options.model_path))
+        ladder = layer_ladder(layers, n_blocks)
         for n in ladder[1:-1]:
             try:
                 self._open(options, n_gpu_layers=n, split=split)

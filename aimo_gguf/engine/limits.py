@@ -10,6 +10,7 @@ and each excess is one line naming the option.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,16 @@ MAX_THREADS = 512
 # llama_context_params.n_ctx is a uint32_t: the KV cells of all sequences together.
 MAX_TOTAL_CTX = 2**32 - 1
 CTX_PAD = 256  # llama.cpp rounds each sequence's context up to a multiple of this (llama-context.cpp)
+
+
+def default_threads() -> int:
+    """Physical cores where psutil can tell, else all logical CPUs."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except Exception:
+        return os.cpu_count() or 1
 
 
 def max_sequences() -> int:
@@ -65,14 +76,19 @@ def context_length(fields: dict) -> int | None:
     return value if value > 0 else None
 
 
-def check_tensor_split(shares: Sequence[float] | None) -> None:
-    """One line when ``--tensor-split`` has more shares than llama.cpp's device array holds."""
+def check_tensor_split(shares: Sequence[float] | None, *, visible: int | None = None) -> None:
+    """One line when ``--tensor-split`` has more shares than llama.cpp's device array holds, or than the
+    ``visible`` GPUs (NVML's count; None: not known)."""
+    if shares is None:
+        return
     from . import llama
 
     most = llama.max_devices()
-    if shares is not None and len(shares) > most:
+    if len(shares) > most:
         raise InputError(f"--tensor-split has {len(shares)} shares: this llama.cpp build drives at most "
                          f"{most} devices")
+    if visible is not None and len(shares) > visible:
+        raise InputError(f"--tensor-split has {len(shares)} shares, and {visible} GPU(s) are visible")
 
 
 def check_context(model: str | Path, *, ctx: int, batch_size: int, what: str | None = None,

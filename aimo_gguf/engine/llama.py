@@ -1,4 +1,8 @@
-"""Owning wrappers over llama.cpp's C objects: the only code that calls ``llama_cpp``'s C API.
+"""Owning wrappers over llama.cpp's C objects, the engine's way into ``llama_cpp``'s C API.
+
+Besides this module and ``llama_samplers``, only three engine modules call that API, each for one job:
+``simulate`` (a memory reservation without allocating), ``probe`` (a test decode in a child process)
+and ``backends`` (a portable build's backend modules).
 
 One class per C object, as llama-cpp-python's ``_internals`` does it: each
 creates its object, frees it in ``close()`` (safe twice, also from ``__del__``),
@@ -454,9 +458,3 @@ def cpu_features() -> frozenset[str]:
     text = (llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
     return frozenset(m.group(1) for m in re.finditer(r"(\w+) = 1", text))
 
-
-def binding_version() -> str:
-    """The installed llama-cpp-python's version (its distribution's: the sdist ``convert`` fetches)."""
-    from importlib.metadata import version
-
-    return version("llama-cpp-python")

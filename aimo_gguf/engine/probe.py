@@ -68,13 +68,13 @@ def build_key() -> str:
     """A name for this llama.cpp build (its libraries' names, sizes and times, its CPU features) on this
     CPU (its model and flags)."""
     from . import llama
-    from .backends import library_dir
+    from .backends import binding_version, library_dir
 
     libs = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in library_dir().glob("*ggml*")
                   if p.is_file())
     libs += sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in library_dir().glob("*llama*")
                    if p.is_file())
-    identity = [llama.binding_version(), libs, sorted(llama.cpu_features()), _cpu_identity()]
+    identity = [binding_version(), libs, sorted(llama.cpu_features()), _cpu_identity()]
     return hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:20]
 
 

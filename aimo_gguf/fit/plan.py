@@ -11,11 +11,12 @@ fallback ladder (fewer GPU layers when a load fails).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..config import RunConfig
-from ..engine.api import EngineOptions
+from ..engine.api import DEFAULT_SPLIT_MODE, EngineOptions
 from ..errors import InputError
 from ..styles.prompts import RAW_PROMPT_STOPS
 from .shares import DeviceShares
@@ -32,6 +33,7 @@ class LoadPlan:
     shares: DeviceShares | None  # each GPU's bytes where the model spreads over several GPUs, else None
     notes: tuple[str, ...]  # what 'auto' decided, said once on stderr (``say``)
     n_ctx_train: int  # the model's trained context, from the header (0: it does not say)
+    n_layers: int | None = None  # the model's transformer blocks, from the header (None: unreadable)
 
     def say(self) -> None:
         for note in self.notes:
@@ -56,24 +58,26 @@ class _Devices:
         return (self.free[index] if index < len(self.free) else None), index
 
 
-def plan_load(config: RunConfig, model_path: Path) -> LoadPlan:
+def plan_load(config: RunConfig, model_path: Path, *, gpus: Sequence[int] | None = None) -> LoadPlan:
     """The load ``config`` asks for on ``model_path``: 'auto' layers and batch resolved against the GPUs'
-    free memory (or ``--max-memory``), the device options and the context checked, before any load."""
+    free memory (or ``--max-memory``), the device options and the context checked, before any load.
+    ``gpus``: the free bytes of GPUs to plan for instead of those NVML sees (``info --gpus``)."""
     from ..engine.limits import check_context, context_length
     from ..gguf.header import read_header
 
-    devices = _devices()
+    devices = _devices() if gpus is None else _Devices(True, tuple(gpus))
     _check_devices(config, devices)
     try:
         header = read_header(model_path)
     except Exception:  # no header to read (the fakes of the tests): the engine says what is wrong
         header = None
     n_ctx_train = (context_length(header.fields) if header is not None else None) or 0
+    n_layers = _block_count(header)
     batch_asked = config.batch_size if isinstance(config.batch_size, int) else 1
     check_context(model_path, ctx=config.sequence_ctx, batch_size=batch_asked, what=config.ctx_source,
                   n_ctx_train=n_ctx_train)
     if "auto" not in (config.n_gpu_layers, config.batch_size):
-        return LoadPlan(config.n_gpu_layers, config.batch_size, None, (), n_ctx_train)
+        return LoadPlan(config.n_gpu_layers, config.batch_size, None, (), n_ctx_train, n_layers)
     from .memory import read_shape, shape_of
 
     shape = shape_of(header, model_path) if header is not None else read_shape(str(model_path))
@@ -87,7 +91,18 @@ def plan_load(config: RunConfig, model_path: Path) -> LoadPlan:
         shares = device_shares(shape, ctx=config.sequence_ctx, batch_size=batch, n_gpu_layers=layers,
                                kv_type=config.kv_type, sizes=devices.free, split_mode=config.split_mode,
                                tensor_split=config.tensor_split_values, main_gpu=config.main_gpu)
-    return LoadPlan(layers, batch, shares, tuple(notes), n_ctx_train)
+    return LoadPlan(layers, batch, shares, tuple(notes), n_ctx_train, n_layers)
+
+
+def _block_count(header) -> int | None:
+    if header is None:
+        return None
+    fields = header.fields
+    try:
+        count = int(fields[f"{fields['general.architecture']}.block_count"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return count if count > 0 else None
 
 
 def _devices() -> _Devices:
@@ -104,21 +119,22 @@ def _devices() -> _Devices:
 
 
 def _check_devices(config: RunConfig, devices: _Devices) -> None:
-    """--main-gpu and --tensor-split against the GPUs there are (a CPU build, or no NVML: nothing)."""
-    visible = len(devices.free)
-    if not devices.offload or not visible:
-        return  # no NVML: llama.cpp says what is wrong, if anything
-    if config.main_gpu >= visible:
+    """--main-gpu and --tensor-split against the GPUs there are and llama.cpp's device array (a CPU build:
+    nothing, the engine ignores them with a note; no NVML: the device array alone)."""
+    from ..engine.limits import check_tensor_split
+
+    if not devices.offload:
+        return
+    visible = len(devices.free) or None
+    if visible and config.main_gpu >= visible:
         raise InputError(f"--main-gpu {config.main_gpu}: only {visible} GPU(s) are visible (0 to {visible - 1})")
-    shares = config.tensor_split_values
-    if shares is not None and len(shares) > visible:
-        raise InputError(f"--tensor-split has {len(shares)} shares, and {visible} GPU(s) are visible")
+    check_tensor_split(config.tensor_split_values, visible=visible)
 
 
 def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> int:
     """``config.n_gpu_layers``, 'auto' replaced by the most layers whose memory estimate fits the GPUs' free
     memory or ``--max-memory`` (at a batch of 1 with ``--batch-size auto``, which then fills what is left)."""
-    from .memory import format_bytes, most_gpu_layers, parse_size
+    from .memory import format_bytes, parse_size
 
     if config.n_gpu_layers != "auto":
         return config.n_gpu_layers
@@ -128,12 +144,9 @@ def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> in
     batch, ctx = (1 if config.batch_size == "auto" else config.batch_size), config.sequence_ctx
     fit = f"with {batch} x {ctx} tokens"
     if devices.several(config):
-        from .shares import most_gpu_layers_split
-
-        layers, shares = most_gpu_layers_split(shape, ctx=ctx, batch_size=batch, sizes=devices.free,
-                                               kv_type=config.kv_type, split_mode=config.split_mode,
-                                               tensor_split=config.tensor_split_values, main_gpu=config.main_gpu,
-                                               reserve=GPU_RUNTIME_RESERVE)
+        layers, shares = most_layers(shape, sizes=devices.free, ctx=ctx, batch_size=batch, kv_type=config.kv_type,
+                                     split_mode=config.split_mode, tensor_split=config.tensor_split_values,
+                                     main_gpu=config.main_gpu)
         each = ", ".join(f"GPU{i} {format_bytes(b)} of {format_bytes(f)} free"
                          for i, (b, f) in enumerate(zip(shares.per_device, devices.free)))
         where = f"{len(devices.free)} GPUs (--split-mode {config.split_mode}) {fit}: {each}"
@@ -146,11 +159,30 @@ def _layers(config: RunConfig, shape, devices: _Devices, notes: list[str]) -> in
                 raise InputError("--n-gpu-layers auto needs the GPU's free memory (install nvidia-ml-py) "
                                  "or --max-memory")
             budget, named = max(0, free - GPU_RUNTIME_RESERVE), f"GPU {gpu}'s free memory"
-        layers = most_gpu_layers(shape, ctx=ctx, batch_size=batch, max_memory=budget, kv_type=config.kv_type)
+        layers, _ = most_layers(shape, sizes=[budget], ctx=ctx, batch_size=batch, kv_type=config.kv_type, reserve=0)
         where = f"{format_bytes(budget)} ({named}) {fit}"
     shown = "all" if layers < 0 else str(layers)
     notes.append(f"--n-gpu-layers auto: {shown} of {shape.n_layers + 1} layers fit {where}")
     return layers
+
+
+def most_layers(shape, *, sizes: Sequence[int], ctx: int, batch_size: int, kv_type: str = "f16",
+                split_mode: str = DEFAULT_SPLIT_MODE, tensor_split: Sequence[float] | None = None, main_gpu: int = 0,
+                reserve: int = GPU_RUNTIME_RESERVE) -> tuple[int, DeviceShares | None]:
+    """The most layers to offload (-1: all, 0: none) onto GPUs of ``sizes`` bytes, each keeping ``reserve``:
+    over several GPUs (not --split-mode none) every GPU's share must fit, and the shares come back; over one
+    (``main_gpu``'s with --split-mode none) the GPU part of the estimate, and None. The several-GPU rule of
+    ``run``, ``info --gpus`` and the ``models`` table alike."""
+    from .memory import most_gpu_layers
+    from .shares import most_gpu_layers_split
+
+    if split_mode != "none" and len(sizes) > 1:
+        return most_gpu_layers_split(shape, ctx=ctx, batch_size=batch_size, sizes=sizes, kv_type=kv_type,
+                                     split_mode=split_mode, tensor_split=tensor_split, main_gpu=main_gpu,
+                                     reserve=reserve)
+    size = sizes[main_gpu if split_mode == "none" and main_gpu < len(sizes) else 0]
+    budget = max(0, size - reserve)
+    return most_gpu_layers(shape, ctx=ctx, batch_size=batch_size, max_memory=budget, kv_type=kv_type), None
 
 
 def _batch(config: RunConfig, shape, devices: _Devices, layers: int, notes: list[str]) -> int:
@@ -235,7 +267,8 @@ def load_engine(config: RunConfig, model_path: Path, *, verbose: bool = False, g
     plan.say()
     extra = {} if token_budget is None else {"token_budget": token_budget}
     options = engine_options(config, model_path, batch_size=plan.batch_size, n_gpu_layers=plan.n_gpu_layers,
-                             graded=graded, traces=traces, verbose=verbose, n_ctx_train=plan.n_ctx_train, **extra)
+                             graded=graded, traces=traces, verbose=verbose, n_ctx_train=plan.n_ctx_train,
+                             n_layers=plan.n_layers, **extra)
     engine = Engine(options)
     if config.ctx and engine.n_ctx_seq != config.ctx:  # llama.cpp sizes a sequence's context in steps of 256
         note = f"--ctx {config.ctx} is {engine.n_ctx_seq} tokens per sequence: llama.cpp sizes it in steps of 256"

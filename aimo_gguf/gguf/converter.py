@@ -36,7 +36,7 @@ def find_converter(llama_cpp_dir: str | Path | None = None, *, progress: bool = 
         if not (folder / CONVERTER).is_file():
             raise InputError(f"{folder} has no {CONVERTER}: LLAMA_CPP_DIR must name a llama.cpp checkout")
         return folder
-    from ..engine.llama import binding_version
+    from ..engine.backends import binding_version
 
     version = binding_version()
     folder = cache_dir() / f"llama.cpp-{version}"

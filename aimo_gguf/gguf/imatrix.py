@@ -123,17 +123,3 @@ def _load_legacy(path: Path) -> ImportanceMatrix:
             if length > 0 and pos + length <= len(data):
                 datasets.append(data[pos:pos + length].decode(errors="replace"))
     return ImportanceMatrix(path, entries, datasets, int(chunks), "legacy")
-
-
-def write_legacy(path: str | Path, entries: dict[str, np.ndarray], *, ncall: int = 1,
-                 chunks: int = 0, dataset: str = "") -> None:
-    """Write ``entries`` in llama.cpp's legacy ``.dat`` layout (for tests and small tools)."""
-    out = [struct.pack("<i", len(entries))]
-    for name, values in entries.items():
-        raw = name.encode()
-        v = np.asarray(values, dtype="<f4") * ncall
-        out += [struct.pack("<i", len(raw)), raw, struct.pack("<ii", ncall, v.size), v.tobytes()]
-    out.append(struct.pack("<i", chunks))
-    raw = dataset.encode()
-    out += [struct.pack("<i", len(raw)), raw]
-    Path(path).write_bytes(b"".join(out))

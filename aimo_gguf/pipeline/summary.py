@@ -190,11 +190,12 @@ class RunSummary:
         rows.extend(self._at_k_rows())
         if self.low_confidence:
             rows.append(("cut by --stop-below", f"{self.low_confidence} samples"))
-        if self.prompt_style in ("harmony", "think"):
-            part = "final channel" if self.prompt_style == "harmony" else "text after </think>"
-            rows.append(("answers from", f"{self.answers_final} the {part}, {self.answers_fallback} the "
-                                         f"{'analysis' if self.prompt_style == 'harmony' else 'thinking'} "
-                                         f"(fallback) ({self.prompt_style} prompts)"))
+        from ..styles import answer_parts
+
+        parts = answer_parts(self.prompt_style)
+        if parts is not None:
+            rows.append(("answers from", f"{self.answers_final} the {parts[0]}, {self.answers_fallback} the "
+                                         f"{parts[1]} (fallback) ({self.prompt_style} prompts)"))
         if self.tokens_per_problem is not None:
             per_correct = f", {self.tokens_per_correct:.0f} per correct answer" if self.tokens_per_correct else ""
             rows.append(("tokens/problem", f"{self.tokens_per_problem:.0f} generated{per_correct}"))

@@ -59,7 +59,12 @@ class Replica:
             self.engine = load_engine(self.config, self.model_path, verbose=self.verbose, graded=self.graded,
                                       traces=self.traces)
             self.style = style_for(self.engine, self.config)
-        except AimoError as e:
+        except BaseException as e:
+            if self.engine is not None:  # the family failed on a loaded model: free its memory now, not at exit
+                self.engine.close()
+                self.engine = None
+            if not isinstance(e, AimoError):
+                raise
             return LoadFailed(type(e)(f"replica {self.number} ({node_address()}): {e}"))
         return Loaded(self.engine.info, self.style.name, node=node_address(), pid=os.getpid())
 

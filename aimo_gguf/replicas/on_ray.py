@@ -21,7 +21,8 @@ from ..errors import AimoError, ModelError
 from ..solving.solver import Clock
 from .actor import Replica
 from .cluster import CONNECT_SECONDS, first_line, join_cluster, require_ray, unmasked
-from .dispatch import LOAD_TIMEOUT, Dispatcher
+from . import dispatch
+from .dispatch import Dispatcher
 from .handle import Died, Event, Failed, LoadFailed, Progress, Solved, Work
 from .plan import plan_replicas
 
@@ -34,7 +35,7 @@ class RayHandle:
 
     def __init__(self, ray, actor, *, number: int) -> None:
         self.ray, self.actor, self.number = ray, actor, number
-        self.pid = 0  # its process, once loaded
+        self.pid = 0  # its process, once loaded (the fault tests kill it by this id)
         self.loading = None  # the load call in flight
         self.stream = None  # the solve call in flight: a stream of Solved, then Finished
         self.poll = None  # a counters() call in flight
@@ -207,7 +208,7 @@ class RayReplicas:
         total, free = ray.cluster_resources(), ray.available_resources()  # what other work holds is not free
         plan = plan_replicas(self.config, gpus=total.get("GPU", 0.0), cpus=total.get("CPU", 0.0),
                              free_gpus=free.get("GPU", 0.0), free_cpus=free.get("CPU", 0.0),
-                             threads_here=default_threads(), load_timeout=LOAD_TIMEOUT)
+                             threads_here=default_threads(), load_timeout=dispatch.LOAD_TIMEOUT)
         config = replace(self.config, threads=plan.threads, cache_prompts=plan.cache_prompts)
         remote = ray.remote(num_cpus=plan.cpus_each, num_gpus=plan.gpus_each, max_concurrency=2,
                             max_restarts=0)(Replica)

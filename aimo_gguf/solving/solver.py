@@ -95,9 +95,11 @@ def sample_seed(seed: int, problem_id: str, sample_index: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-def build_prompt(engine: BatchEngine, problem: Problem, config: RunConfig) -> list[int]:
-    """The prompt's token ids for ``problem`` under ``config`` (its family: ``aimo_gguf.styles.style_for``)."""
-    return engine.tokenize(style_for(engine, config).prompt(problem.problem))
+def build_prompts(engine: BatchEngine, problems: Sequence[Problem], config: RunConfig) -> list[list[int]]:
+    """Each problem's prompt token ids under ``config``, its family (``aimo_gguf.styles.style_for``) worked
+    out once for them all."""
+    style = style_for(engine, config)
+    return [engine.tokenize(style.prompt(problem.problem)) for problem in problems]
 
 
 def decided(tally: Tally, config: RunConfig, *, unanswered: int = 0) -> bool:

@@ -119,14 +119,6 @@ class Tally:
         return answer is not None and 2 * self.counts.get(answer, 0) > self.finished
 
 
-def majority_vote(answers: Sequence[int | None]) -> int | None:
-    """Winner of ``answers`` (in sample-index order) under the module's tie-break rule."""
-    tally = Tally.new(len(answers))
-    for index, answer in enumerate(answers):
-        tally.add(index, answer)
-    return tally.winner()
-
-
 @dataclass(frozen=True, slots=True)
 class Vote:
     """One finished sample's answer and what its vote weighs."""

@@ -20,8 +20,15 @@ if TYPE_CHECKING:
     from ..config import RunConfig
     from ..engine.api import BatchEngine
 
-__all__ = ["PromptStyle", "SampleTool", "style_for"]
+__all__ = ["PromptStyle", "SampleTool", "answer_parts", "style_for"]
 PROBE = "What is 1 + 1?"  # rendered once at the load: a template that fails on every problem fails there
+
+
+def answer_parts(name: str) -> tuple[str, str] | None:
+    """The ``answer_parts`` of the family called ``name`` (a summary holds the name alone: a replica's
+    style stays in its process); None for an unknown name."""
+    family = {style.name: style for style in (PlainStyle, ThinkStyle, HarmonyStyle)}.get(name)
+    return family.answer_parts if family is not None else None
 
 
 def style_for(engine: BatchEngine, config: RunConfig) -> PromptStyle:

@@ -51,6 +51,8 @@ class PromptStyle(Protocol):
 
     name: str  # plain, think or harmony: what the run's summary reports
     special_tokens: bool  # completions are rendered with their special tokens written out (harmony's framing)
+    # where an answer comes from, and a fallback one, in the run summary's words; None: one place only
+    answer_parts: tuple[str, str] | None
 
     def prompt(self, problem: str) -> str:
         """The text the model sees for ``problem``; an InputError when the model's template fails on it."""

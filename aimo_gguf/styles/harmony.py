@@ -264,6 +264,7 @@ class HarmonyStyle(PromptStyle):
 
     name: ClassVar[str] = "harmony"
     special_tokens: ClassVar[bool] = True
+    answer_parts: ClassVar[tuple[str, str] | None] = ("final channel", "analysis")
 
     instructions: str  # the system prompt, as the developer message
     reasoning_effort: str

@@ -23,6 +23,7 @@ class PlainStyle(PromptStyle):
 
     name: ClassVar[str] = "plain"
     special_tokens: ClassVar[bool] = False
+    answer_parts: ClassVar[tuple[str, str] | None] = None
 
     template: str | None  # the model's chat template; None: the raw completion prompt
     system_prompt: str

@@ -122,6 +122,7 @@ class ThinkStyle(PlainStyle):
     ``<think>``, a thinking budget on every sample, the answer after ``</think>``."""
 
     name: ClassVar[str] = "think"
+    answer_parts: ClassVar[tuple[str, str] | None] = ("text after </think>", "thinking")
 
     reserve: int  # --think-reserve, or default_reserve(--max-tokens)
 

@@ -59,3 +59,36 @@ def test_help_lists_options(runner):
     for flag in ("--model", "-ngl", "--threads", "--batch-sizes", "--max-tokens", "--problems", "--samples",
                  "--no-baseline", "--json", "--json-file", "--plot"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("ngl, sizes", [("auto", "1,2"), (-1, "1,auto"), ("auto", "2,auto")])
+def test_auto_is_planned_once_with_the_bench_s_own_device_flags(monkeypatch, capsys, ngl, sizes):
+    """bench's 'auto' plans the bench's own config: with --split-mode none --main-gpu 1 it fits GPU 1
+    (roomy), not GPU 0 (full); one plan however many 'auto's, each note said once."""
+    import aimo_gguf.bench as bench_module
+    import aimo_gguf.engine.llama as llama_module
+    import aimo_gguf.fit.gpus as devices
+    import aimo_gguf.fit.plan as plan_module
+
+    monkeypatch.setattr(llama_module, "supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(1 << 40, 1 << 40, 0), (1 << 40, 0, 1 << 40)])
+    planned, real = [], plan_module.plan_load
+    monkeypatch.setattr(plan_module, "plan_load", lambda config, path: planned.append(config) or real(config, path))
+
+    class Measured(Exception):
+        pass
+
+    def engine_rows(result, path, config, *args, **kwargs):
+        raise Measured(result.settings, config)
+
+    monkeypatch.setattr(bench_module, "_engine_rows", engine_rows)
+    with pytest.raises(Measured) as stop:
+        bench_module.bench(n_gpu_layers=ngl, batch_sizes=sizes, split_mode="none", main_gpu=1, flash_attn="on",
+                           threads=1, max_tokens=8, progress=False)
+    settings, config = stop.value.args
+    assert [(c.split_mode, c.main_gpu, c.flash_attn, c.threads) for c in planned] == [("none", 1, "on", 1)]
+    assert config.n_gpu_layers == settings.n_gpu_layers == -1  # all of them: GPU 1 holds the model
+    assert ("auto" in sizes) == (max(settings.batch_sizes) > 2)
+    err = capsys.readouterr().err
+    assert err.count("--n-gpu-layers auto:") == (ngl == "auto")
+    assert err.count("--batch-size auto:") == ("auto" in sizes)

@@ -20,3 +20,26 @@ def test_bad_text_files_are_one_line(runner, tmp_path):
         assert result.exit_code == 2 and message in result.stderr
     with pytest.raises(ModelError, match="Model file not found"):
         compare(SRC, tmp_path / "missing.gguf", progress=False)
+
+
+@pytest.mark.parametrize("free, layers", [(0, 0), (1 << 40, -1)])
+def test_auto_gpu_layers_are_planned_for_each_model(monkeypatch, capsys, free, layers):
+    """compare -ngl auto on a GPU build gives the engine the plan's layer count, never 'auto'."""
+    from aimo_gguf import engine as engine_package
+    from aimo_gguf.engine import llama
+    from aimo_gguf.errors import InputError
+    from aimo_gguf.fit import gpus
+
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(gpus, "gpu_memories", lambda: [(free, 0, free)])
+    seen = []
+
+    def engine(path, **options):
+        seen.append(options["n_gpu_layers"])
+        raise InputError("loaded no model")
+
+    monkeypatch.setattr(engine_package, "Engine", engine, raising=False)
+    with pytest.raises(InputError, match="loaded no model"):
+        compare(SRC, SRC, n_gpu_layers="auto", max_text_tokens=32)
+    assert seen == [layers]
+    assert "--n-gpu-layers auto:" in capsys.readouterr().err

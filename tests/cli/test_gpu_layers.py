@@ -83,3 +83,18 @@ def test_the_flag_takes_auto(runner, monkeypatch):
     assert '"n_gpu_layers_requested": "auto"' in result.stdout
     bad = runner.invoke(cli, ["info", "-ngl", "most"])
     assert bad.exit_code == 2 and "'most' is neither a number nor 'auto'" in bad.stderr
+
+
+@pytest.mark.parametrize("sizes_mib", [[300], [700], [4000], [400, 400], [300, 900], [250, 250, 250]])
+@pytest.mark.parametrize("split_mode", ["layer", "none"])
+def test_gpus_asked_about_are_planned_as_the_gpus_nvml_sees(monkeypatch, sizes_mib, split_mode):
+    """info --gpus plans hypothetical GPUs with run's own rule: the same layers, batch and shares as NVML
+    reporting those free sizes would give."""
+    sizes = [s * MiB for s in sizes_mib]
+    path = default_model_path()
+    config = RunConfig(n_gpu_layers="auto", batch_size="auto", max_tokens=256, split_mode=split_mode)
+    asked = loading.plan_load(config, path, gpus=sizes)
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(s, 0, s) for s in sizes])
+    seen = loading.plan_load(config, path)
+    assert (asked.n_gpu_layers, asked.batch_size, asked.shares) == (seen.n_gpu_layers, seen.batch_size, seen.shares)

@@ -101,6 +101,21 @@ def test_the_summary_counts_where_answers_came_from(tmp_path):
     assert "answers from" in s.table() and "final channel" in s.table()
 
 
+
+@pytest.mark.parametrize(("style", "row"), [
+    ("harmony", "answers from  3 the final channel, 1 the analysis (fallback) (harmony prompts)"),
+    ("think", "answers from  3 the text after </think>, 1 the thinking (fallback) (think prompts)"),
+    ("plain", None), ("", None),
+])
+def test_the_summary_names_each_family_s_answer_parts(style, row):
+    """The family's own words for where answers came from, by its name (a replica sends the name alone)."""
+    from aimo_gguf.pipeline.summary import RunSummary
+
+    summary = RunSummary(problems=2, graded=2, samples_per_problem=2, prompt_style=style, answers_final=3,
+                         answers_fallback=1)
+    rows = [line for line in summary.table().splitlines() if line.startswith("answers from")]
+    assert [" ".join(r.split()) for r in rows] == ([] if row is None else [" ".join(row.split())])
+
 THINK_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant><think>\n"
 FAMILIES = {  # the engine of a model of each family, and what its samples say
     "harmony": lambda: FakeEngine(lambda p, s: FINAL.format(p + 1), batch_size=2, architecture="gpt-oss"),

@@ -23,8 +23,7 @@ from aimo_gguf.outputs import TraceWriter
 from aimo_gguf.pipeline import runner
 from aimo_gguf.pipeline.problems import Problem
 from aimo_gguf.solving import solver
-from aimo_gguf.solving.solver import ProblemResult, build_prompt, sample_seed, solve
-from aimo_gguf.solving.voting import majority_vote
+from aimo_gguf.solving.solver import ProblemResult, build_prompts, sample_seed, solve
 from aimo_gguf.styles.prompts import raw_prompt
 
 FIFO = {"fifo": lambda p, s: s + 1, "lifo": lambda p, s: 100 - s}  # sample 0 first / last
@@ -38,6 +37,12 @@ def config(**kw) -> RunConfig:
 
 def solve_all(problems, engine, cfg, **kw) -> list[ProblemResult]:
     return list(solve(problems, engine, cfg, **kw))
+
+
+def majority(answers: list[int | None]) -> int | None:
+    """The tests' own majority rule: the most votes, a tie to the answer voted for first; None never wins."""
+    votes = [a for a in answers if a is not None]
+    return max(votes, key=lambda a: (votes.count(a), -votes.index(a)), default=None)
 
 
 def by_index(results: list[ProblemResult]) -> list[ProblemResult]:
@@ -178,7 +183,7 @@ def test_early_stop_winner_equals_full_vote_random():
             results = by_index(solve_all(problems_of(n_problems), engine, config(samples=n_samples, batch_size=batch_size)))
             assert [r.index for r in results] == list(range(n_problems))
             for r in results:
-                expected = majority_vote(table[r.index])
+                expected = majority(table[r.index])
                 if expected is None:
                     assert r.fallback and r.answer == 0
                 else:
@@ -226,7 +231,7 @@ def test_too_long_prompt_is_a_fallback_without_requests():
 
 def test_prompt_exactly_at_context_is_too_long():
     problem = Problem(id="p", problem="What?")
-    n = len(build_prompt(FakeEngine(str), problem, config()))
+    n = len(build_prompts(FakeEngine(str), [problem], config())[0])
     for n_ctx, too_long in ((n, True), (n + 1, False)):
         engine = FakeEngine(lambda p, s: boxed(1), n_ctx_seq=n_ctx)
         (result,) = solve_all([problem], engine, config(samples=1))
@@ -353,7 +358,7 @@ def test_requests_share_prompt_and_prefix_and_carry_config():
         assert len({r.prefix_key for r in reqs}) == 1
         prefixes.add(reqs[0].prefix_key)
         assert all(r.prompt == reqs[0].prompt for r in reqs)
-        assert list(reqs[0].prompt) == build_prompt(engine, problem, cfg)
+        assert list(reqs[0].prompt) == build_prompts(engine, [problem], cfg)[0]
         assert [r.seed for r in reqs] == [sample_seed(5, problem.id, j) for j in range(3)]
         for r in reqs:
             assert r.max_tokens == 77
@@ -372,16 +377,28 @@ def test_seeds_do_not_depend_on_batch_size():
     assert seeds(1) == seeds(4)
 
 
-def test_build_prompt_chat_and_raw():
+def test_build_prompts_chat_and_raw():
     engine = FakeEngine(str)
     problem = Problem(id="x", problem="  What is 1 + 1?  ")
-    chat = "".join(map(chr, build_prompt(engine, problem, config(system_prompt="SYS"))))
+    chat = "".join(map(chr, build_prompts(engine, [problem], config(system_prompt="SYS"))[0]))
     assert chat == "<s><system>SYS</system>\n<user>What is 1 + 1?</user>\n<assistant>"
-    raw = "".join(map(chr, build_prompt(engine, problem, config(system_prompt="SYS", raw_prompt=True))))
+    raw = "".join(map(chr, build_prompts(engine, [problem], config(system_prompt="SYS", raw_prompt=True))[0]))
     assert raw == raw_prompt(problem.problem, "SYS")
     no_template = FakeEngine(str, chat_template=None)
-    assert build_prompt(no_template, problem, config(system_prompt="SYS")) == engine.tokenize(raw)
+    assert build_prompts(no_template, [problem], config(system_prompt="SYS"))[0] == engine.tokenize(raw)
 
+
+
+@pytest.mark.parametrize("n", [1, 3, 20])
+def test_build_prompts_works_the_style_out_once(monkeypatch, n):
+    import aimo_gguf.solving.solver as solver_module
+
+    calls, real = [], solver_module.style_for
+    monkeypatch.setattr(solver_module, "style_for", lambda engine, cfg: calls.append(cfg) or real(engine, cfg))
+    problems = [Problem(id=str(i), problem=f"What is {i} + 1?") for i in range(n)]
+    prompts = build_prompts(FakeEngine(str), problems, config())
+    assert len(prompts) == n and len(calls) == 1
+    assert ["".join(map(chr, p)).count(f"What is {i} + 1?") for i, p in enumerate(prompts)] == [1] * n
 
 # --- memory ----------------------------------------------------------------
 
@@ -469,7 +486,7 @@ def test_run_writes_submission_in_input_order_and_consistent_summary(tmp_path, m
     # Small runs keep their results, in input order.
     assert [r.index for r in result.results] == list(range(n + 1))
     for r in result.results[:n]:
-        expected = majority_vote(table[r.index])
+        expected = majority(table[r.index])
         assert r.answer == (11 if expected is None else expected)
 
 

@@ -164,9 +164,10 @@ def test_info_with_gpus_resolves_auto_layers_over_those_gpus(runner, monkeypatch
 
     monkeypatch.setattr(devices, "gpu_memories", lambda: [])
     monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
-    out = json.loads(runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "auto", "--json"],
-                                   catch_exceptions=False).output)
+    result = runner.invoke(cli, ["info", "--gpus", "2x15GB", "-ngl", "auto", "--json"], catch_exceptions=False)
+    out = json.loads(result.stdout)
     assert out["estimate"]["n_gpu_layers"] > 0 and len(out["per_gpu"]) == 2  # not "needs NVML or --max-memory"
+    assert "--n-gpu-layers auto: all of" in result.stderr and "fit 2 GPUs" in result.stderr  # said, as run says it
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -220,3 +221,53 @@ def test_batch_auto_over_several_gpus_fits_every_share(monkeypatch):
 
     assert batch >= 1 and shares.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE)
     assert not bigger.fits([1 << 30] * 2, GPU_RUNTIME_RESERVE) and "fit 2 GPUs" in " ".join(plan.notes)
+
+
+@pytest.mark.parametrize("visible", [0, 1, 2, 3])
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_the_plan_checks_the_shares_against_the_gpus_and_llama_cpp_s_array(monkeypatch, visible, extra):
+    """One check before any load: more shares than llama.cpp's device array, or than the visible GPUs
+    (none known without NVML), is one line; a share per device is fine."""
+    import aimo_gguf.fit.gpus as devices
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.errors import InputError
+    from aimo_gguf.fit.plan import plan_load
+    from aimo_gguf.gguf.files import default_model_path
+
+    monkeypatch.setattr(devices, "gpu_memories", lambda: [(16 << 30, 0, 16 << 30)] * visible)
+    monkeypatch.setattr(devices, "gpu_memory", lambda: None)
+    monkeypatch.setattr(llama, "supports_gpu_offload", lambda: True)
+    n = (visible or llama.max_devices()) + extra
+    config = RunConfig(tensor_split=",".join(["1"] * n))
+    if extra <= 0:
+        assert plan_load(config, default_model_path()).n_gpu_layers == 0
+        return
+    message = f"and {visible} GPU\\(s\\) are visible" if visible else "drives at most"
+    with pytest.raises(InputError, match=message):
+        plan_load(config, default_model_path())
+
+
+@pytest.mark.parametrize(("style", "error"), [("think", "InputError"), ("harmony", "RuntimeError")])
+def test_a_replica_whose_family_fails_frees_its_engine(monkeypatch, style, error):
+    """The load succeeded and the prompt family failed on the model: the engine is closed at once (a one-line
+    LoadFailed for aimo-gguf's own errors, the exception itself for anything else)."""
+    from fakes import FakeEngine
+
+    import aimo_gguf.fit.plan as plan_module
+    import aimo_gguf.replicas.actor as actor
+    from aimo_gguf.config import RunConfig
+    from aimo_gguf.replicas.handle import LoadFailed
+
+    engine = FakeEngine(str, chat_template=None)  # think needs a template: an InputError
+    monkeypatch.setattr(plan_module, "load_engine", lambda *a, **k: engine)
+    if error == "RuntimeError":
+        monkeypatch.setattr(actor, "style_for", lambda *a: (_ for _ in ()).throw(RuntimeError("a bug")))
+    replica = actor.Replica(RunConfig(prompt_style=style), "m.gguf", number=3, graded=False, traces=False,
+                            verbose=False)
+    if error == "InputError":
+        failed = replica.load()
+        assert isinstance(failed, LoadFailed) and "replica 3" in str(failed.error)
+    else:
+        with pytest.raises(RuntimeError, match="a bug"):
+            replica.load()
+    assert engine.closed and replica.engine is None

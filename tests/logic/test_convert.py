@@ -8,8 +8,6 @@ installed llama-cpp-python (fetched with pip once into the aimo-gguf cache).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -128,20 +126,3 @@ def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):
         (d / "x.gguf").write_bytes(b"half")
     assert conv.remove_stale_staging(tmp_path) == [stale]
     assert live.exists() and not stale.exists()
-
-
-def test_verify_manifest_finds_missing_resized_and_changed_files(tmp_path):
-    for name, data in [("a.gguf", b"aaaa"), ("b.gguf", b"bbbb"), ("c.gguf", b"cccc")]:
-        (tmp_path / name).write_bytes(data)
-    entries = [{"file": n, "bytes": 4, "sha256": hashlib.sha256(d).hexdigest()}
-               for n, d in [("a.gguf", b"aaaa"), ("b.gguf", b"bbbb"), ("c.gguf", b"cccc"), ("d.gguf", b"dddd")]]
-    manifest = tmp_path / "m.manifest.json"
-    manifest.write_text(json.dumps({"files": entries}))
-    assert conv.verify_manifest(manifest) == ["d.gguf: missing"]
-    (tmp_path / "b.gguf").write_bytes(b"bbbbb")
-    (tmp_path / "c.gguf").write_bytes(b"cccC")
-    assert conv.verify_manifest(manifest) == [
-        "b.gguf: 5 bytes, the manifest says 4", "c.gguf: sha256 differs from the manifest", "d.gguf: missing"]
-    manifest.write_text("[1, 2]")
-    with pytest.raises(InputError, match="not an aimo-gguf manifest"):
-        conv.verify_manifest(manifest)

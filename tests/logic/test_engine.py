@@ -61,7 +61,7 @@ def test_a_misspelt_engine_keyword_is_not_swallowed():
 
 
 @pytest.mark.parametrize("module", ["aimo_gguf.config", "aimo_gguf.engine", "aimo_gguf.engine.api",
-                                    "aimo_gguf.fit.plan"])
+                                    "aimo_gguf.fit.plan", "aimo_gguf.cli", "aimo_gguf.gguf.converter"])
 def test_importing_does_not_load_llama_cpp(module):
     code = f"import {module}, sys; assert 'llama_cpp' not in sys.modules, 'llama_cpp loaded'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -71,3 +71,10 @@ def test_importing_does_not_load_llama_cpp(module):
 def test_prompt_reuse_with_a_unified_cache_is_refused_before_any_load():
     with pytest.raises(InputError, match="--cache-prompts needs one KV stream per sequence"):
         Engine("nothing.gguf", kv_unified=True, cache_prompts=True)
+
+
+@pytest.mark.parametrize("layers", ["auto", "-1", 2.0, None, True])
+def test_gpu_layers_must_be_resolved_to_a_whole_number(layers):
+    """'auto' is the load plan's to resolve: the engine refuses it in one line, not a llama.cpp TypeError."""
+    with pytest.raises(InputError, match="n_gpu_layers must be a whole number"):
+        EngineOptions(model_path="m.gguf", n_gpu_layers=layers)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import write_legacy_imatrix
 
 from aimo_gguf.cli import cli
 from aimo_gguf.errors import InputError
 from aimo_gguf.gguf.files import default_model_path
-from aimo_gguf.gguf.imatrix import load_imatrix, write_legacy
+from aimo_gguf.gguf.imatrix import load_imatrix
 
 SRC = str(default_model_path())
 
@@ -42,7 +43,7 @@ def test_gguf_imatrix_is_divided_by_counts_per_expert(tmp_path):
 
 def test_legacy_imatrix_round_trips_and_is_divided_by_ncall(tmp_path):
     path = tmp_path / "m.dat"
-    write_legacy(path, {"blk.0.attn_k.weight": np.array([0.5, 1.5, 2.0])}, ncall=4, chunks=10, dataset="wiki")
+    write_legacy_imatrix(path, {"blk.0.attn_k.weight": np.array([0.5, 1.5, 2.0])}, ncall=4, chunks=10, dataset="wiki")
     m = load_imatrix(path)
     assert m.format == "legacy" and m.chunks == 10 and m.datasets == ["wiki"]
     np.testing.assert_allclose(m.entries["blk.0.attn_k.weight"], [0.5, 1.5, 2.0])

@@ -12,7 +12,6 @@ from aimo_gguf.solving.voting import (
     Vote,
     every_mode,
     kept,
-    majority_vote,
     max_vote_weight,
     pick,
     vote_weight,
@@ -43,8 +42,8 @@ def tally_of(n_samples: int, votes: list[tuple[int, int | None]]) -> Tally:
         ([0, 0, 5, 5, 6, 6, 6], 6),
     ],
 )
-def test_majority_vote(answers: list[int | None], expected: int | None) -> None:
-    assert majority_vote(answers) == expected
+def test_the_tally_s_winner(answers: list[int | None], expected: int | None) -> None:
+    assert tally_of(len(answers), list(enumerate(answers))).winner() == expected
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(4))))

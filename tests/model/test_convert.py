@@ -86,7 +86,6 @@ def test_convert_sh_writes_three_models_and_a_manifest(converted):
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert "Paris" in entry["smoke_test"]["text"]
         assert read_shape(str(path)).file_type == entry["type"]
-    assert conv.verify_manifest(manifest) == []
     sizes = [e["bytes"] for e in data["files"]]
     assert sizes[0] > sizes[1] > sizes[2]
 

@@ -7,11 +7,11 @@ import hashlib
 
 import numpy as np
 import pytest
+from helpers import write_legacy_imatrix
 
 from aimo_gguf.cli import cli
 from aimo_gguf.fit.memory import read_shape
 from aimo_gguf.gguf.files import default_model_path
-from aimo_gguf.gguf.imatrix import write_legacy
 
 SRC = str(default_model_path())
 
@@ -23,7 +23,7 @@ def test_an_imatrix_changes_the_quantization(runner, tmp_path):
     rng = np.random.default_rng(0)
     weights = {t.name: rng.random(int(t.shape[0])).astype(np.float32) ** 4 + 1e-3
                for t in GGUFReader(SRC).tensors if len(t.shape) == 2 and t.name.startswith("blk.")}
-    write_legacy(tmp_path / "m.dat", weights, ncall=2)
+    write_legacy_imatrix(tmp_path / "m.dat", weights, ncall=2)
     args = ["--type", "Q4_K_M", "--allow-requantize", "-t", "2"]
     plain, weighted = tmp_path / "plain.gguf", tmp_path / "weighted.gguf"
     assert runner.invoke(cli, ["quantize", SRC, str(plain), *args]).exit_code == 0
