@@ -122,7 +122,9 @@ def bench(
     path = resolve_model(config.model)
     sizes, config = resolve_auto(config, path, batch_sizes)
     check_context(path, ctx=config.sequence_ctx, batch_size=max(sizes), what=config.ctx_source)  # before any load
-    from ..engine.llama import supports_gpu_offload  # here: importing the CLI must not load llama.cpp
+    from ..engine.llama import (
+        supports_gpu_offload,  # here: importing the CLI must not load llama.cpp
+    )
 
     gpu_build = supports_gpu_offload()
     say = Progress(progress)

@@ -94,7 +94,9 @@ def engine_row(
     rss = RssProbe()
     gpu = GpuProbe.open(gpu_build)
     say(f"{label}: loading the model and a context of {batch_size} x {config.sequence_ctx} tokens")
-    from ..engine.engine import Engine  # here: importing the CLI must not load llama.cpp
+    from ..engine.engine import (
+        Engine,  # here: importing the CLI must not load llama.cpp
+    )
 
     t_load = time.perf_counter()
     try:

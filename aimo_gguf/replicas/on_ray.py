@@ -19,9 +19,9 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import AimoError, ModelError
 from ..solving.solver import Clock
+from . import dispatch
 from .actor import Replica
 from .cluster import CONNECT_SECONDS, first_line, join_cluster, require_ray, unmasked
-from . import dispatch
 from .dispatch import Dispatcher
 from .handle import Died, Event, Failed, LoadFailed, Progress, Solved, Work
 from .plan import plan_replicas
