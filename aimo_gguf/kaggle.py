@@ -213,6 +213,8 @@ class KaggleSolver:
         if not results:  # no time to start it at all, or the engine died on it
             self.stats.fallbacks += 1
             why = "no time left" if self.served is None or self.served.crashes == crashes else "no result"
+            if self.served is not None and self.served.gone:
+                why = "no engine (its loads died, no more restarts)"
             _log(f"{problem_id}: {why}: answer {self.config.fallback_answer} (fallback)")
             return self.config.fallback_answer
         r = results[0]

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
+import numpy as np
+
 from aimo_gguf.engine import (
     FINISH_CANCELLED,
     FINISH_EOS,
@@ -303,9 +305,14 @@ class PromptEngine(FakeEngine):
 def load_prompt_engine(config, model_path, **kwargs) -> PromptEngine:
     """The engine process's loader in the cli tier (``AIMO_GGUF_CHILD_LOADER=fakes:load_prompt_engine``):
     three steps of 5 ms per sample, so several problems are in flight at once, as on a real engine."""
+    import os
+
     batch = config.batch_size if isinstance(config.batch_size, int) else 4
-    return PromptEngine(tir=config.tir, batch_size=batch, n_ctx_seq=config.sequence_ctx, steps=lambda p, s: 3,
-                        step_seconds=0.005)
+    engine = PromptEngine(tir=config.tir, batch_size=batch, n_ctx_seq=config.sequence_ctx, steps=lambda p, s: 3,
+                          step_seconds=0.005)
+    # FAKE_ENGINE_MB: memory the engine holds, as a model's weights would (written, so it is resident)
+    engine.weights = np.ones(int(os.environ.get("FAKE_ENGINE_MB", "0")) << 20, dtype=np.uint8)
+    return engine
 
 
 def load_boxed_engine(config, model_path, **kwargs) -> FakeEngine:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 
 import click
 
@@ -56,6 +57,21 @@ def _name_variables(message: str, ctx: click.Context | None, param: click.Parame
     return f"{message[:end]} (from the environment: {', '.join(named)}){message[end:]}"
 
 
+def standard_streams() -> None:
+    """Started with stdin, stdout or stderr closed (``2>&-``), a process would hand that descriptor to the next
+    file it opens, and write its progress into a journal or a model: point each closed one at /dev/null first."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:  # Python found the descriptor closed at start-up
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - the process's own stream
+
+
 class _OneLineUsage:
     """Click's usage errors (a bad value, a missing argument, an unknown flag) as one line."""
 
@@ -83,6 +99,10 @@ class AimoGroup(_OneLineUsage, click.Group):
     """The command group: an unknown command is one line too; every command is an ``AimoCommand``."""
 
     command_class = AimoCommand
+
+    def main(self, *args, **kwargs):
+        standard_streams()
+        return super().main(*args, **kwargs)
 
     def resolve_command(self, ctx, args):
         try:

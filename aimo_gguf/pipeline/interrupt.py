@@ -6,7 +6,10 @@ process on the spot. ``stop_signals()`` turns SIGINT, SIGTERM and SIGHUP into
 a ``Stopped`` exception in the main thread while it is armed. After a hangup
 the terminal refuses every write (EIO): a progress bar or a note written there
 must not cost the results, so stdout and stderr that no longer take writes are
-pointed at /dev/null when the signal arrives.
+pointed at /dev/null when the signal arrives. A reader that goes away without a
+signal (``|& tee log`` where tee dies, ``2>&1 | head``) fails a write with EPIPE
+instead: ``quiet_failures()`` makes such a write point the stream at /dev/null
+too, so the run goes on and writes its files.
 
 A signal can land while the main thread runs a Python callback from C (llama.cpp's
 log callback, called all through a model load): an exception raised there
@@ -22,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from typing import TextIO
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CODES = {s: 128 + s for s in SIGNALS}  # 130, 143, 129: as shells report a process the signal ended
@@ -101,3 +106,47 @@ def stop_signals() -> Iterator[StopState]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+class _Guarded:
+    """A text stream whose failing write or flush (EPIPE, EIO: its reader or terminal is gone) points its file
+    descriptor at /dev/null and is dropped: progress and notes are worth less than the run's files."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._drop()
+
+    def _drop(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())  # the buffered rest, flushed at exit, goes nowhere too
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process's stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def quiet_failures() -> Iterator[None]:
+    """Within the block, a write to stderr that fails drops stderr instead of raising (see ``_Guarded``)."""
+    original = sys.stderr
+    sys.stderr = _Guarded(original)
+    try:
+        yield
+    finally:
+        sys.stderr = original

@@ -34,7 +34,7 @@ from ..solving.solver import Clock, ProblemResult, Solver
 from ..solving.voting import VOTE_MODES
 from ..styles import style_for
 from ..styles.tir import ToolStats
-from .interrupt import EXIT_CODES, Stopped, stop_signals
+from .interrupt import EXIT_CODES, Stopped, quiet_failures, stop_signals
 from .journal import Journal, default_journal, fingerprint
 from .problems import (
     BUNDLED_SETS,
@@ -109,7 +109,7 @@ def run(
     failure: AimoError | None = None
     # Two stacks: the files (journal, traces) close before the results are written, the engine or the
     # replicas (``engines``) only after, so ending them (ray.shutdown takes seconds) comes last.
-    with stop_signals() as stop, contextlib.ExitStack() as engines:
+    with quiet_failures(), stop_signals() as stop, contextlib.ExitStack() as engines:
         try:
             with contextlib.ExitStack() as files:
                 log = files.enter_context(Journal(journal, fingerprint(config, model_path), resume=resume)) \
@@ -169,6 +169,10 @@ def _prepare(problems, engine: BatchEngine | None, config: RunConfig, *, output,
 
         require_ray()  # the one-line error naming the extra, before any file is touched
     _check_outputs(source, model_path, output=output, summary=summary, traces=traces, journal=journal or None)
+    if engine is None and config.ray is None and not config.in_process:
+        from ..supervise.faults import Fault
+
+        Fault.check_env()  # a test hook found in a real environment is said, a bad one refused
     plan = None  # before any load: a context llama.cpp or the model cannot hold is one line
     if engine is None and config.ray is None:
         from ..fit.plan import plan_load
@@ -224,6 +228,9 @@ class ResultSource(Protocol):
     stats: EngineStats  # the engines' counters, summed over replicas
     failures: int  # replicas lost and replaced
     prompt_style: str  # the prompt family the Solvers use (harmony, think, plain)
+    crashes: int  # engine processes that died (the supervised engine process; 0 elsewhere)
+    lost: int  # problems given the fallback for being in flight at two of those deaths
+    peak_rss_mb: float  # the peak resident memory of the process holding the engine, when it is not this one
 
     def results(self, problems: Sequence[Problem], *, deadline: float | None, clock: Clock, on_step, tracer,
                 tool_stats: ToolStats | None, margin: float) -> Iterator[ProblemResult]: ...
@@ -238,7 +245,8 @@ class ResultSource(Protocol):
 class LocalSource:
     """One engine and the Solver on it."""
 
-    failures = 0
+    failures = crashes = lost = 0
+    peak_rss_mb = 0.0  # the engine is in this process: the summary measures it here
 
     def __init__(self, engine: BatchEngine, config: RunConfig) -> None:
         self.engine, self.config = engine, config
@@ -281,6 +289,7 @@ class _Outcome:
         self.budgets: list[float] = []
         self.deadline: float | None = None
         self.t_start = time.perf_counter()
+        self.engine_rss_mb = 0.0  # the engine process's peak memory, where the engine is not in this process
 
     def solve(self, source: ResultSource, log: Journal | None, tracer: TraceWriter | None, *, progress: bool,
               on_result, deadline: float | None, clock: Clock, safe_point=None) -> None:
@@ -389,7 +398,8 @@ class _Outcome:
         source.final_counters()
         s, stats = self.summary, source.stats
         s.replicas, s.replica_failures = source.replica_rows(), source.failures
-        s.engine_crashes, s.problems_lost_to_crashes = getattr(source, "crashes", 0), getattr(source, "lost", 0)
+        s.engine_crashes, s.problems_lost_to_crashes = source.crashes, source.lost
+        self.engine_rss_mb = source.peak_rss_mb
         if s.engine_crashes:
             info = source.loaded_info  # a SIGILL restart turned repacking off
             s.repack, s.notes = info.repack, list(info.notes)
@@ -427,7 +437,7 @@ class _Outcome:
         s.fallbacks += missing
         s.problem_seconds = _spread(self.seconds)
         s.budget_seconds = _spread(self.budgets)
-        s.peak_rss_mb = peak_rss_mb()
+        s.peak_rss_mb = max(peak_rss_mb(), self.engine_rss_mb)  # the engine process's, by default
         rows = [(p.id, config.fallback_answer if a is None else a) for p, a in zip(self.problems, self.answers)]
         failure = None
         if output is not None:

@@ -89,7 +89,7 @@ class RunSummary:
     decode_seconds: float = 0.0  # inside llama_decode
     sample_seconds: float = 0.0  # sampling and per-token bookkeeping
     kv_preemptions: int = 0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # the process that held the engine (the engine process, unless --in-process)
     # With --ray: per replica (node, pid, problems, generated_tokens, busy_seconds, tokens_per_second, lost),
     # and the replicas lost (process killed, node gone) and replaced, their unfinished problems solved elsewhere.
     replicas: list[dict] | None = None

@@ -90,6 +90,9 @@ class Dispatcher:
     ``short_of`` completes the error when no replica loads in ``LOAD_TIMEOUT``.
     """
 
+    crashes = lost = 0  # a lost replica is replaced and its problems requeued (``failures``), not retried here
+    peak_rss_mb = 0.0  # the summary's is the driver's; each replica's memory is its own (README)
+
     def __init__(self, launcher: Launcher, config: RunConfig, *, replicas: int, model_path: str,
                  deadline: float | None = None, clock: Clock = time.monotonic, keep_back: float = 0.0,
                  notes: Sequence[str] = (), short_of: str = "") -> None:

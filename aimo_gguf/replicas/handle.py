@@ -63,6 +63,7 @@ class ReplicaCounters:
     tools: ToolStats | None = None  # with --tir only
     busy_seconds: float = 0.0  # inside solve calls
     problems: int = 0  # problems decided
+    peak_rss_mb: float = 0.0  # the replica process's peak resident memory so far, MiB
 
 
 @dataclass(frozen=True)

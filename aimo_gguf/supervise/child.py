@@ -33,6 +33,7 @@ from ..config import RunConfig
 from ..errors import AimoError
 from ..fit.plan import LoadPlan
 from ..pipeline.problems import Problem
+from ..pipeline.summary import peak_rss_mb
 from ..replicas.handle import (
     Failed,
     Finished,
@@ -113,7 +114,8 @@ class Child:
     def counters(self) -> ReplicaCounters:
         engine = self.engine.stats.snapshot() if self.engine is not None else None
         tools = self.tool_stats.snapshot() if self.tool_stats is not None else None
-        return ReplicaCounters(engine=engine, tools=tools, busy_seconds=self.busy, problems=self.problems)
+        return ReplicaCounters(engine=engine, tools=tools, busy_seconds=self.busy, problems=self.problems,
+                               peak_rss_mb=peak_rss_mb())
 
     def _load(self, load: Load) -> None:
         from ..styles import style_for

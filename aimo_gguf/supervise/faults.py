@@ -9,15 +9,20 @@
   worker);
 - ``once``: only in the run's first engine process, so the restarted one gets past it.
 
-Nothing else reads the variable; a value it cannot parse is ignored (the run is not a test).
+The engine process reads the variable; the run that starts it checks it first (``check_env``): a value it
+cannot parse is one ``Error:`` line, and a set one is said on stderr, so a user who finds it in an
+environment knows why the engine dies.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 from dataclasses import dataclass, field
+
+from ..errors import InputError
 
 FAULT_ENV = "AIMO_GGUF_CHILD_FAULT"
 HOWS = ("abort", "sigsegv", "sigill", "exit")
@@ -44,6 +49,20 @@ class Fault:
         if where not in ("load", "decode", "tool") or (where != "load") != bool(problem):
             return None
         return cls(parts[0], where, problem or None, once=len(parts) == 3)
+
+    @classmethod
+    def check_env(cls) -> Fault | None:
+        """The fault the variable sets, said on stderr; an unreadable value is an InputError."""
+        spec = os.environ.get(FAULT_ENV, "")
+        if not spec:
+            return None
+        fault = cls.from_env()
+        if fault is None:
+            raise InputError(f"{FAULT_ENV}={spec!r} is not HOW@WHERE[@once] (HOW: {', '.join(HOWS)}; WHERE: load, "
+                             f"decode:ID, tool:ID): it is a test hook, unset it")
+        print(f"aimo-gguf: {FAULT_ENV}={spec} is set: the engine process will die on purpose there (a test hook)",
+              file=sys.stderr)
+        return fault
 
     def arm(self, problems) -> None:
         """A solve call starts on ``problems``: where the target is, and the tool hook when it is a tool call."""

@@ -36,6 +36,7 @@ from ..replicas.handle import (
 from ..solving.solver import Clock, ProblemResult
 from ..styles.tir import ToolStats
 from .child import Load
+from .faults import Fault
 from .handle import ProcessHandle, ProcessLauncher
 
 WAIT_SECONDS = 0.1
@@ -49,6 +50,7 @@ class ServedEngine:
 
     def __init__(self, config: RunConfig, model_path: str | Path, *, verbose: bool = False,
                  token_budget: int | None = None, replicas: int = 1, clock: Clock = time.monotonic) -> None:
+        Fault.check_env()  # a test hook found in a real environment is said, a bad one refused
         self.launcher = ProcessLauncher(Load(config=config, model_path=str(model_path), number=0, verbose=verbose,
                                              token_budget=token_budget, replicas=replicas))
         self.config, self.clock = config, clock
@@ -85,6 +87,11 @@ class ServedEngine:
         return EngineStats.merged(c.engine for c in (*self._ended, self._counters) if c.engine is not None)
 
     # --- one problem --------------------------------------------------------------------------------------
+
+    @property
+    def gone(self) -> bool:
+        """No engine process, and none coming: MAX_LOAD_DEATHS loads died in a row."""
+        return self.handle is None and self._load_deaths >= MAX_LOAD_DEATHS
 
     def solve(self, problem: Problem, *, deadline: float) -> ProblemResult | None:
         """The problem's result by ``deadline`` (a ``clock`` value), or None: no engine, no time, or the

@@ -250,6 +250,11 @@ class SupervisedSource:
         return [*self._ended, current]
 
     @property
+    def peak_rss_mb(self) -> float:
+        """The largest peak resident memory of the engine processes (where the model is), MiB."""
+        return max(c.peak_rss_mb for c in self._all(live=True))
+
+    @property
     def stats(self) -> EngineStats:
         """Every child's engine counters, summed (the current one's as of its last record)."""
         return EngineStats.merged(c.engine for c in self._all(live=True) if c.engine is not None)
@@ -268,7 +273,8 @@ class SupervisedSource:
         """The load's info as the last child ran (``repack`` off after a SIGILL restart)."""
         if self.info is None:
             return None
-        return replace(self.info, repack=self.info.repack and self._repack, notes=(*self.info.notes, *self.notes))
+        notes = tuple(dict.fromkeys((*self.info.notes, *self.notes)))  # a load that never came holds them already
+        return replace(self.info, repack=self.info.repack and self._repack, notes=notes)
 
 
 def _no_load_info(load: Load, *, notes: tuple[str, ...]) -> LoadInfo:

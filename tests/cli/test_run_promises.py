@@ -145,6 +145,38 @@ def test_a_closed_terminal_writes_what_finished(tmp_path):
     assert answers[:5] == ["0", "1", "2", "3", "4"] and answers[-1] == "99"  # what finished, then fallbacks
 
 
+@pytest.mark.parametrize("stderr", ["closed", "reader gone"])
+def test_a_stderr_nobody_reads_costs_no_file(tmp_path, stderr):
+    """``2>&-``, or ``|& tee log`` where tee dies: progress has nowhere to go, and every write to stderr fails
+    (EBADF, EPIPE). Before, the run exited 1 and wrote neither the submission nor the summary; with stderr
+    closed at start-up, the next file opened took descriptor 2 and got the progress. The run's files must not
+    depend on anyone reading its progress."""
+    import os
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parents[1])
+    env = dict(os.environ, AIMO_GGUF_CHILD_LOADER="fakes:load_prompt_engine",
+               PYTHONPATH=os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+    problems = tmp_path / "p.csv"
+    problems.write_text("id,problem\n" + "".join(f"p{i},What is {i} + 1?\n" for i in range(6)))
+    out, summary = tmp_path / "sub.csv", tmp_path / "s.json"
+    cmd = [sys.executable, "-m", "aimo_gguf", "run", str(problems), "-o", str(out), "--summary", str(summary),
+           "-n", "2", "-b", "4"]
+    if stderr == "closed":
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2), timeout=120)
+    else:
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the first write
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=write, timeout=120)
+        os.close(write)
+    assert done.returncode == 0
+    assert out.read_text().splitlines() == ["id,answer", *(f"p{i},{i + 1}" for i in range(6))]
+    assert json.loads(summary.read_text())["problems_done"] == 6
+    journal = (tmp_path / "sub.journal.jsonl").read_text()
+    assert "aimo-gguf" not in journal.split("\n", 1)[1]  # no progress landed in a file the run opened
+
+
 # --- nothing that is not a journal is ever changed -------------------------------------------------------------
 
 

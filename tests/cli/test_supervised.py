@@ -123,6 +123,14 @@ def test_a_child_gives_what_one_process_gives(tmp_path, fault, batch_size, sampl
     assert seen.seen and not seen.stray()
 
 
+@pytest.mark.parametrize("mb", [300, 700])
+def test_the_summary_s_peak_memory_is_the_engine_process_s(tmp_path, fault, monkeypatch, mb):
+    """The model is in the engine process: the summary's peak RSS is its, not the parent's (which holds none)."""
+    monkeypatch.setenv("FAKE_ENGINE_MB", str(mb))
+    _, summary, _ = solve(tmp_path)
+    assert mb <= summary["peak_rss_mb"] < mb + 400
+
+
 @pytest.mark.parametrize("how", ["abort", "sigsegv", "sigill", "exit"])
 def test_a_crash_costs_the_problems_in_flight_one_more_try(tmp_path, fault, capsys, how):
     fault(f"{how}@decode:p3@once")
@@ -155,12 +163,15 @@ def test_a_death_while_loading_restarts(tmp_path, fault):
     assert not seen.stray()
 
 
-def test_restarts_run_out_and_the_run_ends_written(tmp_path, fault, capsys):
-    fault("sigsegv@load")
+@pytest.mark.parametrize("how", ["sigsegv", "sigill", "abort"])
+def test_restarts_run_out_and_the_run_ends_written(tmp_path, fault, capsys, how):
+    fault(f"{how}@load")
     with pytest.raises(EngineError, match=f"crashed {MAX_RESTARTS + 1} times"):
         solve(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["engine_crashes"] == MAX_RESTARTS + 1 and summary["fallbacks"] == N
+    assert len(summary["notes"]) == len(set(summary["notes"]))  # each said once (a SIGILL's --no-repack note)
+    assert ("restarted with --no-repack" in " ".join(summary["notes"])) == (how == "sigill")
     assert "no restart left" in capsys.readouterr().err
 
 
