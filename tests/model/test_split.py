@@ -34,18 +34,23 @@ def test_a_load_with_the_split_gets_its_parameters(monkeypatch):
     assert seen == [(llama_cpp.LLAMA_SPLIT_MODE_ROW, 0, [3.0, 1.0])]
 
 
-def test_the_adapter_with_two_replicas_shares_the_samples_and_the_vote():
+@pytest.mark.parametrize("in_process", [True, False])
+def test_the_adapter_with_two_replicas_shares_the_samples_and_the_vote(in_process):
     from aimo_gguf.kaggle import ANSWER_RANGE, KaggleSolver
 
     solver = KaggleSolver(replicas=2, threads=1, samples=4, temperature=0.0, max_tokens=16, total_seconds=600,
-                          safety_seconds=10)
+                          safety_seconds=10, in_process=in_process)
     try:
         pool = solver.engine
-        assert [e.batch_size for e in pool.engines] == [2, 2]  # half the samples on each
+        if in_process:
+            assert [e.batch_size for e in pool.engines] == [2, 2]  # half the samples on each
+        else:  # the pool lives in the engine process
+            assert pool is None and solver.served is not None
         answers = [int(solver.predict(f"q{i}", f"What is {i} + {i + 2}?")["answer"].to_list()[0]) for i in range(3)]
         assert all(ANSWER_RANGE[0] <= a <= ANSWER_RANGE[1] for a in answers)
         assert solver.stats.failures == 0 and solver.stats.problems == 3
-        assert all(e.stats.generated_tokens > 0 for e in pool.engines)  # both decoded
+        if in_process:
+            assert all(e.stats.generated_tokens > 0 for e in pool.engines)  # both decoded
         assert solver.stats.answered + solver.stats.fallbacks == 3  # (the shared vote's early stop: tests/cli)
     finally:
         solver.close()
