@@ -43,6 +43,7 @@ from .problems import (
     write_json_atomic,
     write_submission,
 )
+from .progress import ProgressBar
 from .summary import RunSummary, peak_rss_mb
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 
 DEFAULT_OUTPUT = "submission.csv"
 KEEP_RESULTS = 50  # runs this small keep their ProblemResults for the end-of-run table
-PROGRESS_INTERVAL = 0.5  # seconds between progress-bar refreshes inside a long problem, in a terminal
-PROGRESS_INTERVAL_LOG = 10.0  # the same when stderr is a log (a Kaggle notebook): a line each time
 
 
 @dataclass
@@ -307,7 +306,7 @@ class _Outcome:
         # Without confidence every vote weighs 1: the other modes would only repeat majority.
         self.modes = VOTE_MODES if info.confidence else ("majority",)
         todo = self._take_journaled(log.entries if log is not None else {})
-        bar = _ProgressBar(len(self.problems), source, summary, enabled=progress)
+        bar = ProgressBar(len(self.problems), source, summary, enabled=progress)
         self.tool_stats = ToolStats() if config.tir else None
 
         def on_step() -> None:
@@ -458,44 +457,6 @@ class _Outcome:
             raise failure
         self.results.sort(key=lambda r: r.index)
         return RunResult(answers=rows, summary=s, results=self.results)
-
-
-class _ProgressBar:
-    """tqdm on stderr: problems, samples, tokens/s, ETA; refreshed inside long problems too."""
-
-    def __init__(self, total: int, source: ResultSource, summary: RunSummary, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.source, self.summary = source, summary
-        self._last = 0.0
-        self._t0 = time.perf_counter()
-        self.interval = PROGRESS_INTERVAL if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG
-        self._bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=summary.resumed, unit="problem", file=sys.stderr,
-                             dynamic_ncols=True, smoothing=0.1,
-                             mininterval=0.1 if sys.stderr.isatty() else PROGRESS_INTERVAL_LOG)
-
-    def refresh(self) -> None:
-        now = time.perf_counter()
-        if self._bar is None or now - self._last < self.interval:
-            return
-        self._last = now
-        rate = self.source.stats.generated_tokens / max(now - self._t0, 1e-9)  # read anew: it may be a snapshot
-        note = self.source.progress_note()
-        self._bar.set_postfix_str(f"samples={self.summary.samples} tok/s={rate:.1f}" + (f" {note}" if note else ""),
-                                  refresh=False)
-        self._bar.refresh()
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-            self.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:
