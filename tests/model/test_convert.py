@@ -170,8 +170,10 @@ def test_an_interrupted_conversion_leaves_no_model(hf_checkpoint, tmp_path, sig)
     env = clean_env(PYTHON=sys.executable)
     for attempt in range(3):  # a busy machine can deschedule this test until the tiny conversion is done
         out = tmp_path / f"m{attempt}"
+        # SIGINT's own action: a test run started in the background of a script inherits it ignored
         proc = subprocess.Popen([str(CONVERT_SCRIPT), str(hf_checkpoint), "--outdir", str(out), "--quant", "Q8_0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait until the F16 file is being written
             staged = list(out.glob(".convert-*/*.gguf")) if out.exists() else []
